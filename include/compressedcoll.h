@@ -1,0 +1,147 @@
+/*
+ * libcompressedcoll: compressed allreduce for data-parallel training.
+ *
+ * The API mirrors NCCL's shapes so that switching is a rename:
+ *   ncclGetUniqueId -> cc_get_unique_id, ncclCommInitRank -> cc_comm_init_rank,
+ *   ncclAllReduce -> compressed_allreduce, ncclGroupStart -> cc_group_start, ...
+ *
+ * This header is C99 and is the only installed header.
+ */
+#ifndef COMPRESSEDCOLL_H_
+#define COMPRESSEDCOLL_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define CC_API __attribute__((visibility("default")))
+#else
+#define CC_API
+#endif
+
+#define CC_VERSION_MAJOR 0
+#define CC_VERSION_MINOR 1
+#define CC_VERSION_PATCH 0
+/* Same encoding as NCCL_VERSION_CODE: major * 10000 + minor * 100 + patch. */
+#define CC_VERSION_CODE (CC_VERSION_MAJOR * 10000 + CC_VERSION_MINOR * 100 + CC_VERSION_PATCH)
+
+typedef enum {
+  CC_SUCCESS = 0,
+  CC_INVALID_ARGUMENT = 1,
+  CC_INVALID_USAGE = 2,
+  CC_SYSTEM_ERROR = 3,
+  CC_REMOTE_ERROR = 4,
+  CC_TIMEOUT = 5,
+  CC_UNSUPPORTED = 6,
+  CC_CUDA_ERROR = 7,
+  CC_INTERNAL_ERROR = 8,
+  CC_IN_PROGRESS = 9
+} cc_result_t;
+
+/* Numbering follows ncclDataType_t. */
+typedef enum {
+  CC_INT8 = 0,
+  CC_UINT8 = 1,
+  CC_INT32 = 2,
+  CC_UINT32 = 3,
+  CC_INT64 = 4,
+  CC_UINT64 = 5,
+  CC_FLOAT16 = 6,
+  CC_FLOAT32 = 7,
+  CC_FLOAT64 = 8,
+  CC_BFLOAT16 = 9
+} cc_datatype_t;
+#define CC_NUM_DATATYPES 10
+
+/* Numbering follows ncclRedOp_t. SUM and AVG on float32/float16/bfloat16 are
+ * compressed; every other (op, datatype) pair takes the exact path. */
+typedef enum { CC_SUM = 0, CC_PROD = 1, CC_MAX = 2, CC_MIN = 3, CC_AVG = 4 } cc_red_op_t;
+#define CC_NUM_OPS 5
+
+typedef struct cc_comm* cc_comm_t;
+
+#define CC_UNIQUE_ID_BYTES 128
+typedef struct {
+  char internal[CC_UNIQUE_ID_BYTES];
+} cc_unique_id_t;
+
+/*
+ * Communicator configuration. Always start from CC_CONFIG_INITIALIZER: a config
+ * whose size/magic/version were not set by it is refused. Every other field
+ * starts "unset"; an unset field is filled from the environment (CC_CODEC,
+ * CC_ALGO, CC_TRANSPORT, CC_SEED, CC_TIMEOUT_MS, CC_DEBUG, ...), then from the
+ * built-in default.
+ */
+#define CC_CONFIG_MAGIC 0xC0C0C0F1u
+#define CC_CONFIG_VERSION 1u
+#define CC_CONFIG_UNSET_INT (-1)
+
+typedef struct {
+  size_t size;           /* sizeof(cc_config_t) of the caller's build */
+  unsigned int magic;    /* CC_CONFIG_MAGIC */
+  unsigned int version;  /* CC_CONFIG_VERSION */
+  const char* codec;     /* "none" | "nat"; NULL: CC_CODEC, else "nat" */
+  const char* algo;      /* "ring" | "auto"; NULL: CC_ALGO, else "auto" */
+  const char* transport; /* "tcp" | "ibverbs" | "local"; NULL: CC_TRANSPORT, else "tcp" */
+  const char* socket_ifname; /* NULL: CC_SOCKET_IFNAME, else the interface reaching the root */
+  const char* ib_device;     /* NULL: CC_IB_DEVICE, else the first ibverbs device */
+  const char* debug;         /* "WARN" | "INFO" | "TRACE"; NULL: CC_DEBUG, else "WARN" */
+  int has_seed;              /* 0: CC_SEED, else a random seed agreed at init */
+  unsigned long long seed;   /* Philox key; used when has_seed != 0 */
+  int timeout_ms;            /* CC_CONFIG_UNSET_INT: CC_TIMEOUT_MS, else 300000 */
+  long long chunk_bytes;     /* pipeline chunk (fp32 bytes); CC_CONFIG_UNSET_INT: CC_CHUNK_BYTES, else 1 MiB */
+} cc_config_t;
+
+#define CC_CONFIG_INITIALIZER                                                            \
+  {                                                                                      \
+    sizeof(cc_config_t), CC_CONFIG_MAGIC, CC_CONFIG_VERSION, NULL, NULL, NULL, NULL,     \
+        NULL, NULL, 0, 0ull, CC_CONFIG_UNSET_INT, CC_CONFIG_UNSET_INT                    \
+  }
+
+CC_API cc_result_t cc_get_version(int* version);
+CC_API const char* cc_get_error_string(cc_result_t result);
+/* The message of the last failed call made by the calling thread (comm may be
+ * NULL). Never NULL; "" when this thread has seen no error. */
+CC_API const char* cc_get_last_error(cc_comm_t comm);
+
+/* Creates an id naming the bootstrap root. Without CC_COMM_ID this also starts
+ * the rendezvous store in the calling process, which must stay alive until
+ * every rank has finished cc_comm_init_rank. With CC_COMM_ID=host:port every
+ * rank gets the same id and rank 0 serves the store at init. */
+CC_API cc_result_t cc_get_unique_id(cc_unique_id_t* id);
+CC_API cc_result_t cc_comm_init_rank(cc_comm_t* comm, int nranks, cc_unique_id_t id, int rank,
+                              const cc_config_t* config);
+
+/* stream == NULL: host buffers; blocks until the result is in recvbuf.
+ * sendbuf == recvbuf: in place. count == 0 succeeds without communicating. */
+CC_API cc_result_t compressed_allreduce(const void* sendbuf, void* recvbuf, size_t count,
+                                 cc_datatype_t datatype, cc_red_op_t op, cc_comm_t comm,
+                                 void* stream);
+
+/* Calls between cc_group_start and cc_group_end are queued and run, in order,
+ * by cc_group_end (whose result is the first failure). Groups nest. */
+CC_API cc_result_t cc_group_start(void);
+CC_API cc_result_t cc_group_end(void);
+
+CC_API cc_result_t cc_comm_count(cc_comm_t comm, int* nranks);
+CC_API cc_result_t cc_comm_user_rank(cc_comm_t comm, int* rank);
+
+/* Waits for outstanding work; the communicator accepts no more collectives. */
+CC_API cc_result_t cc_comm_finalize(cc_comm_t comm);
+/* Frees the communicator's resources. */
+CC_API cc_result_t cc_comm_destroy(cc_comm_t comm);
+/* Stops all work on the communicator, breaks its connections so that peers
+ * fail instead of waiting, and frees it. Safe to call from another thread. */
+CC_API cc_result_t cc_comm_abort(cc_comm_t comm);
+/* CC_SUCCESS, or the error that broke the communicator. */
+CC_API cc_result_t cc_comm_get_async_error(cc_comm_t comm, cc_result_t* async_error);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* COMPRESSEDCOLL_H_ */

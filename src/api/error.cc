@@ -1,0 +1,89 @@
+#include "api/error.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <vector>
+
+namespace cc {
+namespace {
+
+thread_local std::string tlsLastError;
+std::atomic<int> gLogLevel{static_cast<int>(LogLevel::Warn)};
+
+std::string formatV(const char* fmt, va_list args) {
+  va_list copy;
+  va_copy(copy, args);
+  int needed = std::vsnprintf(nullptr, 0, fmt, copy);
+  va_end(copy);
+  if (needed < 0) return fmt;
+  std::vector<char> buf(static_cast<size_t>(needed) + 1);
+  std::vsnprintf(buf.data(), buf.size(), fmt, args);
+  return std::string(buf.data(), static_cast<size_t>(needed));
+}
+
+}  // namespace
+
+const char* resultName(cc_result_t code) {
+  switch (code) {
+    case CC_SUCCESS: return "CC_SUCCESS";
+    case CC_INVALID_ARGUMENT: return "CC_INVALID_ARGUMENT";
+    case CC_INVALID_USAGE: return "CC_INVALID_USAGE";
+    case CC_SYSTEM_ERROR: return "CC_SYSTEM_ERROR";
+    case CC_REMOTE_ERROR: return "CC_REMOTE_ERROR";
+    case CC_TIMEOUT: return "CC_TIMEOUT";
+    case CC_UNSUPPORTED: return "CC_UNSUPPORTED";
+    case CC_CUDA_ERROR: return "CC_CUDA_ERROR";
+    case CC_INTERNAL_ERROR: return "CC_INTERNAL_ERROR";
+    case CC_IN_PROGRESS: return "CC_IN_PROGRESS";
+  }
+  return "CC_UNKNOWN_RESULT";
+}
+
+cc_result_t setErrorV(cc_result_t code, const char* fmt, va_list args) {
+  tlsLastError = std::string(resultName(code)) + ": " + formatV(fmt, args);
+  if (logLevel() >= LogLevel::Info) logMessage(LogLevel::Info, "%s", tlsLastError.c_str());
+  return code;
+}
+
+cc_result_t setError(cc_result_t code, const char* fmt, ...) {
+  va_list args;
+  va_start(args, fmt);
+  setErrorV(code, fmt, args);
+  va_end(args);
+  return code;
+}
+
+cc_result_t addErrorContext(cc_result_t code, const char* fmt, ...) {
+  va_list args;
+  va_start(args, fmt);
+  std::string context = formatV(fmt, args);
+  va_end(args);
+  std::string prefix = std::string(resultName(code)) + ": ";
+  std::string detail = tlsLastError.compare(0, prefix.size(), prefix) == 0
+                           ? tlsLastError.substr(prefix.size())
+                           : tlsLastError;
+  tlsLastError = prefix + context + (detail.empty() ? "" : ": " + detail);
+  return code;
+}
+
+const std::string& lastErrorMessage() { return tlsLastError; }
+void clearLastError() { tlsLastError.clear(); }
+
+LogLevel logLevel() { return static_cast<LogLevel>(gLogLevel.load(std::memory_order_relaxed)); }
+void setLogLevel(LogLevel level) { gLogLevel.store(static_cast<int>(level)); }
+
+void logMessage(LogLevel level, const char* fmt, ...) {
+  static const char* names[] = {"WARN", "INFO", "TRACE"};
+  va_list args;
+  va_start(args, fmt);
+  std::string text = formatV(fmt, args);
+  va_end(args);
+  char host[64] = {0};
+  gethostname(host, sizeof(host) - 1);
+  std::fprintf(stderr, "%s:%d [cc %s] %s\n", host, static_cast<int>(getpid()),
+               names[static_cast<int>(level)], text.c_str());
+}
+
+}  // namespace cc

@@ -1,0 +1,92 @@
+// Bootstrap: the unique id and the rendezvous store served by the root.
+//
+// The id carries the root's address, port and a random nonce. Ranks meet in a
+// small TCP key-value store (it implements gloo::rendezvous::Store, so Gloo
+// connects its full mesh through it). The store checks each joining rank:
+// right nonce, rank in range, same nranks as the others, no duplicate rank.
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <gloo/rendezvous/store.h>
+
+#include "compressedcoll.h"
+
+namespace cc {
+
+struct RootAddress {
+  sockaddr_storage addr{};  // AF_INET or AF_INET6, port included
+  socklen_t addrLen = 0;
+  uint64_t nonce = 0;
+  bool fromEnvironment = false;  // CC_COMM_ID: rank 0 serves the store at init
+  std::string str() const;       // "host:port"
+};
+
+// cc_get_unique_id: with CC_COMM_ID=host:port, encodes that address (nonce
+// derived from the text, identical on every rank). Otherwise picks this host's
+// address (CC_SOCKET_IFNAME, else the first interface that is up and not
+// loopback, else loopback), starts the store server on an ephemeral port in
+// this process and encodes its address with a random nonce.
+cc_result_t createUniqueId(cc_unique_id_t* id);
+// Decodes and validates an id (CC_INVALID_ARGUMENT when it was not made by
+// cc_get_unique_id).
+cc_result_t decodeUniqueId(const cc_unique_id_t& id, RootAddress* root);
+
+// Starts serving the store for `root` in this process (rank 0 under
+// CC_COMM_ID). Fails with CC_SYSTEM_ERROR naming the address when it cannot bind.
+cc_result_t serveStore(const RootAddress& root);
+
+// One rank's connection to the store. All calls time out after timeoutMs.
+// The gloo::rendezvous::Store overrides throw gloo::IoException (Gloo expects
+// that); the try* calls return a cc_result_t with a message instead.
+class StoreClient : public gloo::rendezvous::Store {
+ public:
+  // Connects (retrying until the timeout while the root is not yet listening),
+  // then joins as `rank` of `nranks`. A wrong nonce, nranks mismatch or a
+  // duplicate rank fails with CC_INVALID_USAGE and the store's reason; an
+  // unreachable root fails with CC_TIMEOUT naming the address.
+  static cc_result_t connect(const RootAddress& root, int rank, int nranks, int timeoutMs,
+                             std::unique_ptr<StoreClient>* out);
+  ~StoreClient() override;
+
+  // The local address of the connection to the root: the interface that
+  // reaches it, which Gloo listens on unless CC_SOCKET_IFNAME says otherwise.
+  const sockaddr_storage& localAddress() const { return local_; }
+  std::string localAddressString() const;
+
+  cc_result_t trySet(const std::string& key, const std::vector<char>& value);
+  // Waits until the key exists (or the timeout), then returns its value.
+  cc_result_t tryGet(const std::string& key, std::vector<char>* value);
+  // Atomically adds delta to the integer stored at key (0 when absent).
+  cc_result_t tryAdd(const std::string& key, int64_t delta, int64_t* result);
+  // Returns when all nranks ranks have entered the barrier of this name.
+  cc_result_t barrier(const std::string& name);
+
+  // gloo::rendezvous::Store
+  void set(const std::string& key, const std::vector<char>& data) override;
+  std::vector<char> get(const std::string& key) override;
+  void wait(const std::vector<std::string>& keys) override;
+  void wait(const std::vector<std::string>& keys, const std::chrono::milliseconds& timeout) override;
+
+ private:
+  StoreClient(int fd, int rank, int nranks, int timeoutMs, const sockaddr_storage& local);
+  int fd_;
+  int rank_;
+  int nranks_;
+  int timeoutMs_;
+  sockaddr_storage local_;
+};
+
+// The IPv4/IPv6 address of a named interface (CC_SOCKET_IFNAME); CC_SYSTEM_ERROR
+// listing the interfaces that exist when it has none.
+cc_result_t interfaceAddress(const std::string& ifname, sockaddr_storage* addr);
+std::string sockaddrToString(const sockaddr_storage& addr, bool withPort);
+
+}  // namespace cc
