@@ -93,7 +93,7 @@ typedef struct {
   int has_seed;              /* 0: CC_SEED, else a random seed agreed at init */
   unsigned long long seed;   /* Philox key; used when has_seed != 0 */
   int timeout_ms;            /* CC_CONFIG_UNSET_INT: CC_TIMEOUT_MS, else 300000 */
-  long long chunk_bytes;     /* pipeline chunk (fp32 bytes); CC_CONFIG_UNSET_INT: CC_CHUNK_BYTES, else 1 MiB */
+  long long chunk_bytes;     /* wire bytes per pipelined message; CC_CONFIG_UNSET_INT: CC_CHUNK_BYTES, else 1 MiB */
 } cc_config_t;
 
 #define CC_CONFIG_INITIALIZER                                                            \

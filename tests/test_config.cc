@@ -1,1 +1,150 @@
-// placeholder: being written
+// Config resolution: the initializer, environment filling unset fields,
+// explicit fields winning, and refusals that list the valid values.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+#include <string>
+
+#include "api/config.h"
+#include "compressedcoll.h"
+
+namespace {
+
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old, hadOld_ = true;
+    setenv(name, value, 1);
+  }
+  ~ScopedEnv() {
+    if (hadOld_) setenv(name_.c_str(), old_.c_str(), 1);
+    else unsetenv(name_.c_str());
+  }
+
+ private:
+  std::string name_, old_;
+  bool hadOld_ = false;
+};
+
+std::string lastError() { return cc_get_last_error(nullptr); }
+
+TEST(Config, DefaultsWhenNothingIsSet) {
+  cc::ResolvedConfig resolved;
+  ASSERT_EQ(cc::resolveConfig(nullptr, &resolved), CC_SUCCESS) << lastError();
+  EXPECT_EQ(resolved.codec, cc::CodecId::Nat);
+  EXPECT_EQ(resolved.algo, cc::AlgoId::Auto);
+  EXPECT_EQ(resolved.transport, cc::TransportKind::Tcp);
+  EXPECT_FALSE(resolved.hasSeed);
+  EXPECT_EQ(resolved.timeoutMs, cc::kDefaultTimeoutMs);
+}
+
+TEST(Config, ConfigNotMadeByTheInitializerIsRefused) {
+  cc_config_t config;
+  std::memset(&config, 0, sizeof(config));
+  cc::ResolvedConfig resolved;
+  EXPECT_EQ(cc::resolveConfig(&config, &resolved), CC_INVALID_ARGUMENT);
+  EXPECT_NE(lastError().find("CC_CONFIG_INITIALIZER"), std::string::npos) << lastError();
+  EXPECT_EQ(lastError().rfind("CC_INVALID_ARGUMENT: ", 0), 0u) << lastError();
+
+  // Through the C API too.
+  cc_unique_id_t id;
+  ASSERT_EQ(cc_get_unique_id(&id), CC_SUCCESS);
+  cc_comm_t comm = nullptr;
+  EXPECT_EQ(cc_comm_init_rank(&comm, 1, id, 0, &config), CC_INVALID_ARGUMENT);
+  EXPECT_NE(lastError().find("CC_CONFIG_INITIALIZER"), std::string::npos) << lastError();
+}
+
+TEST(Config, EnvironmentFillsUnsetFields) {
+  ScopedEnv codec("CC_CODEC", "none");
+  ScopedEnv algo("CC_ALGO", "ring");
+  ScopedEnv transport("CC_TRANSPORT", "local");
+  ScopedEnv seed("CC_SEED", "0x1234");
+  ScopedEnv timeout("CC_TIMEOUT_MS", "1500");
+  ScopedEnv chunk("CC_CHUNK_BYTES", "256K");
+  cc::ResolvedConfig resolved;
+  ASSERT_EQ(cc::resolveConfig(nullptr, &resolved), CC_SUCCESS) << lastError();
+  EXPECT_EQ(resolved.codec, cc::CodecId::None);
+  EXPECT_EQ(resolved.algo, cc::AlgoId::Ring);
+  EXPECT_EQ(resolved.transport, cc::TransportKind::Local);
+  EXPECT_TRUE(resolved.hasSeed);
+  EXPECT_EQ(resolved.seed, 0x1234u);
+  EXPECT_EQ(resolved.timeoutMs, 1500);
+  EXPECT_EQ(resolved.chunkBytes, 256u * 1024u);
+}
+
+TEST(Config, ExplicitFieldsWinOverTheEnvironment) {
+  ScopedEnv codec("CC_CODEC", "none");
+  ScopedEnv timeout("CC_TIMEOUT_MS", "1500");
+  cc_config_t config = CC_CONFIG_INITIALIZER;
+  config.codec = "nat";
+  config.timeout_ms = 99;
+  cc::ResolvedConfig resolved;
+  ASSERT_EQ(cc::resolveConfig(&config, &resolved), CC_SUCCESS) << lastError();
+  EXPECT_EQ(resolved.codec, cc::CodecId::Nat);
+  EXPECT_EQ(resolved.timeoutMs, 99);
+}
+
+TEST(Config, UnknownValuesListTheValidOnes) {
+  cc::ResolvedConfig resolved;
+  {
+    ScopedEnv env("CC_CODEC", "zstd");
+    EXPECT_EQ(cc::resolveConfig(nullptr, &resolved), CC_INVALID_ARGUMENT);
+    EXPECT_NE(lastError().find("CC_CODEC"), std::string::npos) << lastError();
+    EXPECT_NE(lastError().find("none, nat"), std::string::npos) << lastError();
+  }
+  {
+    ScopedEnv env("CC_ALGO", "butterfly");
+    EXPECT_EQ(cc::resolveConfig(nullptr, &resolved), CC_INVALID_ARGUMENT);
+    EXPECT_NE(lastError().find("valid: ring, auto"), std::string::npos) << lastError();
+  }
+  {
+    ScopedEnv env("CC_TRANSPORT", "carrier-pigeon");
+    EXPECT_EQ(cc::resolveConfig(nullptr, &resolved), CC_INVALID_ARGUMENT);
+    EXPECT_NE(lastError().find("valid: tcp, ibverbs, local"), std::string::npos) << lastError();
+  }
+  {
+    ScopedEnv env("CC_DEBUG", "LOUD");
+    EXPECT_EQ(cc::resolveConfig(nullptr, &resolved), CC_INVALID_ARGUMENT);
+    EXPECT_NE(lastError().find("WARN, INFO, TRACE"), std::string::npos) << lastError();
+  }
+  {
+    ScopedEnv env("CC_TIMEOUT_MS", "soon");
+    EXPECT_EQ(cc::resolveConfig(nullptr, &resolved), CC_INVALID_ARGUMENT);
+    EXPECT_NE(lastError().find("CC_TIMEOUT_MS"), std::string::npos) << lastError();
+  }
+  {
+    ScopedEnv env("CC_SEED", "-5");
+    EXPECT_EQ(cc::resolveConfig(nullptr, &resolved), CC_INVALID_ARGUMENT);
+  }
+  {
+    ScopedEnv env("CC_CHUNK_BYTES", "12");
+    EXPECT_EQ(cc::resolveConfig(nullptr, &resolved), CC_INVALID_ARGUMENT);
+    EXPECT_NE(lastError().find("between"), std::string::npos) << lastError();
+  }
+}
+
+TEST(Config, VersionAndErrorStrings) {
+  int version = 0;
+  ASSERT_EQ(cc_get_version(&version), CC_SUCCESS);
+  EXPECT_EQ(version, CC_VERSION_CODE);
+  EXPECT_EQ(cc_get_version(nullptr), CC_INVALID_ARGUMENT);
+  EXPECT_STREQ(cc_get_error_string(CC_SUCCESS), "no error");
+  EXPECT_STREQ(cc_get_error_string(CC_TIMEOUT), "timeout");
+  EXPECT_STREQ(cc_get_error_string(static_cast<cc_result_t>(77)), "unknown result code");
+}
+
+TEST(Config, LastErrorIsPerThread) {
+  cc::setError(CC_TIMEOUT, "main thread error");
+  std::string other;
+  std::thread thread([&] {
+    cc::setError(CC_REMOTE_ERROR, "other thread error");
+    other = cc_get_last_error(nullptr);
+  });
+  thread.join();
+  EXPECT_EQ(lastError(), "CC_TIMEOUT: main thread error");
+  EXPECT_EQ(other, "CC_REMOTE_ERROR: other thread error");
+}
+
+}  // namespace

@@ -1,1 +1,238 @@
-// placeholder: being written
+// The C entry points: argument checks, the group queue, error strings.
+#include <cstdint>
+#include <vector>
+
+#include "api/error.h"
+#include "codec/codec.h"
+#include "comm/bootstrap.h"
+#include "comm/comm.h"
+
+namespace cc {
+namespace {
+
+constexpr int kMaxRanks = 1 << 16;  // the rank field of the Philox stream id is 16 bits
+
+struct PendingAllreduce {
+  const void* sendbuf;
+  void* recvbuf;
+  size_t count;
+  cc_datatype_t datatype;
+  cc_red_op_t op;
+  cc_comm_t comm;
+};
+
+thread_local int tlsGroupDepth = 0;
+thread_local std::vector<PendingAllreduce> tlsGroupQueue;
+
+// Keeps an aborted communicator alive until the last call inside it returns.
+class CallGuard {
+ public:
+  explicit CallGuard(cc_comm_t comm) : comm_(comm) { comm_->callsInside.fetch_add(1); }
+  ~CallGuard() {
+    if (comm_->callsInside.fetch_sub(1) == 1 && comm_->freeWhenIdle.load()) delete comm_;
+  }
+  CallGuard(const CallGuard&) = delete;
+  CallGuard& operator=(const CallGuard&) = delete;
+
+ private:
+  cc_comm_t comm_;
+};
+
+cc_result_t checkUsable(cc_comm_t comm, const char* call) {
+  if (comm == nullptr) return setError(CC_INVALID_ARGUMENT, "%s: comm is NULL", call);
+  if (comm->aborted.load()) return setError(CC_INVALID_USAGE, "%s: the communicator was aborted", call);
+  if (comm->finalized.load()) {
+    return setError(CC_INVALID_USAGE, "%s: the communicator was finalized", call);
+  }
+  return CC_SUCCESS;
+}
+
+cc_result_t checkAllreduceArgs(const void* sendbuf, void* recvbuf, size_t count,
+                               cc_datatype_t datatype, cc_red_op_t op, cc_comm_t comm,
+                               void* stream) {
+  CC_CHECK(checkUsable(comm, "compressed_allreduce"));
+  if (static_cast<int>(datatype) < 0 || static_cast<int>(datatype) >= CC_NUM_DATATYPES) {
+    return setError(CC_INVALID_ARGUMENT,
+                    "compressed_allreduce: unknown datatype %d (valid: CC_INT8 = 0 .. CC_BFLOAT16 = 9)",
+                    static_cast<int>(datatype));
+  }
+  if (static_cast<int>(op) < 0 || static_cast<int>(op) >= CC_NUM_OPS) {
+    return setError(CC_INVALID_ARGUMENT,
+                    "compressed_allreduce: unknown reduction op %d (valid: CC_SUM, CC_PROD, CC_MAX, "
+                    "CC_MIN, CC_AVG)",
+                    static_cast<int>(op));
+  }
+  const size_t bytesPerValue = elementBytes(elementTypeOf(datatype));
+  if (count > SIZE_MAX / bytesPerValue) {
+    return setError(CC_INVALID_ARGUMENT,
+                    "compressed_allreduce: count %zu overflows size_t for datatype %s", count,
+                    datatypeName(datatype));
+  }
+  if (stream != nullptr) {
+    return setError(CC_UNSUPPORTED,
+                    "compressed_allreduce: CUDA streams are not supported by this build; pass "
+                    "stream = NULL with host buffers");
+  }
+  if (count == 0) return CC_SUCCESS;
+  if (sendbuf == nullptr) return setError(CC_INVALID_ARGUMENT, "compressed_allreduce: sendbuf is NULL");
+  if (recvbuf == nullptr) return setError(CC_INVALID_ARGUMENT, "compressed_allreduce: recvbuf is NULL");
+  const size_t bytes = count * bytesPerValue;
+  const uintptr_t send = reinterpret_cast<uintptr_t>(sendbuf);
+  const uintptr_t recv = reinterpret_cast<uintptr_t>(recvbuf);
+  if (send != recv && send < recv + bytes && recv < send + bytes) {
+    return setError(CC_INVALID_ARGUMENT,
+                    "compressed_allreduce: sendbuf and recvbuf overlap without being equal (in "
+                    "place needs sendbuf == recvbuf)");
+  }
+  return CC_SUCCESS;
+}
+
+cc_result_t runAllreduce(const PendingAllreduce& call) {
+  if (call.count == 0) return CC_SUCCESS;
+  CallGuard guard(call.comm);
+  return commAllreduce(call.comm, call.sendbuf, call.recvbuf, call.count, call.datatype, call.op);
+}
+
+}  // namespace
+}  // namespace cc
+
+using namespace cc;
+
+extern "C" {
+
+cc_result_t cc_get_version(int* version) {
+  if (version == nullptr) return setError(CC_INVALID_ARGUMENT, "cc_get_version: version is NULL");
+  *version = CC_VERSION_CODE;
+  return CC_SUCCESS;
+}
+
+const char* cc_get_error_string(cc_result_t result) {
+  switch (result) {
+    case CC_SUCCESS: return "no error";
+    case CC_INVALID_ARGUMENT: return "invalid argument";
+    case CC_INVALID_USAGE: return "invalid usage";
+    case CC_SYSTEM_ERROR: return "system error (socket, memory or device)";
+    case CC_REMOTE_ERROR: return "remote error (a peer failed, disconnected or sent bad data)";
+    case CC_TIMEOUT: return "timeout";
+    case CC_UNSUPPORTED: return "unsupported";
+    case CC_CUDA_ERROR: return "CUDA error";
+    case CC_INTERNAL_ERROR: return "internal error";
+    case CC_IN_PROGRESS: return "operation in progress";
+  }
+  return "unknown result code";
+}
+
+const char* cc_get_last_error(cc_comm_t comm) {
+  (void)comm;  // the text is per thread, whichever communicator failed
+  return lastErrorMessage().c_str();
+}
+
+cc_result_t cc_get_unique_id(cc_unique_id_t* id) {
+  if (id == nullptr) return setError(CC_INVALID_ARGUMENT, "cc_get_unique_id: id is NULL");
+  return createUniqueId(id);
+}
+
+cc_result_t cc_comm_init_rank(cc_comm_t* comm, int nranks, cc_unique_id_t id, int rank,
+                              const cc_config_t* config) {
+  if (comm == nullptr) return setError(CC_INVALID_ARGUMENT, "cc_comm_init_rank: comm is NULL");
+  *comm = nullptr;
+  if (nranks < 1 || nranks > kMaxRanks) {
+    return setError(CC_INVALID_ARGUMENT, "cc_comm_init_rank: nranks %d is outside [1, %d]", nranks,
+                    kMaxRanks);
+  }
+  if (rank < 0 || rank >= nranks) {
+    return setError(CC_INVALID_ARGUMENT, "cc_comm_init_rank: rank %d is outside [0, %d)", rank, nranks);
+  }
+  cc_result_t result = commInit(comm, nranks, id, rank, config);
+  if (result != CC_SUCCESS) return addErrorContext(result, "cc_comm_init_rank (rank %d of %d)", rank, nranks);
+  return CC_SUCCESS;
+}
+
+cc_result_t compressed_allreduce(const void* sendbuf, void* recvbuf, size_t count,
+                                 cc_datatype_t datatype, cc_red_op_t op, cc_comm_t comm,
+                                 void* stream) {
+  CC_CHECK(checkAllreduceArgs(sendbuf, recvbuf, count, datatype, op, comm, stream));
+  PendingAllreduce call{sendbuf, recvbuf, count, datatype, op, comm};
+  if (tlsGroupDepth > 0) {
+    tlsGroupQueue.push_back(call);
+    return CC_SUCCESS;
+  }
+  return runAllreduce(call);
+}
+
+cc_result_t cc_group_start(void) {
+  ++tlsGroupDepth;
+  return CC_SUCCESS;
+}
+
+cc_result_t cc_group_end(void) {
+  if (tlsGroupDepth == 0) {
+    return setError(CC_INVALID_USAGE, "cc_group_end without a matching cc_group_start");
+  }
+  if (--tlsGroupDepth > 0) return CC_SUCCESS;
+  std::vector<PendingAllreduce> queue;
+  queue.swap(tlsGroupQueue);
+  cc_result_t first = CC_SUCCESS;
+  std::string firstMessage;
+  for (const auto& call : queue) {
+    cc_result_t result = runAllreduce(call);
+    if (result != CC_SUCCESS && first == CC_SUCCESS) {
+      first = result;
+      firstMessage = lastErrorMessage();
+    }
+  }
+  if (first != CC_SUCCESS) restoreLastError(firstMessage);
+  return first;
+}
+
+cc_result_t cc_comm_count(cc_comm_t comm, int* nranks) {
+  if (comm == nullptr) return setError(CC_INVALID_ARGUMENT, "cc_comm_count: comm is NULL");
+  if (nranks == nullptr) return setError(CC_INVALID_ARGUMENT, "cc_comm_count: nranks is NULL");
+  *nranks = comm->nranks;
+  return CC_SUCCESS;
+}
+
+cc_result_t cc_comm_user_rank(cc_comm_t comm, int* rank) {
+  if (comm == nullptr) return setError(CC_INVALID_ARGUMENT, "cc_comm_user_rank: comm is NULL");
+  if (rank == nullptr) return setError(CC_INVALID_ARGUMENT, "cc_comm_user_rank: rank is NULL");
+  *rank = comm->rank;
+  return CC_SUCCESS;
+}
+
+cc_result_t cc_comm_finalize(cc_comm_t comm) {
+  CC_CHECK(checkUsable(comm, "cc_comm_finalize"));
+  // Host collectives complete before they return, so nothing is outstanding.
+  std::lock_guard<std::mutex> lock(comm->callMutex);
+  comm->finalized.store(true);
+  return CC_SUCCESS;
+}
+
+cc_result_t cc_comm_destroy(cc_comm_t comm) {
+  if (comm == nullptr) return setError(CC_INVALID_ARGUMENT, "cc_comm_destroy: comm is NULL");
+  if (comm->callsInside.load() > 0) {
+    return setError(CC_INVALID_USAGE,
+                    "cc_comm_destroy: a collective is still running on this communicator (use "
+                    "cc_comm_abort from another thread)");
+  }
+  delete comm;
+  return CC_SUCCESS;
+}
+
+cc_result_t cc_comm_abort(cc_comm_t comm) {
+  if (comm == nullptr) return setError(CC_INVALID_ARGUMENT, "cc_comm_abort: comm is NULL");
+  commAbort(comm);
+  comm->freeWhenIdle.store(true);
+  if (comm->callsInside.load() == 0) delete comm;
+  return CC_SUCCESS;
+}
+
+cc_result_t cc_comm_get_async_error(cc_comm_t comm, cc_result_t* async_error) {
+  if (comm == nullptr) return setError(CC_INVALID_ARGUMENT, "cc_comm_get_async_error: comm is NULL");
+  if (async_error == nullptr) {
+    return setError(CC_INVALID_ARGUMENT, "cc_comm_get_async_error: async_error is NULL");
+  }
+  *async_error = static_cast<cc_result_t>(comm->asyncError.load());
+  return CC_SUCCESS;
+}
+
+}  // extern "C"

@@ -1,1 +1,150 @@
-// placeholder: being written
+#include "api/config.h"
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+namespace cc {
+namespace {
+
+// The config field if set, else the environment variable, else nullptr.
+const char* pick(const char* field, const char* envName) {
+  if (field != nullptr) return field;
+  const char* env = std::getenv(envName);
+  return (env != nullptr && env[0] != '\0') ? env : nullptr;
+}
+
+bool equalsIgnoreCase(const char* a, const char* b) { return strcasecmp(a, b) == 0; }
+
+cc_result_t parseAlgo(const char* text, const char* source, AlgoId* out) {
+  if (equalsIgnoreCase(text, "ring")) *out = AlgoId::Ring;
+  else if (equalsIgnoreCase(text, "auto")) *out = AlgoId::Auto;
+  else return setError(CC_INVALID_ARGUMENT, "%s: unknown algorithm '%s' (valid: ring, auto)", source, text);
+  return CC_SUCCESS;
+}
+
+cc_result_t parseTransport(const char* text, const char* source, TransportKind* out) {
+  if (equalsIgnoreCase(text, "tcp") || equalsIgnoreCase(text, "gloo")) *out = TransportKind::Tcp;
+  else if (equalsIgnoreCase(text, "ibverbs")) *out = TransportKind::Ibverbs;
+  else if (equalsIgnoreCase(text, "local")) *out = TransportKind::Local;
+  else {
+    return setError(CC_INVALID_ARGUMENT,
+                    "%s: unknown transport '%s' (valid: tcp, ibverbs, local)", source, text);
+  }
+  return CC_SUCCESS;
+}
+
+cc_result_t parseDebug(const char* text, const char* source, LogLevel* out) {
+  if (equalsIgnoreCase(text, "WARN")) *out = LogLevel::Warn;
+  else if (equalsIgnoreCase(text, "INFO")) *out = LogLevel::Info;
+  else if (equalsIgnoreCase(text, "TRACE")) *out = LogLevel::Trace;
+  else return setError(CC_INVALID_ARGUMENT, "%s: unknown debug level '%s' (valid: WARN, INFO, TRACE)", source, text);
+  return CC_SUCCESS;
+}
+
+// Unsigned integer with an optional K/M/G (binary) suffix; decimal or 0x hex.
+cc_result_t parseSize(const char* text, const char* source, uint64_t* out) {
+  errno = 0;
+  char* end = nullptr;
+  unsigned long long value = std::strtoull(text, &end, 0);
+  if (end == text || errno != 0 || text[0] == '-') {
+    return setError(CC_INVALID_ARGUMENT, "%s: '%s' is not a non-negative integer", source, text);
+  }
+  unsigned shift = 0;
+  if (*end == 'k' || *end == 'K') shift = 10, ++end;
+  else if (*end == 'm' || *end == 'M') shift = 20, ++end;
+  else if (*end == 'g' || *end == 'G') shift = 30, ++end;
+  if (*end != '\0') {
+    return setError(CC_INVALID_ARGUMENT, "%s: '%s' has trailing characters (expected a number with an optional K, M or G)", source, text);
+  }
+  if (shift && value > (~0ull >> shift)) {
+    return setError(CC_INVALID_ARGUMENT, "%s: '%s' is too large", source, text);
+  }
+  *out = value << shift;
+  return CC_SUCCESS;
+}
+
+}  // namespace
+
+const char* transportName(TransportKind kind) {
+  switch (kind) {
+    case TransportKind::Tcp: return "tcp";
+    case TransportKind::Ibverbs: return "ibverbs";
+    case TransportKind::Local: return "local";
+  }
+  return "unknown";
+}
+
+cc_result_t resolveConfig(const cc_config_t* config, ResolvedConfig* out) {
+  static const cc_config_t unset = CC_CONFIG_INITIALIZER;
+  if (config == nullptr) {
+    config = &unset;
+  } else {
+    if (config->magic != CC_CONFIG_MAGIC || config->version != CC_CONFIG_VERSION ||
+        config->size != sizeof(cc_config_t)) {
+      return setError(CC_INVALID_ARGUMENT,
+                      "config was not initialised with CC_CONFIG_INITIALIZER (size %zu, magic "
+                      "0x%08x, version %u; expected %zu, 0x%08x, %u)",
+                      config->size, config->magic, config->version, sizeof(cc_config_t),
+                      CC_CONFIG_MAGIC, CC_CONFIG_VERSION);
+    }
+  }
+  ResolvedConfig resolved;
+  if (const char* text = pick(config->debug, "CC_DEBUG")) {
+    CC_CHECK(parseDebug(text, config->debug ? "config.debug" : "CC_DEBUG", &resolved.debug));
+  }
+  if (const char* text = pick(config->codec, "CC_CODEC")) {
+    cc_result_t result = parseCodecName(text, &resolved.codec);
+    if (result != CC_SUCCESS) return addErrorContext(result, "%s", config->codec ? "config.codec" : "CC_CODEC");
+  }
+  if (const char* text = pick(config->algo, "CC_ALGO")) {
+    CC_CHECK(parseAlgo(text, config->algo ? "config.algo" : "CC_ALGO", &resolved.algo));
+  }
+  if (const char* text = pick(config->transport, "CC_TRANSPORT")) {
+    CC_CHECK(parseTransport(text, config->transport ? "config.transport" : "CC_TRANSPORT",
+                            &resolved.transport));
+  }
+  if (const char* text = pick(config->socket_ifname, "CC_SOCKET_IFNAME")) resolved.socketIfname = text;
+  if (const char* text = pick(config->ib_device, "CC_IB_DEVICE")) resolved.ibDevice = text;
+  if (config->has_seed) {
+    resolved.hasSeed = true;
+    resolved.seed = config->seed;
+  } else if (const char* text = pick(nullptr, "CC_SEED")) {
+    CC_CHECK(parseSize(text, "CC_SEED", &resolved.seed));
+    resolved.hasSeed = true;
+  }
+  if (config->timeout_ms != CC_CONFIG_UNSET_INT) {
+    if (config->timeout_ms <= 0) {
+      return setError(CC_INVALID_ARGUMENT, "config.timeout_ms must be positive, got %d", config->timeout_ms);
+    }
+    resolved.timeoutMs = config->timeout_ms;
+  } else if (const char* text = pick(nullptr, "CC_TIMEOUT_MS")) {
+    uint64_t value = 0;
+    CC_CHECK(parseSize(text, "CC_TIMEOUT_MS", &value));
+    if (value == 0 || value > 0x7fffffffull) {
+      return setError(CC_INVALID_ARGUMENT, "CC_TIMEOUT_MS must be in [1, 2147483647], got '%s'", text);
+    }
+    resolved.timeoutMs = static_cast<int>(value);
+  }
+  uint64_t chunkBytes = kDefaultChunkBytes;
+  const char* chunkSource = nullptr;
+  if (config->chunk_bytes != CC_CONFIG_UNSET_INT) {
+    if (config->chunk_bytes <= 0) {
+      return setError(CC_INVALID_ARGUMENT, "config.chunk_bytes must be positive, got %lld", config->chunk_bytes);
+    }
+    chunkBytes = static_cast<uint64_t>(config->chunk_bytes);
+    chunkSource = "config.chunk_bytes";
+  } else if (const char* text = pick(nullptr, "CC_CHUNK_BYTES")) {
+    CC_CHECK(parseSize(text, "CC_CHUNK_BYTES", &chunkBytes));
+    chunkSource = "CC_CHUNK_BYTES";
+  }
+  if (chunkSource && (chunkBytes < kMinChunkBytes || chunkBytes > (1ull << 30))) {
+    return setError(CC_INVALID_ARGUMENT, "%s must be between %zu and 1 GiB, got %llu", chunkSource,
+                    kMinChunkBytes, static_cast<unsigned long long>(chunkBytes));
+  }
+  resolved.chunkBytes = static_cast<size_t>(chunkBytes);
+  *out = resolved;
+  return CC_SUCCESS;
+}
+
+}  // namespace cc

@@ -70,6 +70,7 @@ cc_result_t addErrorContext(cc_result_t code, const char* fmt, ...) {
 
 const std::string& lastErrorMessage() { return tlsLastError; }
 void clearLastError() { tlsLastError.clear(); }
+void restoreLastError(const std::string& message) { tlsLastError = message; }
 
 LogLevel logLevel() { return static_cast<LogLevel>(gLogLevel.load(std::memory_order_relaxed)); }
 void setLogLevel(LogLevel level) { gLogLevel.store(static_cast<int>(level)); }

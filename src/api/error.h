@@ -18,6 +18,8 @@ cc_result_t addErrorContext(cc_result_t code, const char* fmt, ...)
     __attribute__((format(printf, 2, 3)));
 const std::string& lastErrorMessage();
 void clearLastError();
+// Puts back a message saved from lastErrorMessage() (the first of several failures).
+void restoreLastError(const std::string& message);
 const char* resultName(cc_result_t code);
 
 enum class LogLevel { Warn = 0, Info = 1, Trace = 2 };

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -77,11 +78,24 @@ class StoreClient : public gloo::rendezvous::Store {
 
  private:
   StoreClient(int fd, int rank, int nranks, int timeoutMs, const sockaddr_storage& local);
+  // Sends one request frame and reads its reply before `deadline`. An OK reply
+  // leaves its payload in *payload; an error reply is CC_INVALID_USAGE with
+  // the store's reason. A transport failure or timeout closes the connection
+  // (a late reply would otherwise be taken for the next request's).
+  cc_result_t roundTrip(const std::vector<char>& request,
+                        std::chrono::steady_clock::time_point deadline, int timeoutMs,
+                        const std::string& what, std::string* payload);
+  cc_result_t waitForKeys(const std::vector<std::string>& keys, int timeoutMs);
+  cc_result_t failConnection(cc_result_t code);
   int fd_;
   int rank_;
   int nranks_;
   int timeoutMs_;
   sockaddr_storage local_;
+  std::string root_;              // "address:port" of the store, for messages
+  std::mutex mutex_;              // one request at a time on the connection
+  cc_result_t failure_ = CC_SUCCESS;  // set once the connection was closed by an error
+  std::string failureMessage_;
 };
 
 // The IPv4/IPv6 address of a named interface (CC_SOCKET_IFNAME); CC_SYSTEM_ERROR

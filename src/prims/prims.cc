@@ -1,1 +1,185 @@
-// placeholder: being written
+#include "prims/prims.h"
+
+#include <cstring>
+
+#include "api/error.h"
+
+namespace cc {
+namespace {
+
+uint32_t headerChecksum(const FrameHeader& header) {
+  // FNV-1a over the header minus its checksum field.
+  const unsigned char* bytes = reinterpret_cast<const unsigned char*>(&header);
+  uint32_t hash = 2166136261u;
+  for (size_t i = 0; i < offsetof(FrameHeader, checksum); ++i) {
+    hash = (hash ^ bytes[i]) * 16777619u;
+  }
+  return hash;
+}
+
+unsigned char* payloadOf(void* slot) { return static_cast<unsigned char*>(slot) + kFrameHeaderBytes; }
+const unsigned char* payloadOf(const void* slot) {
+  return static_cast<const unsigned char*>(slot) + kFrameHeaderBytes;
+}
+
+}  // namespace
+
+Prims::Prims(const CollectiveArgs& args)
+    : args_(args), elementBytes_(elementBytes(elementTypeOf(args.datatype))) {}
+
+size_t Prims::chunkValues(size_t slotBytes) const {
+  const size_t blockBytes = args_.codec->packedBytes(kBlockValues);
+  const size_t blocks = (slotBytes - kFrameHeaderBytes) / blockBytes;
+  return blocks * kBlockValues;
+}
+
+const unsigned char* Prims::local(size_t firstIndex) const {
+  return static_cast<const unsigned char*>(args_.sendbuf) + firstIndex * elementBytes_;
+}
+
+unsigned char* Prims::output(size_t firstIndex) const {
+  return static_cast<unsigned char*>(args_.recvbuf) + firstIndex * elementBytes_;
+}
+
+RandomStream Prims::randomFor(uint32_t step) const {
+  return RandomStream{args_.seed,
+                      makeStreamId(args_.collectiveSeq, static_cast<uint32_t>(args_.rank), step)};
+}
+
+void Prims::writeHeader(void* slot, size_t firstIndex, size_t count, uint32_t step,
+                        size_t payloadBytes) const {
+  FrameHeader header;
+  std::memset(&header, 0, sizeof(header));
+  header.magic = kFrameMagic;
+  header.version = kFrameVersion;
+  header.codec = static_cast<uint8_t>(args_.codec->id());
+  header.datatype = static_cast<uint8_t>(args_.datatype);
+  header.op = static_cast<uint8_t>(args_.op);
+  header.senderRank = static_cast<uint32_t>(args_.rank);
+  header.step = step;
+  header.collectiveSeq = args_.collectiveSeq;
+  header.totalCount = args_.count;
+  header.firstIndex = firstIndex;
+  header.count = static_cast<uint32_t>(count);
+  header.payloadBytes = static_cast<uint32_t>(payloadBytes);
+  header.checksum = headerChecksum(header);
+  std::memcpy(slot, &header, sizeof(header));
+}
+
+cc_result_t Prims::checkHeader(const void* slot, size_t slotBytes, int fromRank, size_t firstIndex,
+                               size_t count, uint32_t step) const {
+  FrameHeader header;
+  std::memcpy(&header, slot, sizeof(header));
+  if (header.magic != kFrameMagic || header.version != kFrameVersion) {
+    return setError(CC_REMOTE_ERROR,
+                    "message from rank %d is not a libcompressedcoll frame (magic 0x%08x, version "
+                    "%u; expected 0x%08x, %u)",
+                    fromRank, header.magic, header.version, kFrameMagic, kFrameVersion);
+  }
+  if (header.checksum != headerChecksum(header)) {
+    return setError(CC_REMOTE_ERROR, "frame header from rank %d is corrupted (checksum mismatch)",
+                    fromRank);
+  }
+  if (header.senderRank != static_cast<uint32_t>(fromRank)) {
+    return setError(CC_REMOTE_ERROR, "frame on the link from rank %d claims to come from rank %u",
+                    fromRank, header.senderRank);
+  }
+  if (header.collectiveSeq != args_.collectiveSeq) {
+    return setError(CC_REMOTE_ERROR,
+                    "rank %d is in collective #%llu but this rank is in collective #%llu (ranks "
+                    "called compressed_allreduce a different number of times?)",
+                    fromRank, static_cast<unsigned long long>(header.collectiveSeq),
+                    static_cast<unsigned long long>(args_.collectiveSeq));
+  }
+  if (header.totalCount != args_.count || header.datatype != args_.datatype ||
+      header.op != args_.op || header.codec != static_cast<uint8_t>(args_.codec->id())) {
+    return setError(CC_REMOTE_ERROR,
+                    "rank %d called compressed_allreduce with count %llu, datatype %u, op %u, "
+                    "codec %u but this rank with count %zu, datatype %d, op %d, codec %u",
+                    fromRank, static_cast<unsigned long long>(header.totalCount), header.datatype,
+                    header.op, header.codec, args_.count, static_cast<int>(args_.datatype),
+                    static_cast<int>(args_.op), static_cast<unsigned>(args_.codec->id()));
+  }
+  const size_t expectedPayload = args_.codec->packedBytes(count);
+  if (header.step != step || header.firstIndex != firstIndex || header.count != count ||
+      header.payloadBytes != expectedPayload || kFrameHeaderBytes + expectedPayload > slotBytes) {
+    return setError(CC_REMOTE_ERROR,
+                    "frame from rank %d carries step %u, values [%llu, +%u), %u payload bytes; "
+                    "expected step %u, values [%zu, +%zu), %zu bytes",
+                    fromRank, header.step, static_cast<unsigned long long>(header.firstIndex),
+                    header.count, header.payloadBytes, step, firstIndex, count, expectedPayload);
+  }
+  return CC_SUCCESS;
+}
+
+cc_result_t Prims::encodeSend(SendChannel& to, int toRank, size_t firstIndex, size_t count,
+                              uint32_t step) {
+  (void)toRank;
+  void* slot = nullptr;
+  CC_CHECK(to.acquire(&slot));
+  args_.codec->encode(local(firstIndex), count, firstIndex, randomFor(step), payloadOf(slot));
+  const size_t payload = args_.codec->packedBytes(count);
+  writeHeader(slot, firstIndex, count, step, payload);
+  return to.post(kFrameHeaderBytes + payload);
+}
+
+cc_result_t Prims::recvDecodeAddEncodeSend(RecvChannel& from, int fromRank, SendChannel& to,
+                                           int toRank, size_t firstIndex, size_t count,
+                                           uint32_t step) {
+  (void)toRank;
+  const void* in = nullptr;
+  CC_CHECK(from.wait(&in));
+  CC_CHECK(checkHeader(in, from.slotBytes(), fromRank, firstIndex, count, step - 1));
+  void* out = nullptr;
+  CC_CHECK(to.acquire(&out));
+  args_.codec->decodeAddEncode(payloadOf(in), local(firstIndex), count, firstIndex,
+                               randomFor(step), 1, payloadOf(out), nullptr);
+  const size_t payload = args_.codec->packedBytes(count);
+  writeHeader(out, firstIndex, count, step, payload);
+  CC_CHECK(from.release());
+  return to.post(kFrameHeaderBytes + payload);
+}
+
+cc_result_t Prims::recvDecodeAddEncodeSendDecode(RecvChannel& from, int fromRank, SendChannel* to,
+                                                 int toRank, size_t firstIndex, size_t count,
+                                                 uint32_t step) {
+  (void)toRank;
+  const void* in = nullptr;
+  CC_CHECK(from.wait(&in));
+  CC_CHECK(checkHeader(in, from.slotBytes(), fromRank, firstIndex, count, step - 1));
+  void* out = nullptr;
+  CC_CHECK(to->acquire(&out));
+  const uint32_t divisor = args_.op == CC_AVG ? static_cast<uint32_t>(args_.nranks) : 1;
+  args_.codec->decodeAddEncode(payloadOf(in), local(firstIndex), count, firstIndex,
+                               randomFor(step), divisor, payloadOf(out), output(firstIndex));
+  const size_t payload = args_.codec->packedBytes(count);
+  writeHeader(out, firstIndex, count, step, payload);
+  CC_CHECK(from.release());
+  return to->post(kFrameHeaderBytes + payload);
+}
+
+cc_result_t Prims::recvForwardDecode(RecvChannel& from, int fromRank, SendChannel* to, int toRank,
+                                     size_t firstIndex, size_t count, uint32_t step) {
+  (void)toRank;
+  const void* in = nullptr;
+  CC_CHECK(from.wait(&in));
+  CC_CHECK(checkHeader(in, from.slotBytes(), fromRank, firstIndex, count, step - 1));
+  const size_t payload = args_.codec->packedBytes(count);
+  if (to != nullptr) {
+    void* out = nullptr;
+    CC_CHECK(to->acquire(&out));
+    std::memcpy(payloadOf(out), payloadOf(in), payload);
+    writeHeader(out, firstIndex, count, step, payload);
+    CC_CHECK(to->post(kFrameHeaderBytes + payload));
+  }
+  args_.codec->decode(payloadOf(in), count, output(firstIndex));
+  return from.release();
+}
+
+void Prims::copyInputToOutput() {
+  if (args_.sendbuf != args_.recvbuf) {
+    std::memcpy(args_.recvbuf, args_.sendbuf, args_.count * elementBytes_);
+  }
+}
+
+}  // namespace cc

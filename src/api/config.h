@@ -1,0 +1,40 @@
+// A communicator's settings: the caller's cc_config_t, its unset fields filled
+// from the environment, then from the defaults.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "algo/algo.h"
+#include "api/error.h"
+#include "codec/codec.h"
+
+namespace cc {
+
+enum class TransportKind : uint8_t { Tcp = 0, Ibverbs = 1, Local = 2 };
+const char* transportName(TransportKind kind);
+
+constexpr int kDefaultTimeoutMs = 300000;
+constexpr size_t kDefaultChunkBytes = 1u << 20;
+constexpr size_t kMinChunkBytes = 4096;
+constexpr int kSlotsPerChannel = 4;
+
+struct ResolvedConfig {
+  CodecId codec = CodecId::Nat;
+  AlgoId algo = AlgoId::Auto;
+  TransportKind transport = TransportKind::Tcp;
+  std::string socketIfname;
+  std::string ibDevice;
+  LogLevel debug = LogLevel::Warn;
+  bool hasSeed = false;
+  uint64_t seed = 0;
+  int timeoutMs = kDefaultTimeoutMs;
+  size_t chunkBytes = kDefaultChunkBytes;  // wire bytes per message (one slot)
+};
+
+// CC_INVALID_ARGUMENT with a message for a config not made by
+// CC_CONFIG_INITIALIZER, or a field / environment variable with an unknown
+// value (the message lists the valid ones).
+cc_result_t resolveConfig(const cc_config_t* config, ResolvedConfig* out);
+
+}  // namespace cc

@@ -1,0 +1,39 @@
+// Internal entry points of the nat codec, shared by codec.cc (dispatch),
+// nat_scalar.cc (the reference) and nat_avx2.cc (the fast path). Both
+// implementations take the same arguments and must produce the same bytes
+// for every input; the tests compare them.
+//
+// `type` is F32, BF16 or F16; local, out and decoded buffers hold values of
+// that type; packed buffers hold natPackedBytes(count) bytes.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "codec/codec.h"
+
+namespace cc {
+
+inline size_t natPackedBytes(size_t count) { return 36 * ((count + 31) / 32); }
+
+// The scalar reference: any count, any firstIndex.
+void natEncodeScalar(ElementType type, const void* local, size_t count, uint64_t firstIndex, RandomStream rs,
+                     void* packed);
+void natDecodeScalar(ElementType type, const void* packed, size_t count, void* out);
+void natDecodeAccumulateScalar(const void* packed, size_t count, float* acc);
+void natDecodeAddEncodeScalar(ElementType type, const void* packedIn, const void* local, size_t count,
+                              uint64_t firstIndex, RandomStream rs, uint32_t divisor, void* packedOut,
+                              void* decodedOut);
+
+// The AVX2 + F16C path. Call only where natAvx2Supported() is true. A range
+// whose firstIndex is not a multiple of 32 (never produced by the library)
+// is handed to the scalar reference.
+bool natAvx2Supported();
+void natEncodeAvx2(ElementType type, const void* local, size_t count, uint64_t firstIndex, RandomStream rs,
+                   void* packed);
+void natDecodeAvx2(ElementType type, const void* packed, size_t count, void* out);
+void natDecodeAccumulateAvx2(const void* packed, size_t count, float* acc);
+void natDecodeAddEncodeAvx2(ElementType type, const void* packedIn, const void* local, size_t count,
+                            uint64_t firstIndex, RandomStream rs, uint32_t divisor, void* packedOut, void* decodedOut);
+
+}  // namespace cc

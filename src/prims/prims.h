@@ -1,0 +1,93 @@
+// Compressed primitives: the few calls every algorithm is written in. They
+// hide the codec (encode / fused decode-add-encode / decode), the transport
+// (slots in registered memory, credits) and the framing that lets a receiver
+// check each message against what it expected.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "codec/codec.h"
+#include "transports/transport.h"
+
+namespace cc {
+
+// Every message starts with this header; the payload follows at offset 64.
+struct FrameHeader {
+  uint32_t magic;
+  uint8_t version;
+  uint8_t codec;
+  uint8_t datatype;
+  uint8_t op;
+  uint32_t senderRank;
+  uint32_t step;
+  uint64_t collectiveSeq;
+  uint64_t totalCount;
+  uint64_t firstIndex;
+  uint32_t count;
+  uint32_t payloadBytes;
+  uint32_t reserved[3];
+  uint32_t checksum;  // over the bytes above, so a torn or foreign header is caught
+};
+static_assert(sizeof(FrameHeader) == 64, "frame header is 64 bytes");
+constexpr size_t kFrameHeaderBytes = sizeof(FrameHeader);
+constexpr uint32_t kFrameMagic = 0x31464343u;  // "CCF1"
+constexpr uint8_t kFrameVersion = 1;
+
+// One collective's view of the primitives.
+struct CollectiveArgs {
+  const void* sendbuf;
+  void* recvbuf;
+  size_t count;
+  cc_datatype_t datatype;
+  cc_red_op_t op;
+  const Codec* codec;
+  uint64_t seed;
+  uint64_t collectiveSeq;
+  int rank;
+  int nranks;
+};
+
+class Prims {
+ public:
+  explicit Prims(const CollectiveArgs& args);
+
+  // Values per chunk such that a chunk's packed form fits a slot.
+  size_t chunkValues(size_t slotBytes) const;
+
+  // Each call moves one chunk: `firstIndex` is the chunk's global value index
+  // (a multiple of kBlockValues) and `count` its length; `step` is the
+  // algorithm step, which keys the randomness and is checked by the receiver.
+
+  // encode local chunk, send it
+  cc_result_t encodeSend(SendChannel& to, int toRank, size_t firstIndex, size_t count, uint32_t step);
+  // one reduce-scatter hop, fused: packed in + local -> packed out
+  cc_result_t recvDecodeAddEncodeSend(RecvChannel& from, int fromRank, SendChannel& to, int toRank,
+                                      size_t firstIndex, size_t count, uint32_t step);
+  // the last hop: the full sum (divided for AVG) encoded once more (C_M), sent
+  // on, and decoded by this rank from its own packed bytes so that every rank
+  // ends with the same values
+  cc_result_t recvDecodeAddEncodeSendDecode(RecvChannel& from, int fromRank, SendChannel* to,
+                                            int toRank, size_t firstIndex, size_t count,
+                                            uint32_t step);
+  // an allgather hop: forward the packed bytes unchanged (when `to` is not
+  // null) and decode them into the output
+  cc_result_t recvForwardDecode(RecvChannel& from, int fromRank, SendChannel* to, int toRank,
+                                size_t firstIndex, size_t count, uint32_t step);
+
+  // The output of a one-rank collective: the input, unchanged.
+  void copyInputToOutput();
+
+ private:
+  const unsigned char* local(size_t firstIndex) const;
+  unsigned char* output(size_t firstIndex) const;
+  RandomStream randomFor(uint32_t step) const;
+  void writeHeader(void* slot, size_t firstIndex, size_t count, uint32_t step, size_t payloadBytes) const;
+  cc_result_t checkHeader(const void* slot, size_t slotBytes, int fromRank, size_t firstIndex,
+                          size_t count, uint32_t step) const;
+
+  CollectiveArgs args_;
+  size_t elementBytes_;
+};
+
+}  // namespace cc

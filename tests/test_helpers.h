@@ -1,0 +1,98 @@
+// Shared by the collective tests: run ranks as threads, reference sums,
+// error norms.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "compressedcoll.h"
+
+namespace cctest {
+
+struct RankOptions {
+  const char* transport = "local";
+  const char* codec = "nat";
+  int timeoutMs = 60000;
+  long long chunkBytes = CC_CONFIG_UNSET_INT;
+  bool hasSeed = true;
+  unsigned long long seed = 1234;
+};
+
+inline cc_config_t makeConfig(const RankOptions& options) {
+  cc_config_t config = CC_CONFIG_INITIALIZER;
+  config.transport = options.transport;
+  config.codec = options.codec;
+  config.timeout_ms = options.timeoutMs;
+  config.chunk_bytes = options.chunkBytes;
+  config.has_seed = options.hasSeed ? 1 : 0;
+  config.seed = options.seed;
+  return config;
+}
+
+// Runs `body(rank, comm)` on nranks threads sharing one communicator.
+// Returns the init results so callers can check failures.
+inline void runRanks(int nranks, const RankOptions& options,
+                     const std::function<void(int, cc_comm_t)>& body) {
+  cc_unique_id_t id;
+  ASSERT_EQ(cc_get_unique_id(&id), CC_SUCCESS) << cc_get_last_error(nullptr);
+  std::vector<std::thread> threads;
+  std::vector<std::string> failures(nranks);
+  for (int rank = 0; rank < nranks; ++rank) {
+    threads.emplace_back([&, rank] {
+      cc_config_t config = makeConfig(options);
+      cc_comm_t comm = nullptr;
+      if (cc_comm_init_rank(&comm, nranks, id, rank, &config) != CC_SUCCESS) {
+        failures[rank] = cc_get_last_error(nullptr);
+        return;
+      }
+      body(rank, comm);
+      if (cc_comm_destroy(comm) != CC_SUCCESS) failures[rank] = cc_get_last_error(nullptr);
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  for (int rank = 0; rank < nranks; ++rank) {
+    EXPECT_TRUE(failures[rank].empty()) << "rank " << rank << ": " << failures[rank];
+  }
+}
+
+// Deterministic inputs that differ per rank: Gaussian-like via a small LCG.
+inline std::vector<float> makeInput(size_t count, int rank, uint64_t salt = 0) {
+  std::vector<float> values(count);
+  uint64_t state = 0x9E3779B97F4A7C15ull * (rank + 1) + salt * 0xD1B54A32D192ED03ull + 1;
+  for (size_t i = 0; i < count; ++i) {
+    double sum = 0;
+    for (int k = 0; k < 4; ++k) {
+      state = state * 6364136223846793005ull + 1442695040888963407ull;
+      sum += static_cast<double>(state >> 11) / 9007199254740992.0;
+    }
+    values[i] = static_cast<float>((sum - 2.0) * 1.7);
+  }
+  return values;
+}
+
+// ||a - b|| / ||b||
+inline double relativeError(const std::vector<float>& a, const std::vector<double>& b) {
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < b.size(); ++i) {
+    diff += (a[i] - b[i]) * (a[i] - b[i]);
+    norm += b[i] * b[i];
+  }
+  return norm == 0 ? std::sqrt(diff) : std::sqrt(diff / norm);
+}
+
+inline bool isPowerOfTwoOrZero(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, 4);
+  return (bits & 0x7fffffu) == 0;
+}
+
+// The ring's relative error bound: sqrt((1/8)(n+1)/2).
+inline double ringNatErrorBound(int nranks) { return std::sqrt(0.125 * (nranks + 1) / 2.0); }
+
+}  // namespace cctest

@@ -1,0 +1,87 @@
+// The transport interface: per-peer, one-directional channels, each a FIFO of
+// fixed-size slots in registered memory (modelled on NCCL's net plugin plus
+// its connector FIFOs). Prims encode straight into a send slot and decode
+// straight out of a receive slot, so no byte is copied between the codec and
+// the wire. Credits flow back from receiver to sender, so a slot is never
+// overwritten before the receiver released it.
+//
+// Every wait honours the communicator's timeout and reports which peer it was
+// waiting for; after abort() every pending and future wait fails promptly on
+// this rank where the engine allows it, and peers see a broken connection.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include "compressedcoll.h"
+
+namespace cc {
+
+class StoreClient;
+
+struct TransportProperties {
+  const char* name;    // "local", "tcp", "ibverbs"
+  bool hostMemory;     // slots live in host memory
+  bool deviceMemory;   // slots live in GPU memory
+  double linkGbps;     // nominal link speed, 0 when unknown (cost model input)
+};
+
+class SendChannel {
+ public:
+  virtual ~SendChannel() = default;
+  // Waits until the next slot may be written (the receiver released it and the
+  // engine finished reading the previous message from it), returns it.
+  virtual cc_result_t acquire(void** slot) = 0;
+  // Sends the first `bytes` of the slot returned by the last acquire().
+  virtual cc_result_t post(size_t bytes) = 0;
+  virtual size_t slotBytes() const = 0;
+};
+
+class RecvChannel {
+ public:
+  virtual ~RecvChannel() = default;
+  // Waits for the next message and returns its slot; it stays valid until
+  // release(). Messages arrive in the order they were posted.
+  virtual cc_result_t wait(const void** slot) = 0;
+  // Hands the slot of the last wait() back to the sender.
+  virtual cc_result_t release() = 0;
+  virtual size_t slotBytes() const = 0;
+};
+
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  virtual TransportProperties properties() const = 0;
+  virtual int rank() const = 0;
+  virtual int nranks() const = 0;
+  // Both ends open their halves of a channel with the same (tag, slotBytes,
+  // numSlots); a channel is identified by (sender, receiver, tag).
+  virtual cc_result_t openSend(int peer, int tag, size_t slotBytes, int numSlots,
+                               std::unique_ptr<SendChannel>* out) = 0;
+  virtual cc_result_t openRecv(int peer, int tag, size_t slotBytes, int numSlots,
+                               std::unique_ptr<RecvChannel>* out) = 0;
+  // Breaks every connection; waits on this rank and on peers fail instead of
+  // running into the timeout.
+  virtual void abort() = 0;
+};
+
+struct TransportSetup {
+  int rank = 0;
+  int nranks = 1;
+  int timeoutMs = 300000;
+  uint64_t nonce = 0;               // the communicator's id: local ranks meet by it
+  StoreClient* store = nullptr;     // rendezvous for the engines' own connections
+  std::string socketIfname;         // CC_SOCKET_IFNAME ("" = the interface reaching the root)
+  std::string ibDevice;             // CC_IB_DEVICE ("" = first device)
+};
+
+// Ranks as threads of one process.
+cc_result_t createLocalTransport(const TransportSetup& setup, std::unique_ptr<Transport>* out);
+// Gloo's tcp or ibverbs device, both through bound buffers.
+cc_result_t createGlooTransport(const TransportSetup& setup, bool ibverbs,
+                                std::unique_ptr<Transport>* out);
+
+}  // namespace cc
