@@ -202,8 +202,9 @@ void runRank(const Launch& launch, const Options& options) {
     for (cc_comm_t comm : comms) rows.push_back(measure(comm, rank, nranks, count, options));
     if (rank != 0) continue;
     for (size_t c = 0; c < comms.size(); ++c) {
-      auto codec = cc::makeCodec(options.codecs[c] == "none" ? cc::CodecId::None : cc::CodecId::Nat,
-                                 CC_FLOAT32, CC_SUM);
+      cc::CodecId codecId = cc::CodecId::None;
+      cc::parseCodecName(options.codecs[c], &codecId);  // validated by cc_comm_init_rank
+      auto codec = cc::makeCodec(codecId, CC_FLOAT32, CC_SUM);
       const double algbw = count * sizeof(float) / rows[c].seconds / 1e9;
       const double busbw = algbw * 2.0 * (nranks - 1) / nranks;
       const double wire = static_cast<double>(codec->packedBytes(count)) / count;
@@ -261,6 +262,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   // Default: this process serves the bootstrap and forks one process per rank.
+  // All ranks are on this host, so they meet on loopback.
+  setenv("CC_SOCKET_IFNAME", "lo", 0);
   launch.nranks = options.ranks;
   for (size_t c = 0; c < options.codecs.size(); ++c) {
     cc_unique_id_t uniqueId;

@@ -78,12 +78,11 @@ TEST_P(AllreduceSweep, AllRanksBitIdenticalAndWithinBound) {
     }
   }
   double meanSquaredError = 0;
-  for (int call = 0; call < calls; ++call) {
+  for (int call = 0; call < calls && c.count > 0; ++call) {
     for (int rank = 1; rank < c.nranks; ++rank) {
       ASSERT_EQ(0, std::memcmp(outputs[call][rank].data(), outputs[call][0].data(), c.count * sizeof(float)))
           << "rank " << rank << " differs from rank 0 in call " << call;
     }
-    if (c.count == 0) continue;
     const double error = relativeError(outputs[call][0], exact);
     meanSquaredError += error * error / calls;
     if (std::string(c.codec) == "nat" && c.nranks > 1) {
