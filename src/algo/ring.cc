@@ -33,7 +33,6 @@ void RingLayout::range(int segment, size_t iteration, size_t* first, size_t* cou
 cc_result_t ringAllreduce(Prims& prims, const CollectiveArgs& args, const RingChannels& channels) {
   const int n = args.nranks;
   const int rank = args.rank;
-  const int next = (rank + 1) % n;
   const int prev = (rank + n - 1) % n;
   SendChannel& toNext = *channels.toNext;
   RecvChannel& fromPrev = *channels.fromPrev;
@@ -45,17 +44,17 @@ cc_result_t ringAllreduce(Prims& prims, const CollectiveArgs& args, const RingCh
     size_t first = 0, count = 0;
     // Reduce-scatter: segment j starts at rank j + 1 and is complete at rank j.
     layout.range(segment(-1), iteration, &first, &count);
-    if (count) CC_CHECK(prims.encodeSend(toNext, next, first, count, 0));
+    if (count) CC_CHECK(prims.encodeSend(toNext, first, count, 0));
     for (int step = 1; step <= n - 2; ++step) {
       layout.range(segment(-1 - step), iteration, &first, &count);
       if (count) {
-        CC_CHECK(prims.recvDecodeAddEncodeSend(fromPrev, prev, toNext, next, first, count,
+        CC_CHECK(prims.recvDecodeAddEncodeSend(fromPrev, prev, toNext, first, count,
                                                static_cast<uint32_t>(step)));
       }
     }
     layout.range(rank, iteration, &first, &count);
     if (count) {
-      CC_CHECK(prims.recvDecodeAddEncodeSendDecode(fromPrev, prev, &toNext, next, first, count,
+      CC_CHECK(prims.recvDecodeAddEncodeSendDecode(fromPrev, prev, toNext, first, count,
                                                    static_cast<uint32_t>(n - 1)));
     }
     // Allgather: packed bytes travel on unchanged; every rank decodes them.
@@ -64,7 +63,7 @@ cc_result_t ringAllreduce(Prims& prims, const CollectiveArgs& args, const RingCh
       if (count) {
         const uint32_t wireStep = static_cast<uint32_t>(n - 1 + step);
         CC_CHECK(prims.recvForwardDecode(fromPrev, prev, wireStep == lastStep ? nullptr : &toNext,
-                                         next, first, count, wireStep));
+                                         first, count, wireStep));
       }
     }
   }

@@ -112,9 +112,7 @@ cc_result_t Prims::checkHeader(const void* slot, size_t slotBytes, int fromRank,
   return CC_SUCCESS;
 }
 
-cc_result_t Prims::encodeSend(SendChannel& to, int toRank, size_t firstIndex, size_t count,
-                              uint32_t step) {
-  (void)toRank;
+cc_result_t Prims::encodeSend(SendChannel& to, size_t firstIndex, size_t count, uint32_t step) {
   void* slot = nullptr;
   CC_CHECK(to.acquire(&slot));
   args_.codec->encode(local(firstIndex), count, firstIndex, randomFor(step), payloadOf(slot));
@@ -123,44 +121,34 @@ cc_result_t Prims::encodeSend(SendChannel& to, int toRank, size_t firstIndex, si
   return to.post(kFrameHeaderBytes + payload);
 }
 
-cc_result_t Prims::recvDecodeAddEncodeSend(RecvChannel& from, int fromRank, SendChannel& to,
-                                           int toRank, size_t firstIndex, size_t count,
-                                           uint32_t step) {
-  (void)toRank;
+cc_result_t Prims::fusedHop(RecvChannel& from, int fromRank, SendChannel& to, size_t firstIndex,
+                            size_t count, uint32_t step, uint32_t divisor, void* decodedOut) {
   const void* in = nullptr;
   CC_CHECK(from.wait(&in));
   CC_CHECK(checkHeader(in, from.slotBytes(), fromRank, firstIndex, count, step - 1));
   void* out = nullptr;
   CC_CHECK(to.acquire(&out));
   args_.codec->decodeAddEncode(payloadOf(in), local(firstIndex), count, firstIndex,
-                               randomFor(step), 1, payloadOf(out), nullptr);
+                               randomFor(step), divisor, payloadOf(out), decodedOut);
   const size_t payload = args_.codec->packedBytes(count);
   writeHeader(out, firstIndex, count, step, payload);
   CC_CHECK(from.release());
   return to.post(kFrameHeaderBytes + payload);
 }
 
-cc_result_t Prims::recvDecodeAddEncodeSendDecode(RecvChannel& from, int fromRank, SendChannel* to,
-                                                 int toRank, size_t firstIndex, size_t count,
-                                                 uint32_t step) {
-  (void)toRank;
-  const void* in = nullptr;
-  CC_CHECK(from.wait(&in));
-  CC_CHECK(checkHeader(in, from.slotBytes(), fromRank, firstIndex, count, step - 1));
-  void* out = nullptr;
-  CC_CHECK(to->acquire(&out));
-  const uint32_t divisor = args_.op == CC_AVG ? static_cast<uint32_t>(args_.nranks) : 1;
-  args_.codec->decodeAddEncode(payloadOf(in), local(firstIndex), count, firstIndex,
-                               randomFor(step), divisor, payloadOf(out), output(firstIndex));
-  const size_t payload = args_.codec->packedBytes(count);
-  writeHeader(out, firstIndex, count, step, payload);
-  CC_CHECK(from.release());
-  return to->post(kFrameHeaderBytes + payload);
+cc_result_t Prims::recvDecodeAddEncodeSend(RecvChannel& from, int fromRank, SendChannel& to,
+                                           size_t firstIndex, size_t count, uint32_t step) {
+  return fusedHop(from, fromRank, to, firstIndex, count, step, 1, nullptr);
 }
 
-cc_result_t Prims::recvForwardDecode(RecvChannel& from, int fromRank, SendChannel* to, int toRank,
+cc_result_t Prims::recvDecodeAddEncodeSendDecode(RecvChannel& from, int fromRank, SendChannel& to,
+                                                 size_t firstIndex, size_t count, uint32_t step) {
+  const uint32_t divisor = args_.op == CC_AVG ? static_cast<uint32_t>(args_.nranks) : 1;
+  return fusedHop(from, fromRank, to, firstIndex, count, step, divisor, output(firstIndex));
+}
+
+cc_result_t Prims::recvForwardDecode(RecvChannel& from, int fromRank, SendChannel* to,
                                      size_t firstIndex, size_t count, uint32_t step) {
-  (void)toRank;
   const void* in = nullptr;
   CC_CHECK(from.wait(&in));
   CC_CHECK(checkHeader(in, from.slotBytes(), fromRank, firstIndex, count, step - 1));

@@ -60,19 +60,18 @@ class Prims {
   // algorithm step, which keys the randomness and is checked by the receiver.
 
   // encode local chunk, send it
-  cc_result_t encodeSend(SendChannel& to, int toRank, size_t firstIndex, size_t count, uint32_t step);
+  cc_result_t encodeSend(SendChannel& to, size_t firstIndex, size_t count, uint32_t step);
   // one reduce-scatter hop, fused: packed in + local -> packed out
-  cc_result_t recvDecodeAddEncodeSend(RecvChannel& from, int fromRank, SendChannel& to, int toRank,
+  cc_result_t recvDecodeAddEncodeSend(RecvChannel& from, int fromRank, SendChannel& to,
                                       size_t firstIndex, size_t count, uint32_t step);
   // the last hop: the full sum (divided for AVG) encoded once more (C_M), sent
   // on, and decoded by this rank from its own packed bytes so that every rank
   // ends with the same values
-  cc_result_t recvDecodeAddEncodeSendDecode(RecvChannel& from, int fromRank, SendChannel* to,
-                                            int toRank, size_t firstIndex, size_t count,
-                                            uint32_t step);
+  cc_result_t recvDecodeAddEncodeSendDecode(RecvChannel& from, int fromRank, SendChannel& to,
+                                            size_t firstIndex, size_t count, uint32_t step);
   // an allgather hop: forward the packed bytes unchanged (when `to` is not
   // null) and decode them into the output
-  cc_result_t recvForwardDecode(RecvChannel& from, int fromRank, SendChannel* to, int toRank,
+  cc_result_t recvForwardDecode(RecvChannel& from, int fromRank, SendChannel* to,
                                 size_t firstIndex, size_t count, uint32_t step);
 
   // The output of a one-rank collective: the input, unchanged.
@@ -82,6 +81,8 @@ class Prims {
   const unsigned char* local(size_t firstIndex) const;
   unsigned char* output(size_t firstIndex) const;
   RandomStream randomFor(uint32_t step) const;
+  cc_result_t fusedHop(RecvChannel& from, int fromRank, SendChannel& to, size_t firstIndex,
+                       size_t count, uint32_t step, uint32_t divisor, void* decodedOut);
   void writeHeader(void* slot, size_t firstIndex, size_t count, uint32_t step, size_t payloadBytes) const;
   cc_result_t checkHeader(const void* slot, size_t slotBytes, int fromRank, size_t firstIndex,
                           size_t count, uint32_t step) const;

@@ -61,24 +61,57 @@ struct AlignedMemory {
 int dataSlot(int sender, int receiver, int tag) { return 4 * tag + (sender < receiver ? 0 : 2); }
 int creditSlot(int sender, int receiver, int tag) { return dataSlot(sender, receiver, tag) + 1; }
 
-class GlooSendChannel : public SendChannel {
- public:
-  GlooSendChannel(int peer, size_t slotBytes, int numSlots, BrokenFlag broken)
-      : broken_(std::move(broken)), peer_(peer), slotBytes_(slotBytes), numSlots_(numSlots), slots_(slotBytes * numSlots),
-        credits_(kCreditBytes) {}
+// What both ends of a channel hold: the slots, an 8-byte credit word, and a
+// Gloo buffer over each. The sender sends data and receives credits; the
+// receiver receives data and sends credits.
+class GlooChannelEnd {
+ protected:
+  GlooChannelEnd(int peer, size_t slotBytes, int numSlots, BrokenFlag broken)
+      : broken_(std::move(broken)), peer_(peer), slotBytes_(slotBytes), numSlots_(numSlots),
+        slots_(slotBytes * numSlots), credits_(kCreditBytes) {}
 
-  cc_result_t open(gloo::transport::Pair& pair, int self, int tag) {
+  cc_result_t registerBuffers(gloo::transport::Pair& pair, bool sender, int self, int tag) {
     if (!slots_.data || !credits_.data) {
-      return setError(CC_SYSTEM_ERROR, "cannot allocate %zu bytes of send slots for rank %d",
+      return setError(CC_SYSTEM_ERROR, "cannot allocate %zu bytes of channel slots for rank %d",
                       slots_.size, peer_);
     }
+    const int from = sender ? self : peer_, to = sender ? peer_ : self;
     try {
-      data_ = pair.createSendBuffer(dataSlot(self, peer_, tag), slots_.data, slots_.size);
-      creditsIn_ = pair.createRecvBuffer(creditSlot(self, peer_, tag), credits_.data, credits_.size);
+      if (sender) {
+        data_ = pair.createSendBuffer(dataSlot(from, to, tag), slots_.data, slots_.size);
+        creditBuffer_ = pair.createRecvBuffer(creditSlot(from, to, tag), credits_.data, credits_.size);
+      } else {
+        data_ = pair.createRecvBuffer(dataSlot(from, to, tag), slots_.data, slots_.size);
+        creditBuffer_ = pair.createSendBuffer(creditSlot(from, to, tag), credits_.data, credits_.size);
+      }
     } catch (const std::exception& error) {
-      return glooFailure(error, "registering send slots towards", peer_, broken_);
+      return failed(error, "registering channel slots with");
     }
     return CC_SUCCESS;
+  }
+
+  size_t offsetOf(uint64_t message) const { return (message % numSlots_) * slotBytes_; }
+  cc_result_t failed(const std::exception& error, const char* what) {
+    return glooFailure(error, what, peer_, broken_);
+  }
+
+  BrokenFlag broken_;
+  int peer_;
+  size_t slotBytes_;
+  int numSlots_;
+  AlignedMemory slots_;
+  AlignedMemory credits_;
+  std::unique_ptr<gloo::transport::Buffer> data_;
+  std::unique_ptr<gloo::transport::Buffer> creditBuffer_;
+};
+
+class GlooSendChannel : public SendChannel, private GlooChannelEnd {
+ public:
+  GlooSendChannel(int peer, size_t slotBytes, int numSlots, BrokenFlag broken)
+      : GlooChannelEnd(peer, slotBytes, numSlots, std::move(broken)) {}
+
+  cc_result_t open(gloo::transport::Pair& pair, int self, int tag) {
+    return registerBuffers(pair, true, self, tag);
   }
 
   ~GlooSendChannel() override {
@@ -92,7 +125,7 @@ class GlooSendChannel : public SendChannel {
         ++sendsDone_;
       }
       while (creditsReceived_ < posted_) {
-        creditsIn_->waitRecv();
+        creditBuffer_->waitRecv();
         ++creditsReceived_;
       }
     } catch (const std::exception&) {
@@ -105,7 +138,7 @@ class GlooSendChannel : public SendChannel {
     const uint64_t needed = posted_ + 1 > static_cast<uint64_t>(numSlots_) ? posted_ + 1 - numSlots_ : 0;
     try {
       while (creditsReceived_ < needed) {
-        creditsIn_->waitRecv();
+        creditBuffer_->waitRecv();
         ++creditsReceived_;
       }
       while (sendsDone_ < needed) {
@@ -113,9 +146,9 @@ class GlooSendChannel : public SendChannel {
         ++sendsDone_;
       }
     } catch (const std::exception& error) {
-      return glooFailure(error, "waiting for a free slot towards", peer_, broken_);
+      return failed(error, "waiting for a free slot towards");
     }
-    *slot = slots_.data + (posted_ % numSlots_) * slotBytes_;
+    *slot = slots_.data + offsetOf(posted_);
     return CC_SUCCESS;
   }
 
@@ -124,11 +157,10 @@ class GlooSendChannel : public SendChannel {
       return setError(CC_INTERNAL_ERROR, "message of %zu bytes exceeds the %zu-byte slot", bytes,
                       slotBytes_);
     }
-    const size_t offset = (posted_ % numSlots_) * slotBytes_;
     try {
-      data_->send(offset, bytes, offset);
+      data_->send(offsetOf(posted_), bytes, offsetOf(posted_));
     } catch (const std::exception& error) {
-      return glooFailure(error, "sending to", peer_, broken_);
+      return failed(error, "sending to");
     }
     ++posted_;
     return CC_SUCCESS;
@@ -137,44 +169,25 @@ class GlooSendChannel : public SendChannel {
   size_t slotBytes() const override { return slotBytes_; }
 
  private:
-  BrokenFlag broken_;
-  int peer_;
-  size_t slotBytes_;
-  int numSlots_;
-  AlignedMemory slots_;
-  AlignedMemory credits_;
-  std::unique_ptr<gloo::transport::Buffer> data_;
-  std::unique_ptr<gloo::transport::Buffer> creditsIn_;
   uint64_t posted_ = 0;
   uint64_t sendsDone_ = 0;
   uint64_t creditsReceived_ = 0;
 };
 
-class GlooRecvChannel : public RecvChannel {
+class GlooRecvChannel : public RecvChannel, private GlooChannelEnd {
  public:
   GlooRecvChannel(int peer, size_t slotBytes, int numSlots, BrokenFlag broken)
-      : broken_(std::move(broken)), peer_(peer), slotBytes_(slotBytes), numSlots_(numSlots), slots_(slotBytes * numSlots),
-        credits_(kCreditBytes) {}
+      : GlooChannelEnd(peer, slotBytes, numSlots, std::move(broken)) {}
 
   cc_result_t open(gloo::transport::Pair& pair, int self, int tag) {
-    if (!slots_.data || !credits_.data) {
-      return setError(CC_SYSTEM_ERROR, "cannot allocate %zu bytes of receive slots for rank %d",
-                      slots_.size, peer_);
-    }
-    try {
-      data_ = pair.createRecvBuffer(dataSlot(peer_, self, tag), slots_.data, slots_.size);
-      creditsOut_ = pair.createSendBuffer(creditSlot(peer_, self, tag), credits_.data, credits_.size);
-    } catch (const std::exception& error) {
-      return glooFailure(error, "registering receive slots from", peer_, broken_);
-    }
-    return CC_SUCCESS;
+    return registerBuffers(pair, false, self, tag);
   }
 
   ~GlooRecvChannel() override {
     if (broken_->load()) return;
     try {
       while (creditSendsDone_ < released_) {
-        creditsOut_->waitSend();
+        creditBuffer_->waitSend();
         ++creditSendsDone_;
       }
     } catch (const std::exception&) {
@@ -186,11 +199,11 @@ class GlooRecvChannel : public RecvChannel {
       try {
         data_->waitRecv();
       } catch (const std::exception& error) {
-        return glooFailure(error, "waiting for data from", peer_, broken_);
+        return failed(error, "waiting for data from");
       }
       holding_ = true;
     }
-    *slot = slots_.data + (released_ % numSlots_) * slotBytes_;
+    *slot = slots_.data + offsetOf(released_);
     return CC_SUCCESS;
   }
 
@@ -203,12 +216,12 @@ class GlooRecvChannel : public RecvChannel {
       // credits in flight may share the same 8 bytes. Bound how many are
       // outstanding so the engine's queues stay short.
       while (released_ - creditSendsDone_ >= static_cast<uint64_t>(numSlots_)) {
-        creditsOut_->waitSend();
+        creditBuffer_->waitSend();
         ++creditSendsDone_;
       }
-      creditsOut_->send(0, kCreditBytes, 0);
+      creditBuffer_->send(0, kCreditBytes, 0);
     } catch (const std::exception& error) {
-      return glooFailure(error, "returning a slot to", peer_, broken_);
+      return failed(error, "returning a slot to");
     }
     holding_ = false;
     ++released_;
@@ -218,14 +231,6 @@ class GlooRecvChannel : public RecvChannel {
   size_t slotBytes() const override { return slotBytes_; }
 
  private:
-  BrokenFlag broken_;
-  int peer_;
-  size_t slotBytes_;
-  int numSlots_;
-  AlignedMemory slots_;
-  AlignedMemory credits_;
-  std::unique_ptr<gloo::transport::Buffer> data_;
-  std::unique_ptr<gloo::transport::Buffer> creditsOut_;
   uint64_t released_ = 0;
   uint64_t creditSendsDone_ = 0;
   bool holding_ = false;

@@ -99,19 +99,38 @@ cc_result_t waitOnLink(LocalFabric& fabric, LocalLink& link, std::unique_lock<st
   return CC_SUCCESS;
 }
 
-class LocalSendChannel : public SendChannel {
- public:
-  LocalSendChannel(std::shared_ptr<LocalFabric> fabric, std::shared_ptr<LocalLink> link, int peer,
-                   int timeoutMs)
+// What both ends of a local channel share: the link and how to wait on it.
+class LocalChannelEnd {
+ protected:
+  LocalChannelEnd(std::shared_ptr<LocalFabric> fabric, std::shared_ptr<LocalLink> link, int peer,
+                  int timeoutMs)
       : fabric_(std::move(fabric)), link_(std::move(link)), peer_(peer), timeoutMs_(timeoutMs) {}
+
+  template <typename Ready>
+  cc_result_t waitUntil(std::unique_lock<std::mutex>& lock, Ready ready, const char* what) {
+    return waitOnLink(*fabric_, *link_, lock, timeoutMs_, ready, what, peer_);
+  }
+  unsigned char* slotOf(uint64_t message) const {
+    return link_->memory.data() + (message % link_->numSlots) * link_->slotBytes;
+  }
+
+  std::shared_ptr<LocalFabric> fabric_;
+  std::shared_ptr<LocalLink> link_;
+  int peer_;
+  int timeoutMs_;
+};
+
+class LocalSendChannel : public SendChannel, private LocalChannelEnd {
+ public:
+  LocalSendChannel(std::shared_ptr<LocalFabric> fabric, std::shared_ptr<LocalLink> link, int peer, int timeoutMs)
+      : LocalChannelEnd(std::move(fabric), std::move(link), peer, timeoutMs) {}
 
   cc_result_t acquire(void** slot) override {
     std::unique_lock<std::mutex> lock(link_->mutex);
-    CC_CHECK(waitOnLink(
-        *fabric_, *link_, lock, timeoutMs_,
-        [&] { return link_->posted - link_->released < static_cast<uint64_t>(link_->numSlots); },
-        "waiting for a free slot towards", peer_));
-    *slot = link_->memory.data() + (link_->posted % link_->numSlots) * link_->slotBytes;
+    CC_CHECK(waitUntil(
+        lock, [&] { return link_->posted - link_->released < static_cast<uint64_t>(link_->numSlots); },
+        "waiting for a free slot towards"));
+    *slot = slotOf(link_->posted);
     return CC_SUCCESS;
   }
 
@@ -127,26 +146,17 @@ class LocalSendChannel : public SendChannel {
   }
 
   size_t slotBytes() const override { return link_->slotBytes; }
-
- private:
-  std::shared_ptr<LocalFabric> fabric_;
-  std::shared_ptr<LocalLink> link_;
-  int peer_;
-  int timeoutMs_;
 };
 
-class LocalRecvChannel : public RecvChannel {
+class LocalRecvChannel : public RecvChannel, private LocalChannelEnd {
  public:
-  LocalRecvChannel(std::shared_ptr<LocalFabric> fabric, std::shared_ptr<LocalLink> link, int peer,
-                   int timeoutMs)
-      : fabric_(std::move(fabric)), link_(std::move(link)), peer_(peer), timeoutMs_(timeoutMs) {}
+  LocalRecvChannel(std::shared_ptr<LocalFabric> fabric, std::shared_ptr<LocalLink> link, int peer, int timeoutMs)
+      : LocalChannelEnd(std::move(fabric), std::move(link), peer, timeoutMs) {}
 
   cc_result_t wait(const void** slot) override {
     std::unique_lock<std::mutex> lock(link_->mutex);
-    CC_CHECK(waitOnLink(
-        *fabric_, *link_, lock, timeoutMs_, [&] { return link_->posted > link_->released; },
-        "waiting for data from", peer_));
-    *slot = link_->memory.data() + (link_->released % link_->numSlots) * link_->slotBytes;
+    CC_CHECK(waitUntil(lock, [&] { return link_->posted > link_->released; }, "waiting for data from"));
+    *slot = slotOf(link_->released);
     return CC_SUCCESS;
   }
 
@@ -161,12 +171,6 @@ class LocalRecvChannel : public RecvChannel {
   }
 
   size_t slotBytes() const override { return link_->slotBytes; }
-
- private:
-  std::shared_ptr<LocalFabric> fabric_;
-  std::shared_ptr<LocalLink> link_;
-  int peer_;
-  int timeoutMs_;
 };
 
 class LocalTransport : public Transport {
