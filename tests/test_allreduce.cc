@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <limits>
 #include <mutex>
 #include <tuple>
@@ -450,6 +451,30 @@ TEST(Allreduce, BufferLargerThan2GiB) {
     norm += exact * exact;
   }
   EXPECT_LE(std::sqrt(diff / norm), ringNatErrorBound(2));
+}
+
+}  // namespace
+
+namespace {
+
+// CC_TRANSPORT=ibverbs takes the same Gloo code path as tcp; without an RDMA
+// device it must fail at init with a message saying so.
+TEST(Allreduce, IbverbsWithoutADeviceFailsClearly) {
+  std::error_code error;
+  if (std::filesystem::exists("/sys/class/infiniband", error) &&
+      !std::filesystem::is_empty("/sys/class/infiniband", error)) {
+    GTEST_SKIP() << "this host has an ibverbs device";
+  }
+  cc_unique_id_t id;
+  ASSERT_EQ(cc_get_unique_id(&id), CC_SUCCESS);
+  cc_config_t config = CC_CONFIG_INITIALIZER;
+  config.transport = "ibverbs";
+  config.timeout_ms = 5000;
+  cc_comm_t comm = nullptr;
+  EXPECT_EQ(cc_comm_init_rank(&comm, 1, id, 0, &config), CC_SYSTEM_ERROR);
+  EXPECT_NE(std::string(cc_get_last_error(nullptr)).find("no ibverbs device"), std::string::npos)
+      << cc_get_last_error(nullptr);
+  EXPECT_EQ(comm, nullptr);
 }
 
 }  // namespace
