@@ -1,10 +1,15 @@
 // cc_allreduce_perf: compressed allreduce benchmark in the style of
-// nccl-tests' all_reduce_perf, with the codec, bytes on the wire per value,
-// relative error against the exact sum, and the speedup against the exact
-// path (codec none) measured in the same run.
+// nccl-tests' all_reduce_perf. In one run it measures the engine's own
+// uncompressed allreduce (gloo::allreduce on host memory), our exact path
+// (codec none) and each requested codec, and prints the nccl-tests columns
+// plus the codec, bytes on the wire per value, the relative error against the
+// exact sum and the speedups against both baselines.
 //
-//   cc_allreduce_perf --ranks 4 -b 1K -e 64M -f 4          # 4 local processes over Gloo TCP
-//   CC_RANK=r CC_NRANKS=n CC_COMM_ID=host:port cc_allreduce_perf ...   # one rank under a launcher
+//   cc_allreduce_perf --ranks 4 -b 1K -e 64M -f 4                # 4 local processes over Gloo TCP
+//   cc_allreduce_perf --cluster 4 --link 1gbit -b 64M -e 64M      # 4 emulated hosts (perf/cluster.sh)
+//   CC_RANK=r CC_NRANKS=n CC_COMM_ID=host:port cc_allreduce_perf  # one rank under a launcher
+#include <gloo/allreduce.h>
+#include <gloo/math.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,14 +19,23 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "codec/codec.h"
+#include "comm/bootstrap.h"
 #include "compressedcoll.h"
+#include "transports/gloo/gloo_context.h"
+
+#ifndef CC_SOURCE_DIR
+#define CC_SOURCE_DIR "."
+#endif
 
 namespace {
+
+constexpr const char* kGlooBaseline = "gloo";
 
 struct Options {
   int ranks = 4;
@@ -34,17 +48,27 @@ struct Options {
   std::string algo = "ring";
   std::string transport = "tcp";
   bool check = true;
+  bool verify = false;
+  bool glooBaseline = true;
+  std::string jsonPath;
+  int clusterHosts = 0;
+  std::string link = "1gbit", delay, loss;
 };
 
 [[noreturn]] void usage(const char* message) {
   if (message) std::fprintf(stderr, "cc_allreduce_perf: %s\n", message);
   std::fprintf(stderr,
-               "usage: cc_allreduce_perf [--ranks N] [-b MINBYTES] [-e MAXBYTES] [-f FACTOR]\n"
-               "         [-n ITERS] [-w WARMUP] [--codec nat,none] [--algo ring] [--transport tcp|local]\n"
-               "         [--no-check]\n"
-               "Sizes take K, M, G suffixes. Under a launcher (CC_RANK/CC_NRANKS/CC_COMM_ID, or\n"
-               "OMPI_COMM_WORLD_RANK/SIZE, or SLURM_PROCID/NTASKS with CC_COMM_ID) it joins as one\n"
-               "rank; its k communicators use CC_COMM_ID's port, port+1, ... port+k-1.\n");
+               "usage: cc_allreduce_perf [--ranks N | --cluster N --link RATE [--delay D] [--loss P]]\n"
+               "         [-b MINBYTES] [-e MAXBYTES] [-f FACTOR] [-n ITERS] [-w WARMUP]\n"
+               "         [--codec nat,none] [--algo ring|auto] [--transport tcp|ibverbs]\n"
+               "         [--no-gloo] [--no-check] [--verify] [--json FILE]\n"
+               "Sizes take K, M, G suffixes. --ranks N forks N local processes over loopback;\n"
+               "--cluster N runs N emulated hosts with shaped links (perf/cluster.sh, needs root).\n"
+               "Under a launcher (CC_RANK/CC_NRANKS/CC_COMM_ID, or OMPI_COMM_WORLD_RANK/SIZE,\n"
+               "PMI_RANK/SIZE, SLURM_PROCID/NTASKS with CC_COMM_ID) it joins as one rank; its\n"
+               "communicators use CC_COMM_ID's port, port+1, ...\n"
+               "--verify exits non-zero unless every rank ends bit-identical and the error is\n"
+               "within the codec's bound.\n");
   std::exit(2);
 }
 
@@ -74,7 +98,9 @@ std::vector<std::string> splitComma(const std::string& text) {
   return parts;
 }
 
-Options parseOptions(int argc, char** argv) {
+// Parses argv; the cluster options are removed from `forwarded`, which is
+// what each emulated host runs.
+Options parseOptions(int argc, char** argv, std::vector<std::string>* forwarded) {
   Options options;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -82,23 +108,41 @@ Options parseOptions(int argc, char** argv) {
       if (i + 1 >= argc) usage(("missing value after " + arg).c_str());
       return argv[++i];
     };
-    if (arg == "--ranks") options.ranks = std::atoi(value());
-    else if (arg == "-b" || arg == "--minbytes") options.minBytes = parseBytes(value());
-    else if (arg == "-e" || arg == "--maxbytes") options.maxBytes = parseBytes(value());
-    else if (arg == "-f" || arg == "--stepfactor") options.factor = std::atof(value());
-    else if (arg == "-n" || arg == "--iters") options.iters = std::atoi(value());
-    else if (arg == "-w" || arg == "--warmup_iters") options.warmup = std::atoi(value());
-    else if (arg == "--codec") options.codecs = splitComma(value());
-    else if (arg == "--algo") options.algo = value();
-    else if (arg == "--transport") options.transport = value();
-    else if (arg == "--no-check") options.check = false;
-    else if (arg == "-h" || arg == "--help") usage(nullptr);
-    else usage(("unknown option " + arg).c_str());
+    bool clusterOption = true;
+    if (arg == "--cluster") options.clusterHosts = std::atoi(value());
+    else if (arg == "--link") options.link = value();
+    else if (arg == "--delay") options.delay = value();
+    else if (arg == "--loss") options.loss = value();
+    else {
+      clusterOption = false;
+      if (arg == "--ranks") options.ranks = std::atoi(value());
+      else if (arg == "-b" || arg == "--minbytes") options.minBytes = parseBytes(value());
+      else if (arg == "-e" || arg == "--maxbytes") options.maxBytes = parseBytes(value());
+      else if (arg == "-f" || arg == "--stepfactor") options.factor = std::atof(value());
+      else if (arg == "-n" || arg == "--iters") options.iters = std::atoi(value());
+      else if (arg == "-w" || arg == "--warmup_iters") options.warmup = std::atoi(value());
+      else if (arg == "--codec") options.codecs = splitComma(value());
+      else if (arg == "--algo") options.algo = value();
+      else if (arg == "--transport") options.transport = value();
+      else if (arg == "--no-check") options.check = false;
+      else if (arg == "--verify") options.verify = true;
+      else if (arg == "--no-gloo") options.glooBaseline = false;
+      else if (arg == "--json") options.jsonPath = value();
+      else if (arg == "-h" || arg == "--help") usage(nullptr);
+      else usage(("unknown option " + arg).c_str());
+    }
+    if (!clusterOption) {
+      // Keep this option and its value (if it took one) for the hosts.
+      int first = i;
+      while (first > 1 && std::string(argv[first]).rfind('-', 0) != 0) --first;
+      for (int k = first; k <= i; ++k) forwarded->push_back(argv[k]);
+    }
   }
   if (options.ranks < 1 || options.factor <= 1 || options.iters < 1 || options.warmup < 0 ||
-      options.minBytes > options.maxBytes || options.codecs.empty()) {
+      options.minBytes > options.maxBytes || options.codecs.empty() || options.clusterHosts < 0) {
     usage("inconsistent options");
   }
+  if (options.verify) options.check = true;
   return options;
 }
 
@@ -115,112 +159,306 @@ std::vector<float> makeInput(size_t count, int rank) {
   return values;
 }
 
-double maxOverRanks(double value, cc_comm_t comm) {
-  double result = value;
-  if (compressed_allreduce(&value, &result, 1, CC_FLOAT64, CC_MAX, comm, nullptr) != CC_SUCCESS) {
-    fail("timing reduction", comm);
+uint64_t fnv64(const void* data, size_t bytes) {
+  const unsigned char* p = static_cast<const unsigned char*>(data);
+  uint64_t hash = 1469598103934665603ull;
+  for (size_t i = 0; i < bytes; ++i) hash = (hash ^ p[i]) * 1099511628211ull;
+  return hash;
+}
+
+// One allreduce implementation under test.
+class Engine {
+ public:
+  virtual ~Engine() = default;
+  virtual void run(const float* input, float* output, size_t count) = 0;
+  std::string name;  // codec name, or "gloo" for the baseline
+};
+
+class CompressedEngine : public Engine {
+ public:
+  explicit CompressedEngine(cc_comm_t comm) : comm_(comm) {}
+  ~CompressedEngine() override { cc_comm_destroy(comm_); }
+  void run(const float* input, float* output, size_t count) override {
+    if (compressed_allreduce(input, output, count, CC_FLOAT32, CC_SUM, comm_, nullptr) != CC_SUCCESS) {
+      fail(("compressed_allreduce (codec " + name + ")").c_str(), comm_);
+    }
+  }
+
+ private:
+  cc_comm_t comm_;
+};
+
+// gloo::allreduce on host memory: what a Gloo user runs today.
+class GlooEngine : public Engine {
+ public:
+  explicit GlooEngine(std::shared_ptr<gloo::rendezvous::Context> context)
+      : context_(std::move(context)) {}
+  void run(const float* input, float* output, size_t count) override {
+    gloo::AllreduceOptions options(context_);
+    options.setInput(const_cast<float*>(input), count);
+    options.setOutput(output, count);
+    options.setReduceFunction(
+        static_cast<void (*)(void*, const void*, const void*, size_t)>(&gloo::sum<float>));
+    options.setTag(tag_++);
+    try {
+      gloo::allreduce(options);
+    } catch (const std::exception& error) {
+      std::fprintf(stderr, "cc_allreduce_perf: gloo::allreduce: %s\n", error.what());
+      std::exit(1);
+    }
+  }
+
+ private:
+  std::shared_ptr<gloo::rendezvous::Context> context_;
+  uint32_t tag_ = 0;
+};
+
+struct Launch {
+  int rank = 0;
+  int nranks = 1;
+  std::vector<cc_unique_id_t> ids;  // one per engine: the baseline first when measured
+};
+
+std::unique_ptr<Engine> connectGloo(const Launch& launch, const cc_unique_id_t& id,
+                                    const Options& options) {
+  cc::RootAddress root;
+  std::unique_ptr<cc::StoreClient> store;
+  if (cc::decodeUniqueId(id, &root) != CC_SUCCESS) fail("baseline id", nullptr);
+  if (launch.rank == 0 && root.fromEnvironment && cc::serveStore(root) != CC_SUCCESS) {
+    fail("serving the baseline's store", nullptr);
+  }
+  const int timeoutMs = 300000;
+  if (cc::StoreClient::connect(root, launch.rank, launch.nranks, timeoutMs, &store) != CC_SUCCESS) {
+    fail("joining the baseline's store", nullptr);
+  }
+  cc::TransportSetup setup;
+  setup.rank = launch.rank;
+  setup.nranks = launch.nranks;
+  setup.timeoutMs = timeoutMs;
+  setup.store = store.get();
+  if (const char* ifname = std::getenv("CC_SOCKET_IFNAME")) setup.socketIfname = ifname;
+  if (const char* device = std::getenv("CC_IB_DEVICE")) setup.ibDevice = device;
+  std::shared_ptr<gloo::rendezvous::Context> context;
+  std::shared_ptr<gloo::transport::Device> device;
+  double linkGbps = 0;
+  if (cc::connectGlooContext(setup, options.transport == "ibverbs", &context, &device, &linkGbps) != CC_SUCCESS) {
+    fail("connecting the gloo::allreduce baseline", nullptr);
+  }
+  auto engine = std::make_unique<GlooEngine>(std::move(context));
+  engine->name = kGlooBaseline;
+  return engine;
+}
+
+std::unique_ptr<Engine> connectCompressed(const Launch& launch, const cc_unique_id_t& id,
+                                          const std::string& codec, const Options& options) {
+  cc_config_t config = CC_CONFIG_INITIALIZER;
+  config.codec = codec.c_str();
+  config.algo = options.algo.c_str();
+  config.transport = options.transport.c_str();
+  cc_comm_t comm = nullptr;
+  if (cc_comm_init_rank(&comm, launch.nranks, id, launch.rank, &config) != CC_SUCCESS) {
+    fail("cc_comm_init_rank", nullptr);
+  }
+  auto engine = std::make_unique<CompressedEngine>(comm);
+  engine->name = codec;
+  return engine;
+}
+
+struct Measurement {
+  double seconds = 0;
+  double relativeError = -1;
+  bool identical = true;
+};
+
+// The last engine is ours, so it can reduce timings and hashes across ranks.
+struct Reducer {
+  cc_comm_t comm;
+  double maxOf(double value) const {
+    double result = value;
+    if (compressed_allreduce(&value, &result, 1, CC_FLOAT64, CC_MAX, comm, nullptr) != CC_SUCCESS) {
+      fail("reducing timings", comm);
+    }
+    return result;
+  }
+  bool sameOnAllRanks(uint64_t value) const {
+    uint64_t low = value, high = value;
+    if (compressed_allreduce(&value, &low, 1, CC_UINT64, CC_MIN, comm, nullptr) != CC_SUCCESS ||
+        compressed_allreduce(&value, &high, 1, CC_UINT64, CC_MAX, comm, nullptr) != CC_SUCCESS) {
+      fail("comparing results", comm);
+    }
+    return low == high;
+  }
+};
+
+Measurement measure(Engine& engine, const Reducer& reducer, const Launch& launch, size_t count,
+                    const std::vector<double>& exact, const Options& options) {
+  std::vector<float> input = makeInput(count, launch.rank), output(count);
+  for (int i = 0; i < options.warmup; ++i) engine.run(input.data(), output.data(), count);
+  reducer.maxOf(0.0);  // line the ranks up before timing
+  auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < options.iters; ++i) engine.run(input.data(), output.data(), count);
+  double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  Measurement result;
+  result.seconds = reducer.maxOf(elapsed / options.iters);
+  if (options.check) {
+    result.identical = reducer.sameOnAllRanks(fnv64(output.data(), count * sizeof(float)));
+    if (launch.rank == 0) {
+      double diff = 0, norm = 0;
+      for (size_t i = 0; i < count; ++i) {
+        diff += (output[i] - exact[i]) * (output[i] - exact[i]);
+        norm += exact[i] * exact[i];
+      }
+      result.relativeError = norm > 0 ? std::sqrt(diff / norm) : 0;
+    }
   }
   return result;
 }
 
-struct Row {
-  double seconds = 0;
-  double relativeError = -1;
-};
-
-Row measure(cc_comm_t comm, int rank, int nranks, size_t count, const Options& options) {
-  std::vector<float> input = makeInput(count, rank), output(count);
-  for (int i = 0; i < options.warmup; ++i) {
-    if (compressed_allreduce(input.data(), output.data(), count, CC_FLOAT32, CC_SUM, comm, nullptr) != CC_SUCCESS) {
-      fail("compressed_allreduce", comm);
-    }
+// The error a correct implementation stays under: the exact paths only round,
+// the nat ring encodes every value n times (docs/algorithms.md).
+double errorBound(const std::string& engine, int nranks, size_t count) {
+  if (engine == "nat") {
+    const double expected = std::sqrt(0.125 * (nranks + 1) / 2.0);
+    return count >= 4096 ? expected : 2 * expected;  // few values: the sample error fluctuates
   }
-  maxOverRanks(0.0, comm);  // line the ranks up before timing
-  auto start = std::chrono::steady_clock::now();
-  for (int i = 0; i < options.iters; ++i) {
-    if (compressed_allreduce(input.data(), output.data(), count, CC_FLOAT32, CC_SUM, comm, nullptr) != CC_SUCCESS) {
-      fail("compressed_allreduce", comm);
-    }
-  }
-  double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  Row row;
-  row.seconds = maxOverRanks(elapsed / options.iters, comm);
-  if (options.check && rank == 0) {
-    std::vector<double> exact(count, 0.0);
-    for (int r = 0; r < nranks; ++r) {
-      std::vector<float> other = makeInput(count, r);
-      for (size_t i = 0; i < count; ++i) exact[i] += other[i];
-    }
-    double diff = 0, norm = 0;
-    for (size_t i = 0; i < count; ++i) {
-      diff += (output[i] - exact[i]) * (output[i] - exact[i]);
-      norm += exact[i] * exact[i];
-    }
-    row.relativeError = norm > 0 ? std::sqrt(diff / norm) : 0;
-  }
-  return row;
+  return 1e-5;
 }
 
-struct Launch {
-  int rank;
-  int nranks;
-  std::vector<cc_unique_id_t> ids;  // one per codec
-};
+std::string jsonEscape(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out;
+}
 
-void runRank(const Launch& launch, const Options& options) {
+int runRank(const Launch& launch, const Options& options) {
   const int rank = launch.rank, nranks = launch.nranks;
-  std::vector<cc_comm_t> comms;
-  for (size_t c = 0; c < options.codecs.size(); ++c) {
+  std::vector<std::unique_ptr<Engine>> engines;
+  size_t idIndex = 0;
+  if (options.glooBaseline) engines.push_back(connectGloo(launch, launch.ids[idIndex++], options));
+  for (const auto& codec : options.codecs) {
+    engines.push_back(connectCompressed(launch, launch.ids[idIndex++], codec, options));
+  }
+  Reducer reducer{nullptr};
+  {
+    // Timings and hashes are reduced over the last communicator (always ours).
     cc_config_t config = CC_CONFIG_INITIALIZER;
-    config.codec = options.codecs[c].c_str();
-    config.algo = options.algo.c_str();
+    config.codec = "none";
     config.transport = options.transport.c_str();
-    cc_comm_t comm = nullptr;
-    if (cc_comm_init_rank(&comm, nranks, launch.ids[c], rank, &config) != CC_SUCCESS) {
-      fail("cc_comm_init_rank", nullptr);
+    if (cc_comm_init_rank(&reducer.comm, nranks, launch.ids[idIndex], rank, &config) != CC_SUCCESS) {
+      fail("cc_comm_init_rank (control)", nullptr);
     }
-    comms.push_back(comm);
   }
-  // Speedups are against codec none when it is in the run.
-  int baseline = -1;
-  for (size_t c = 0; c < options.codecs.size(); ++c) {
-    if (options.codecs[c] == "none") baseline = static_cast<int>(c);
-  }
+  auto indexOf = [&](const char* name) {
+    for (size_t e = 0; e < engines.size(); ++e) {
+      if (engines[e]->name == name) return static_cast<int>(e);
+    }
+    return -1;
+  };
+  const int glooIndex = indexOf(kGlooBaseline), noneIndex = indexOf("none");
+  const char* link = std::getenv("CC_CLUSTER_LINK");
+  std::FILE* json = nullptr;
   if (rank == 0) {
-    std::printf("# cc_allreduce_perf: %d ranks, transport %s, algorithm %s, nat implementation %s\n",
-                nranks, options.transport.c_str(), options.algo.c_str(), cc::natImplementationName());
-    std::printf("# %12s %12s %8s %6s %6s %6s %12s %10s %10s %9s %10s %8s\n", "size(B)", "count",
-                "type", "redop", "codec", "algo", "time(us)", "algbw", "busbw", "wire B/v",
-                "rel.err", "speedup");
-    std::printf("# %12s %12s %8s %6s %6s %6s %12s %10s %10s %9s %10s %8s\n", "", "", "", "", "",
-                "", "", "(GB/s)", "(GB/s)", "", "", "vs none");
+    std::printf("# cc_allreduce_perf: %d ranks, transport %s, algorithm %s, nat implementation %s%s%s\n",
+                nranks, options.transport.c_str(), options.algo.c_str(), cc::natImplementationName(),
+                link ? ", links " : "", link ? link : "");
+    std::printf("# %12s %12s %6s %5s %6s %5s %11s %8s %8s %8s %9s %8s %8s\n", "size(B)", "count",
+                "type", "redop", "engine", "algo", "time(us)", "algbw", "busbw", "wire", "rel.err",
+                "speedup", "speedup");
+    std::printf("# %12s %12s %6s %5s %6s %5s %11s %8s %8s %8s %9s %8s %8s\n", "", "", "", "", "",
+                "", "", "(GB/s)", "(GB/s)", "(B/val)", "", "vs gloo", "vs none");
+    if (!options.jsonPath.empty()) {
+      json = std::fopen(options.jsonPath.c_str(), "w");
+      if (!json) {
+        std::perror(options.jsonPath.c_str());
+        return 1;
+      }
+      std::fprintf(json, "[\n");
+    }
   }
+  bool verified = true, firstRow = true;
+  size_t sizesDone = 0, sizesTotal = 0;
+  for (size_t bytes = options.minBytes; bytes <= options.maxBytes;
+       bytes = std::max(bytes + 1, static_cast<size_t>(bytes * options.factor))) {
+    ++sizesTotal;
+  }
+  const auto runStart = std::chrono::steady_clock::now();
   for (size_t bytes = options.minBytes; bytes <= options.maxBytes;
        bytes = std::max(bytes + 1, static_cast<size_t>(bytes * options.factor))) {
     const size_t count = std::max<size_t>(1, bytes / sizeof(float));
-    std::vector<Row> rows;
-    for (cc_comm_t comm : comms) rows.push_back(measure(comm, rank, nranks, count, options));
+    std::vector<double> exact;
+    if (options.check && rank == 0) {
+      exact.assign(count, 0.0);
+      for (int r = 0; r < nranks; ++r) {
+        std::vector<float> other = makeInput(count, r);
+        for (size_t i = 0; i < count; ++i) exact[i] += other[i];
+      }
+    }
+    std::vector<Measurement> rows;
+    for (auto& engine : engines) rows.push_back(measure(*engine, reducer, launch, count, exact, options));
+    ++sizesDone;
     if (rank != 0) continue;
-    for (size_t c = 0; c < comms.size(); ++c) {
+    for (size_t e = 0; e < engines.size(); ++e) {
+      const std::string& name = engines[e]->name;
       cc::CodecId codecId = cc::CodecId::None;
-      cc::parseCodecName(options.codecs[c], &codecId);  // validated by cc_comm_init_rank
-      auto codec = cc::makeCodec(codecId, CC_FLOAT32, CC_SUM);
-      const double algbw = count * sizeof(float) / rows[c].seconds / 1e9;
+      if (name != kGlooBaseline) cc::parseCodecName(name, &codecId);
+      const double wire = static_cast<double>(cc::makeCodec(codecId, CC_FLOAT32, CC_SUM)->packedBytes(count)) / count;
+      const double algbw = count * sizeof(float) / rows[e].seconds / 1e9;
       const double busbw = algbw * 2.0 * (nranks - 1) / nranks;
-      const double wire = static_cast<double>(codec->packedBytes(count)) / count;
-      char error[32] = "-", speedup[32] = "-";
-      if (rows[c].relativeError >= 0) std::snprintf(error, sizeof(error), "%.3e", rows[c].relativeError);
-      if (baseline >= 0) std::snprintf(speedup, sizeof(speedup), "%.2fx", rows[baseline].seconds / rows[c].seconds);
-      std::printf("  %12zu %12zu %8s %6s %6s %6s %12.1f %10.3f %10.3f %9.3f %10s %8s\n",
-                  count * sizeof(float), count, "float", "sum", options.codecs[c].c_str(),
-                  options.algo.c_str(), rows[c].seconds * 1e6, algbw, busbw, wire, error, speedup);
+      const double vsGloo = glooIndex >= 0 ? rows[glooIndex].seconds / rows[e].seconds : 0;
+      const double vsNone = noneIndex >= 0 ? rows[noneIndex].seconds / rows[e].seconds : 0;
+      char error[32] = "-", gloo[32] = "-", none[32] = "-";
+      if (rows[e].relativeError >= 0) std::snprintf(error, sizeof(error), "%.3e", rows[e].relativeError);
+      if (vsGloo > 0) std::snprintf(gloo, sizeof(gloo), "%.2fx", vsGloo);
+      if (vsNone > 0) std::snprintf(none, sizeof(none), "%.2fx", vsNone);
+      const char* algo = name == kGlooBaseline ? "gloo" : options.algo.c_str();
+      std::printf("  %12zu %12zu %6s %5s %6s %5s %11.1f %8.3f %8.3f %8.3f %9s %8s %8s\n",
+                  count * sizeof(float), count, "float", "sum", name.c_str(), algo,
+                  rows[e].seconds * 1e6, algbw, busbw, wire, error, gloo, none);
+      if (options.verify) {
+        const double bound = errorBound(name, nranks, count);
+        if (!rows[e].identical) {
+          std::fprintf(stderr, "VERIFY FAILED: %s: ranks finished with different results at %zu values\n",
+                       name.c_str(), count);
+          verified = false;
+        }
+        if (rows[e].relativeError > bound) {
+          std::fprintf(stderr, "VERIFY FAILED: %s: relative error %.4f exceeds %.4f at %zu values\n",
+                       name.c_str(), rows[e].relativeError, bound, count);
+          verified = false;
+        }
+      }
+      if (json) {
+        std::fprintf(json,
+                     "%s  {\"bytes\": %zu, \"count\": %zu, \"type\": \"float\", \"redop\": \"sum\", "
+                     "\"engine\": \"%s\", \"algo\": \"%s\", \"nranks\": %d, \"transport\": \"%s\", "
+                     "\"link\": \"%s\", \"time_us\": %.3f, \"algbw_gbs\": %.6f, \"busbw_gbs\": %.6f, "
+                     "\"wire_bytes_per_value\": %.4f, \"relative_error\": %.6g, "
+                     "\"speedup_vs_gloo\": %.4f, \"speedup_vs_none\": %.4f, \"identical\": %s}",
+                     firstRow ? "" : ",\n", count * sizeof(float), count, jsonEscape(name).c_str(),
+                     algo, nranks, options.transport.c_str(), link ? jsonEscape(link).c_str() : "loopback",
+                     rows[e].seconds * 1e6, algbw, busbw, wire, rows[e].relativeError, vsGloo, vsNone,
+                     rows[e].identical ? "true" : "false");
+        firstRow = false;
+      }
     }
     std::fflush(stdout);
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - runStart).count();
+    std::fprintf(stderr, "# progress: %zu/%zu sizes, %.0f s elapsed\n", sizesDone, sizesTotal, elapsed);
   }
-  for (cc_comm_t comm : comms) cc_comm_destroy(comm);
+  if (json) {
+    std::fprintf(json, "\n]\n");
+    std::fclose(json);
+  }
+  engines.clear();
+  cc_comm_destroy(reducer.comm);
+  if (options.verify && rank == 0) std::printf("# verify: %s\n", verified ? "passed" : "FAILED");
+  return verified ? 0 : 3;
 }
 
-// Rank and size from our variables, OpenMPI's or Slurm's; -1 when absent.
+// Rank and size from our variables, OpenMPI's, PMI's or Slurm's.
 bool launcherRank(int* rank, int* nranks) {
   const char* pairs[][2] = {{"CC_RANK", "CC_NRANKS"},
                             {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"},
@@ -238,10 +476,42 @@ bool launcherRank(int* rank, int* nranks) {
   return false;
 }
 
+// Every engine plus the control communicator needs its own id.
+size_t idsNeeded(const Options& options) {
+  return options.codecs.size() + (options.glooBaseline ? 1 : 0) + 1;
+}
+
+int runCluster(const Options& options, const std::vector<std::string>& forwarded) {
+  const char* script = std::getenv("CC_CLUSTER_SCRIPT");
+  std::string path = script ? script : std::string(CC_SOURCE_DIR) + "/perf/cluster.sh";
+  std::vector<std::string> args = {path, "--hosts", std::to_string(options.clusterHosts), "--link",
+                                   options.link};
+  if (!options.delay.empty()) args.insert(args.end(), {"--delay", options.delay});
+  if (!options.loss.empty()) args.insert(args.end(), {"--loss", options.loss});
+  args.push_back("--");
+  char self[4096];
+  ssize_t length = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (length <= 0) {
+    std::perror("readlink /proc/self/exe");
+    return 1;
+  }
+  self[length] = '\0';
+  args.push_back(self);
+  args.insert(args.end(), forwarded.begin(), forwarded.end());
+  std::vector<char*> argv;
+  for (auto& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
+  argv.push_back(nullptr);
+  std::fflush(nullptr);
+  execv(path.c_str(), argv.data());
+  std::perror(("cannot run " + path).c_str());
+  return 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  Options options = parseOptions(argc, argv);
+  std::vector<std::string> forwarded;
+  Options options = parseOptions(argc, argv, &forwarded);
   Launch launch;
   if (launcherRank(&launch.rank, &launch.nranks)) {
     const char* commId = std::getenv("CC_COMM_ID");
@@ -250,22 +520,22 @@ int main(int argc, char** argv) {
     size_t colon = text.rfind(':');
     if (colon == std::string::npos) usage("CC_COMM_ID must be host:port");
     int port = std::atoi(text.c_str() + colon + 1);
-    for (size_t c = 0; c < options.codecs.size(); ++c) {
-      std::string id = text.substr(0, colon + 1) + std::to_string(port + static_cast<int>(c));
+    for (size_t k = 0; k < idsNeeded(options); ++k) {
+      std::string id = text.substr(0, colon + 1) + std::to_string(port + static_cast<int>(k));
       setenv("CC_COMM_ID", id.c_str(), 1);
       cc_unique_id_t uniqueId;
       if (cc_get_unique_id(&uniqueId) != CC_SUCCESS) fail("cc_get_unique_id", nullptr);
       launch.ids.push_back(uniqueId);
     }
     setenv("CC_COMM_ID", commId, 1);
-    runRank(launch, options);
-    return 0;
+    return runRank(launch, options);
   }
+  if (options.clusterHosts > 0) return runCluster(options, forwarded);
   // Default: this process serves the bootstrap and forks one process per rank.
   // All ranks are on this host, so they meet on loopback.
   setenv("CC_SOCKET_IFNAME", "lo", 0);
   launch.nranks = options.ranks;
-  for (size_t c = 0; c < options.codecs.size(); ++c) {
+  for (size_t k = 0; k < idsNeeded(options); ++k) {
     cc_unique_id_t uniqueId;
     if (cc_get_unique_id(&uniqueId) != CC_SUCCESS) fail("cc_get_unique_id", nullptr);
     launch.ids.push_back(uniqueId);
@@ -280,9 +550,9 @@ int main(int argc, char** argv) {
     }
     if (pid == 0) {
       launch.rank = rank;
-      runRank(launch, options);
-      std::fflush(stdout);
-      _exit(0);
+      int code = runRank(launch, options);
+      std::fflush(nullptr);
+      _exit(code);
     }
     children.push_back(pid);
   }

@@ -19,6 +19,7 @@
 
 #include "api/error.h"
 #include "comm/bootstrap.h"
+#include "transports/gloo/gloo_context.h"
 #include "transports/transport.h"
 
 namespace cc {
@@ -338,24 +339,33 @@ cc_result_t createDevice(const TransportSetup& setup, bool ibverbs,
 
 }  // namespace
 
-cc_result_t createGlooTransport(const TransportSetup& setup, bool ibverbs,
-                                std::unique_ptr<Transport>* out) {
+cc_result_t connectGlooContext(const TransportSetup& setup, bool ibverbs,
+                               std::shared_ptr<gloo::rendezvous::Context>* context,
+                               std::shared_ptr<gloo::transport::Device>* device, double* linkGbps) {
   if (setup.store == nullptr) {
-    return setError(CC_INTERNAL_ERROR, "the Gloo transport needs the rendezvous store");
+    return setError(CC_INTERNAL_ERROR, "a Gloo context needs the rendezvous store");
   }
-  std::shared_ptr<gloo::transport::Device> device;
-  double linkGbps = 0.0;
-  CC_CHECK(createDevice(setup, ibverbs, &device, &linkGbps));
-  auto context = std::make_shared<gloo::rendezvous::Context>(setup.rank, setup.nranks);
+  CC_CHECK(createDevice(setup, ibverbs, device, linkGbps));
+  auto connected = std::make_shared<gloo::rendezvous::Context>(setup.rank, setup.nranks);
   try {
-    context->setTimeout(std::chrono::milliseconds(setup.timeoutMs));
-    context->connectFullMesh(*setup.store, device);
+    connected->setTimeout(std::chrono::milliseconds(setup.timeoutMs));
+    connected->connectFullMesh(*setup.store, *device);
   } catch (const std::exception& error) {
     bool timedOut = std::strstr(error.what(), "imeout") != nullptr;
     return setError(timedOut ? CC_TIMEOUT : CC_REMOTE_ERROR,
                     "Gloo could not connect rank %d to its %d peers: %s", setup.rank,
                     setup.nranks - 1, error.what());
   }
+  *context = std::move(connected);
+  return CC_SUCCESS;
+}
+
+cc_result_t createGlooTransport(const TransportSetup& setup, bool ibverbs,
+                                std::unique_ptr<Transport>* out) {
+  std::shared_ptr<gloo::rendezvous::Context> context;
+  std::shared_ptr<gloo::transport::Device> device;
+  double linkGbps = 0.0;
+  CC_CHECK(connectGlooContext(setup, ibverbs, &context, &device, &linkGbps));
   out->reset(new GlooTransport(setup.rank, setup.nranks, ibverbs, linkGbps, std::move(device),
                                std::move(context)));
   return CC_SUCCESS;
