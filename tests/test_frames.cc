@@ -61,7 +61,7 @@ std::string receiveTampered(const std::function<void(unsigned char* slot)>& tamp
     cc::Prims sender(senderSide.args(1));
     Link scratch = makeLink(++key);
     EXPECT_EQ(sender.encodeSend(*scratch.send, 0, 64, 0), CC_SUCCESS);
-    const void* encoded = nullptr;
+    void* encoded = nullptr;
     EXPECT_EQ(scratch.recv->wait(&encoded), CC_SUCCESS);
     std::memcpy(slot, encoded, kSlotBytes);
     tamper(static_cast<unsigned char*>(slot));

@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 
 #include <cstddef>
+#include <cstring>
 #include <memory>
 #include <string>
 
@@ -29,6 +30,8 @@ struct TransportProperties {
   double linkGbps;     // nominal link speed, 0 when unknown (cost model input)
 };
 
+class RecvChannel;
+
 class SendChannel {
  public:
   virtual ~SendChannel() = default;
@@ -37,15 +40,21 @@ class SendChannel {
   virtual cc_result_t acquire(void** slot) = 0;
   // Sends the first `bytes` of the slot returned by the last acquire().
   virtual cc_result_t post(size_t bytes) = 0;
+  // Sends the first `bytes` of `from`'s current slot (returned by its last
+  // wait(), not yet released) as this channel's next message. Returns once
+  // the slot may be released. Engines that can send from registered receive
+  // memory do so without a copy; the default copies into a send slot.
+  virtual cc_result_t forward(RecvChannel& from, const void* slot, size_t bytes);
   virtual size_t slotBytes() const = 0;
 };
 
 class RecvChannel {
  public:
   virtual ~RecvChannel() = default;
-  // Waits for the next message and returns its slot; it stays valid until
-  // release(). Messages arrive in the order they were posted.
-  virtual cc_result_t wait(const void** slot) = 0;
+  // Waits for the next message and returns its slot; it stays valid, and the
+  // receiver may rewrite it, until release(). Messages arrive in the order
+  // they were posted.
+  virtual cc_result_t wait(void** slot) = 0;
   // Hands the slot of the last wait() back to the sender.
   virtual cc_result_t release() = 0;
   virtual size_t slotBytes() const = 0;
@@ -67,6 +76,14 @@ class Transport {
   // running into the timeout.
   virtual void abort() = 0;
 };
+
+inline cc_result_t SendChannel::forward(RecvChannel&, const void* slot, size_t bytes) {
+  void* out = nullptr;
+  cc_result_t result = acquire(&out);
+  if (result != CC_SUCCESS) return result;
+  std::memcpy(out, slot, bytes);
+  return post(bytes);
+}
 
 struct TransportSetup {
   int rank = 0;

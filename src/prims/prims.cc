@@ -123,7 +123,7 @@ cc_result_t Prims::encodeSend(SendChannel& to, size_t firstIndex, size_t count, 
 
 cc_result_t Prims::fusedHop(RecvChannel& from, int fromRank, SendChannel& to, size_t firstIndex,
                             size_t count, uint32_t step, uint32_t divisor, void* decodedOut) {
-  const void* in = nullptr;
+  void* in = nullptr;
   CC_CHECK(from.wait(&in));
   CC_CHECK(checkHeader(in, from.slotBytes(), fromRank, firstIndex, count, step - 1));
   void* out = nullptr;
@@ -149,16 +149,14 @@ cc_result_t Prims::recvDecodeAddEncodeSendDecode(RecvChannel& from, int fromRank
 
 cc_result_t Prims::recvForwardDecode(RecvChannel& from, int fromRank, SendChannel* to,
                                      size_t firstIndex, size_t count, uint32_t step) {
-  const void* in = nullptr;
+  void* in = nullptr;
   CC_CHECK(from.wait(&in));
   CC_CHECK(checkHeader(in, from.slotBytes(), fromRank, firstIndex, count, step - 1));
   const size_t payload = args_.codec->packedBytes(count);
   if (to != nullptr) {
-    void* out = nullptr;
-    CC_CHECK(to->acquire(&out));
-    std::memcpy(payloadOf(out), payloadOf(in), payload);
-    writeHeader(out, firstIndex, count, step, payload);
-    CC_CHECK(to->post(kFrameHeaderBytes + payload));
+    // The packed bytes go on as they came; only the header names this hop.
+    writeHeader(in, firstIndex, count, step, payload);
+    CC_CHECK(to->forward(from, in, kFrameHeaderBytes + payload));
   }
   args_.codec->decode(payloadOf(in), count, output(firstIndex));
   return from.release();

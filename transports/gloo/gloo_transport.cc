@@ -106,75 +106,6 @@ class GlooChannelEnd {
   std::unique_ptr<gloo::transport::Buffer> creditBuffer_;
 };
 
-class GlooSendChannel : public SendChannel, private GlooChannelEnd {
- public:
-  GlooSendChannel(int peer, size_t slotBytes, int numSlots, BrokenFlag broken)
-      : GlooChannelEnd(peer, slotBytes, numSlots, std::move(broken)) {}
-
-  cc_result_t open(gloo::transport::Pair& pair, int self, int tag) {
-    return registerBuffers(pair, true, self, tag);
-  }
-
-  ~GlooSendChannel() override {
-    // Credits of the last messages may still be on their way; a credit that
-    // arrives for an unregistered buffer would stall Gloo's event loop, so
-    // collect them while the peer is healthy. Errors here only end the wait.
-    if (broken_->load()) return;
-    try {
-      while (sendsDone_ < posted_) {
-        data_->waitSend();
-        ++sendsDone_;
-      }
-      while (creditsReceived_ < posted_) {
-        creditBuffer_->waitRecv();
-        ++creditsReceived_;
-      }
-    } catch (const std::exception&) {
-    }
-  }
-
-  cc_result_t acquire(void** slot) override {
-    // Message m may reuse slot m % numSlots once message m - numSlots was
-    // released by the receiver and has left our memory.
-    const uint64_t needed = posted_ + 1 > static_cast<uint64_t>(numSlots_) ? posted_ + 1 - numSlots_ : 0;
-    try {
-      while (creditsReceived_ < needed) {
-        creditBuffer_->waitRecv();
-        ++creditsReceived_;
-      }
-      while (sendsDone_ < needed) {
-        data_->waitSend();
-        ++sendsDone_;
-      }
-    } catch (const std::exception& error) {
-      return failed(error, "waiting for a free slot towards");
-    }
-    *slot = slots_.data + offsetOf(posted_);
-    return CC_SUCCESS;
-  }
-
-  cc_result_t post(size_t bytes) override {
-    if (bytes > slotBytes_) {
-      return setError(CC_INTERNAL_ERROR, "message of %zu bytes exceeds the %zu-byte slot", bytes,
-                      slotBytes_);
-    }
-    try {
-      data_->send(offsetOf(posted_), bytes, offsetOf(posted_));
-    } catch (const std::exception& error) {
-      return failed(error, "sending to");
-    }
-    ++posted_;
-    return CC_SUCCESS;
-  }
-
-  size_t slotBytes() const override { return slotBytes_; }
-
- private:
-  uint64_t posted_ = 0;
-  uint64_t sendsDone_ = 0;
-  uint64_t creditsReceived_ = 0;
-};
-
 class GlooRecvChannel : public RecvChannel, private GlooChannelEnd {
  public:
   GlooRecvChannel(int peer, size_t slotBytes, int numSlots, BrokenFlag broken)
@@ -195,7 +126,7 @@ class GlooRecvChannel : public RecvChannel, private GlooChannelEnd {
     }
   }
 
-  cc_result_t wait(const void** slot) override {
+  cc_result_t wait(void** slot) override {
     if (!holding_) {
       try {
         data_->waitRecv();
@@ -231,10 +162,132 @@ class GlooRecvChannel : public RecvChannel, private GlooChannelEnd {
 
   size_t slotBytes() const override { return slotBytes_; }
 
+  // The registered memory behind the slots, for sends straight out of it.
+  unsigned char* slotMemory() const { return slots_.data; }
+  size_t slotMemoryBytes() const { return slots_.size; }
+
  private:
   uint64_t released_ = 0;
   uint64_t creditSendsDone_ = 0;
   bool holding_ = false;
+};
+
+class GlooSendChannel : public SendChannel, private GlooChannelEnd {
+ public:
+  GlooSendChannel(int peer, size_t slotBytes, int numSlots, BrokenFlag broken)
+      : GlooChannelEnd(peer, slotBytes, numSlots, std::move(broken)), slotDataSend_(numSlots, 0) {}
+
+  cc_result_t open(gloo::transport::Pair& pair, int self, int tag) {
+    pair_ = &pair;
+    self_ = self;
+    tag_ = tag;
+    return registerBuffers(pair, true, self, tag);
+  }
+
+  ~GlooSendChannel() override {
+    // Credits of the last messages may still be on their way; a credit that
+    // arrives for an unregistered buffer would stall Gloo's event loop, so
+    // collect them while the peer is healthy. Errors here only end the wait.
+    if (broken_->load()) return;
+    try {
+      while (dataSendsDone_ < dataSends_) {
+        data_->waitSend();
+        ++dataSendsDone_;
+      }
+      while (creditsReceived_ < posted_) {
+        creditBuffer_->waitRecv();
+        ++creditsReceived_;
+      }
+    } catch (const std::exception&) {
+    }
+  }
+
+  cc_result_t acquire(void** slot) override {
+    CC_CHECK(waitForCredit());
+    // Our slot is free once the engine finished sending the message that last
+    // left from it (forwarded messages never used it).
+    const size_t index = posted_ % numSlots_;
+    try {
+      while (dataSendsDone_ < slotDataSend_[index]) {
+        data_->waitSend();
+        ++dataSendsDone_;
+      }
+    } catch (const std::exception& error) {
+      return failed(error, "waiting for a free slot towards");
+    }
+    *slot = slots_.data + offsetOf(posted_);
+    return CC_SUCCESS;
+  }
+
+  cc_result_t post(size_t bytes) override {
+    if (bytes > slotBytes_) {
+      return setError(CC_INTERNAL_ERROR, "message of %zu bytes exceeds the %zu-byte slot", bytes,
+                      slotBytes_);
+    }
+    try {
+      data_->send(offsetOf(posted_), bytes, offsetOf(posted_));
+    } catch (const std::exception& error) {
+      return failed(error, "sending to");
+    }
+    slotDataSend_[posted_ % numSlots_] = ++dataSends_;
+    ++posted_;
+    return CC_SUCCESS;
+  }
+
+  // Sends straight out of the receive channel's registered slots: the
+  // allgather's forwarded bytes are never copied.
+  cc_result_t forward(RecvChannel& from, const void* slot, size_t bytes) override {
+    auto* source = dynamic_cast<GlooRecvChannel*>(&from);
+    if (source == nullptr) return SendChannel::forward(from, slot, bytes);
+    if (bytes > slotBytes_) {
+      return setError(CC_INTERNAL_ERROR, "message of %zu bytes exceeds the %zu-byte slot", bytes,
+                      slotBytes_);
+    }
+    CC_CHECK(waitForCredit());
+    try {
+      if (forwardSource_ != source) {
+        forwardBuffer_ = pair_->createSendBuffer(dataSlot(self_, peer_, tag_), source->slotMemory(),
+                                                 source->slotMemoryBytes());
+        forwardSource_ = source;
+      }
+      const size_t offset = static_cast<const unsigned char*>(slot) - source->slotMemory();
+      forwardBuffer_->send(offset, bytes, offsetOf(posted_));
+      forwardBuffer_->waitSend();
+    } catch (const std::exception& error) {
+      return failed(error, "forwarding to");
+    }
+    ++posted_;
+    return CC_SUCCESS;
+  }
+
+  size_t slotBytes() const override { return slotBytes_; }
+
+ private:
+  // Message m goes to the receiver's slot m % numSlots, free once the
+  // receiver released message m - numSlots.
+  cc_result_t waitForCredit() {
+    const uint64_t needed = posted_ + 1 > static_cast<uint64_t>(numSlots_) ? posted_ + 1 - numSlots_ : 0;
+    try {
+      while (creditsReceived_ < needed) {
+        creditBuffer_->waitRecv();
+        ++creditsReceived_;
+      }
+    } catch (const std::exception& error) {
+      return failed(error, "waiting for a free slot towards");
+    }
+    return CC_SUCCESS;
+  }
+
+  gloo::transport::Pair* pair_ = nullptr;
+  int self_ = 0;
+  int tag_ = 0;
+  uint64_t posted_ = 0;
+  uint64_t creditsReceived_ = 0;
+  uint64_t dataSends_ = 0;
+  uint64_t dataSendsDone_ = 0;
+  std::vector<uint64_t> slotDataSend_;  // per slot: the data send that last used it
+  const GlooRecvChannel* forwardSource_ = nullptr;
+  std::unique_ptr<gloo::transport::Buffer> forwardBuffer_;
 };
 
 class GlooTransport : public Transport {

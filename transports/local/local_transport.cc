@@ -153,7 +153,7 @@ class LocalRecvChannel : public RecvChannel, private LocalChannelEnd {
   LocalRecvChannel(std::shared_ptr<LocalFabric> fabric, std::shared_ptr<LocalLink> link, int peer, int timeoutMs)
       : LocalChannelEnd(std::move(fabric), std::move(link), peer, timeoutMs) {}
 
-  cc_result_t wait(const void** slot) override {
+  cc_result_t wait(void** slot) override {
     std::unique_lock<std::mutex> lock(link_->mutex);
     CC_CHECK(waitUntil(lock, [&] { return link_->posted > link_->released; }, "waiting for data from"));
     *slot = slotOf(link_->released);
