@@ -172,7 +172,9 @@ cc_result_t commAllreduce(cc_comm_t comm, const void* sendbuf, void* recvbuf, si
                     "the communicator is broken by an earlier %s; create a new one",
                     resultName(static_cast<cc_result_t>(comm->asyncError.load())));
   }
-  std::unique_ptr<Codec> codec = makeCodec(comm->config.codec, datatype, op);
+  std::unique_ptr<Codec>& codec = comm->codecs[datatype][op];
+  if (!codec) codec = makeCodec(comm->config.codec, datatype, op);
+  if (!codec) return addErrorContext(CC_INTERNAL_ERROR, "no codec for %s %s", datatypeName(datatype), opName(op));
   CollectiveArgs args{sendbuf, recvbuf,   count,      datatype,      op,
                       codec.get(), comm->seed, comm->collectiveSeq, comm->rank, comm->nranks};
   ++comm->collectiveSeq;

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "api/config.h"
+#include "codec/codec.h"
 #include "compressedcoll.h"
 #include "transports/transport.h"
 
@@ -20,6 +21,8 @@ struct cc_comm {
   std::unique_ptr<cc::SendChannel> toNext;
   std::unique_ptr<cc::RecvChannel> fromPrev;
   uint64_t collectiveSeq = 0;  // collectives issued so far; identical on every rank
+  // Codecs by (datatype, op), made on first use so calls allocate nothing.
+  std::unique_ptr<cc::Codec> codecs[CC_NUM_DATATYPES][CC_NUM_OPS];
   std::mutex callMutex;        // collectives on one communicator run one at a time
   std::atomic<int> asyncError{CC_SUCCESS};
   std::atomic<bool> finalized{false};
