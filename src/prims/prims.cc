@@ -18,9 +18,6 @@ uint32_t headerChecksum(const FrameHeader& header) {
 }
 
 unsigned char* payloadOf(void* slot) { return static_cast<unsigned char*>(slot) + kFrameHeaderBytes; }
-const unsigned char* payloadOf(const void* slot) {
-  return static_cast<const unsigned char*>(slot) + kFrameHeaderBytes;
-}
 
 }  // namespace
 
