@@ -103,6 +103,7 @@ std::vector<std::string> splitComma(const std::string& text) {
 Options parseOptions(int argc, char** argv, std::vector<std::string>* forwarded) {
   Options options;
   for (int i = 1; i < argc; ++i) {
+    const int optionStart = i;
     std::string arg = argv[i];
     auto value = [&]() -> const char* {
       if (i + 1 >= argc) usage(("missing value after " + arg).c_str());
@@ -133,9 +134,7 @@ Options parseOptions(int argc, char** argv, std::vector<std::string>* forwarded)
     }
     if (!clusterOption) {
       // Keep this option and its value (if it took one) for the hosts.
-      int first = i;
-      while (first > 1 && std::string(argv[first]).rfind('-', 0) != 0) --first;
-      for (int k = first; k <= i; ++k) forwarded->push_back(argv[k]);
+      for (int k = optionStart; k <= i; ++k) forwarded->push_back(argv[k]);
     }
   }
   if (options.ranks < 1 || options.factor <= 1 || options.iters < 1 || options.warmup < 0 ||

@@ -104,10 +104,7 @@ void editAndReseal(unsigned char* slot, const std::function<void(cc::FrameHeader
   cc::FrameHeader header;
   std::memcpy(&header, slot, sizeof(header));
   edit(header);
-  const unsigned char* bytes = reinterpret_cast<const unsigned char*>(&header);
-  uint32_t hash = 2166136261u;
-  for (size_t i = 0; i < offsetof(cc::FrameHeader, checksum); ++i) hash = (hash ^ bytes[i]) * 16777619u;
-  header.checksum = hash;
+  header.checksum = cc::frameHeaderChecksum(header);
   std::memcpy(slot, &header, sizeof(header));
 }
 

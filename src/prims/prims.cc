@@ -5,10 +5,7 @@
 #include "api/error.h"
 
 namespace cc {
-namespace {
-
-uint32_t headerChecksum(const FrameHeader& header) {
-  // FNV-1a over the header minus its checksum field.
+uint32_t frameHeaderChecksum(const FrameHeader& header) {
   const unsigned char* bytes = reinterpret_cast<const unsigned char*>(&header);
   uint32_t hash = 2166136261u;
   for (size_t i = 0; i < offsetof(FrameHeader, checksum); ++i) {
@@ -16,6 +13,8 @@ uint32_t headerChecksum(const FrameHeader& header) {
   }
   return hash;
 }
+
+namespace {
 
 unsigned char* payloadOf(void* slot) { return static_cast<unsigned char*>(slot) + kFrameHeaderBytes; }
 
@@ -59,7 +58,7 @@ void Prims::writeHeader(void* slot, size_t firstIndex, size_t count, uint32_t st
   header.firstIndex = firstIndex;
   header.count = static_cast<uint32_t>(count);
   header.payloadBytes = static_cast<uint32_t>(payloadBytes);
-  header.checksum = headerChecksum(header);
+  header.checksum = frameHeaderChecksum(header);
   std::memcpy(slot, &header, sizeof(header));
 }
 
@@ -73,7 +72,7 @@ cc_result_t Prims::checkHeader(const void* slot, size_t slotBytes, int fromRank,
                     "%u; expected 0x%08x, %u)",
                     fromRank, header.magic, header.version, kFrameMagic, kFrameVersion);
   }
-  if (header.checksum != headerChecksum(header)) {
+  if (header.checksum != frameHeaderChecksum(header)) {
     return setError(CC_REMOTE_ERROR, "frame header from rank %d is corrupted (checksum mismatch)",
                     fromRank);
   }

@@ -33,6 +33,8 @@ static_assert(sizeof(FrameHeader) == 64, "frame header is 64 bytes");
 constexpr size_t kFrameHeaderBytes = sizeof(FrameHeader);
 constexpr uint32_t kFrameMagic = 0x31464343u;  // "CCF1"
 constexpr uint8_t kFrameVersion = 1;
+// FNV-1a over the header up to its checksum field.
+uint32_t frameHeaderChecksum(const FrameHeader& header);
 
 // One collective's view of the primitives.
 struct CollectiveArgs {

@@ -92,6 +92,11 @@ class GlooChannelEnd {
   }
 
   size_t offsetOf(uint64_t message) const { return (message % numSlots_) * slotBytes_; }
+  cc_result_t checkFits(size_t bytes) const {
+    if (bytes <= slotBytes_) return CC_SUCCESS;
+    return setError(CC_INTERNAL_ERROR, "message of %zu bytes exceeds the %zu-byte slot", bytes,
+                    slotBytes_);
+  }
   cc_result_t failed(const std::exception& error, const char* what) {
     return glooFailure(error, what, peer_, broken_);
   }
@@ -220,10 +225,7 @@ class GlooSendChannel : public SendChannel, private GlooChannelEnd {
   }
 
   cc_result_t post(size_t bytes) override {
-    if (bytes > slotBytes_) {
-      return setError(CC_INTERNAL_ERROR, "message of %zu bytes exceeds the %zu-byte slot", bytes,
-                      slotBytes_);
-    }
+    CC_CHECK(checkFits(bytes));
     try {
       data_->send(offsetOf(posted_), bytes, offsetOf(posted_));
     } catch (const std::exception& error) {
@@ -239,10 +241,7 @@ class GlooSendChannel : public SendChannel, private GlooChannelEnd {
   cc_result_t forward(RecvChannel& from, const void* slot, size_t bytes) override {
     auto* source = dynamic_cast<GlooRecvChannel*>(&from);
     if (source == nullptr) return SendChannel::forward(from, slot, bytes);
-    if (bytes > slotBytes_) {
-      return setError(CC_INTERNAL_ERROR, "message of %zu bytes exceeds the %zu-byte slot", bytes,
-                      slotBytes_);
-    }
+    CC_CHECK(checkFits(bytes));
     CC_CHECK(waitForCredit());
     try {
       if (forwardSource_ != source) {

@@ -33,8 +33,7 @@ struct LocalLink {
 struct LocalFabric {
   std::mutex mutex;
   std::map<std::tuple<int, int, int>, std::shared_ptr<LocalLink>> links;
-  std::atomic<bool> aborted{false};
-  int abortedBy = -1;
+  std::atomic<int> abortedBy{-1};  // the rank that aborted, -1 while healthy
 
   cc_result_t link(int sender, int receiver, int tag, size_t slotBytes, int numSlots,
                    std::shared_ptr<LocalLink>* out) {
@@ -55,7 +54,8 @@ struct LocalFabric {
     std::vector<std::shared_ptr<LocalLink>> all;
     {
       std::lock_guard<std::mutex> lock(mutex);
-      if (!aborted.exchange(true)) abortedBy = rank;
+      int healthy = -1;
+      abortedBy.compare_exchange_strong(healthy, rank);
       for (auto& entry : links) all.push_back(entry.second);
     }
     for (auto& link : all) {
@@ -87,9 +87,9 @@ cc_result_t waitOnLink(LocalFabric& fabric, LocalLink& link, std::unique_lock<st
                        int timeoutMs, Ready ready, const char* what, int peer) {
   auto deadline = Clock::now() + std::chrono::milliseconds(timeoutMs);
   while (!ready()) {
-    if (fabric.aborted.load()) {
+    if (fabric.abortedBy.load() >= 0) {
       return setError(CC_REMOTE_ERROR, "communicator aborted by rank %d while %s rank %d",
-                      fabric.abortedBy, what, peer);
+                      fabric.abortedBy.load(), what, peer);
     }
     if (link.changed.wait_until(lock, deadline) == std::cv_status::timeout && !ready()) {
       return setError(CC_TIMEOUT, "timed out after %d ms %s rank %d (local transport)", timeoutMs,
