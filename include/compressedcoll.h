@@ -84,8 +84,10 @@ typedef struct {
   size_t size;           /* sizeof(cc_config_t) of the caller's build */
   unsigned int magic;    /* CC_CONFIG_MAGIC */
   unsigned int version;  /* CC_CONFIG_VERSION */
-  const char* codec;     /* "none" | "nat"; NULL: CC_CODEC, else "nat" */
-  const char* algo;      /* "ring" | "auto"; NULL: CC_ALGO, else "auto" */
+  const char* codec;     /* a codec spec, e.g. "nat", "qsgd:s=16", "randk:ratio=0.1+nat",
+                            "topk:ratio=0.01+nat" (grammar: name[:key=value,...][+name...],
+                            docs/wire-format.md); NULL: CC_CODEC, else "nat" */
+  const char* algo;      /* "ring" | "allgather" | "auto"; NULL: CC_ALGO, else "auto" */
   const char* transport; /* "tcp" | "ibverbs" | "local"; NULL: CC_TRANSPORT, else "tcp" */
   const char* socket_ifname; /* NULL: CC_SOCKET_IFNAME, else the interface reaching the root */
   const char* ib_device;     /* NULL: CC_IB_DEVICE, else the first ibverbs device */
@@ -122,8 +124,37 @@ CC_API cc_result_t compressed_allreduce(const void* sendbuf, void* recvbuf, size
                                  cc_datatype_t datatype, cc_red_op_t op, cc_comm_t comm,
                                  void* stream);
 
-/* Calls between cc_group_start and cc_group_end are queued and run, in order,
- * by cc_group_end (whose result is the first failure). Groups nest. */
+/*
+ * Error feedback (EF-SGD). A residual holds, per value, what this rank's
+ * encodes have lost so far (float32, whatever the datatype). Passed to
+ * compressed_allreduce_ex, the call reduces p = sendbuf + residual and leaves
+ * p - C(p) in the residual, in the same pass as the encode. Create one per
+ * tensor (or bucket) and keep it across training steps. A residual is zero
+ * when created. Datatypes: float32, float16, bfloat16; ops: SUM and AVG.
+ */
+typedef struct cc_residual* cc_residual_t;
+CC_API cc_result_t cc_residual_create(cc_residual_t* residual, size_t count, cc_datatype_t datatype);
+CC_API cc_result_t cc_residual_destroy(cc_residual_t residual);
+/* Copies the residual's count float32 values out (checkpointing, inspection)
+ * or in (restoring); cc_residual_reset zeroes it. */
+CC_API cc_result_t cc_residual_get(cc_residual_t residual, float* values);
+CC_API cc_result_t cc_residual_set(cc_residual_t residual, const float* values);
+CC_API cc_result_t cc_residual_reset(cc_residual_t residual);
+
+/* compressed_allreduce with a per-call codec spec (NULL: the communicator's)
+ * and an error-feedback residual (NULL: none). Every rank must pass the same
+ * spec; a biased codec (topk, nat_det) without a residual is allowed and
+ * logged once at INFO. */
+CC_API cc_result_t compressed_allreduce_ex(const void* sendbuf, void* recvbuf, size_t count,
+                                    cc_datatype_t datatype, cc_red_op_t op, cc_comm_t comm,
+                                    void* stream, const char* spec, cc_residual_t residual);
+
+/* Calls between cc_group_start and cc_group_end are queued and run by
+ * cc_group_end (whose result is the first failure). Groups nest. Calls on
+ * one communicator with the same datatype, op and spec are fused into one
+ * collective over their concatenation (tensor fusion); for a spec with
+ * scope=model that collective takes one norm or top-k selection over all of
+ * them (the entire model), with scope=tensor one per call (layer-wise). */
 CC_API cc_result_t cc_group_start(void);
 CC_API cc_result_t cc_group_end(void);
 

@@ -4,12 +4,18 @@
 // buffer (larger than the caches by default) several times; the median
 // repetition is reported.
 //
+// A second table does the same for every codec spec of a list (float32, the
+// fastest implementation this CPU has): encode, the fused hop where the spec
+// has a block codec, decode, and the bits per value on the wire.
+//
 //   cc_codec_bench [--count N] [--iters K] [--impl scalar|avx2|both]
 //                  [--dtype f32|bf16|f16] [--cpu C | --no-pin]
+//                  [--specs 'a;b;c' | --specs ''] [--no-nat-table]
 #include <sched.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -18,7 +24,10 @@
 #include <string>
 #include <vector>
 
+#include "api/error.h"
 #include "codec/codec.h"
+#include "codec/random_words.h"
+#include "codec/spec.h"
 #include "cuda/nat_math.h"
 
 namespace {
@@ -30,12 +39,20 @@ struct Options {
   std::string dtype = "f32";
   int cpu = -1;  // -1: the CPU the benchmark starts on
   bool pin = true;
+  bool natTable = true;
+  // Every codec: the block path (nat family, bucket-scope dithering, randk's
+  // inner nat) and the whole-vector path (top-k, tensor-scope dithering).
+  std::string specs =
+      "none;nat;nat_det;dither_nat:s=8,bucket=512;dither_nat:s=8,scope=tensor;dither_nat:s=8,norm=nat;"
+      "dither_std:s=3;qsgd:s=16;terngrad;randk:ratio=0.1+nat;topk:ratio=0.01;topk:ratio=0.01+nat";
 };
 
 void usage(const char* program) {
   std::fprintf(stderr,
                "usage: %s [--count N] [--iters K] [--impl scalar|avx2|both] [--dtype f32|bf16|f16] "
-               "[--cpu C | --no-pin]\n",
+               "[--cpu C | --no-pin] [--specs 'a;b;c' | --specs ''] [--no-nat-table]\n"
+               "  --specs: codec specs (';'-separated) for the per-spec table; '' skips it\n"
+               "  --no-nat-table: skip the nat table (scalar vs avx2, --dtype)\n",
                program);
 }
 
@@ -55,6 +72,10 @@ bool parseOptions(int argc, char** argv, Options* options) {
       options->cpu = std::atoi(argv[++i]);
     } else if (arg == "--no-pin") {
       options->pin = false;
+    } else if (arg == "--specs" && hasValue) {
+      options->specs = argv[++i];
+    } else if (arg == "--no-nat-table") {
+      options->natTable = false;
     } else {
       return false;
     }
@@ -103,16 +124,8 @@ cc_datatype_t datatypeOf(const std::string& name) {
   return CC_FLOAT32;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  Options options;
-  if (!parseOptions(argc, argv, &options)) {
-    usage(argv[0]);
-    return 2;
-  }
-  pinToOneCpu(&options);
-
+// The nat table: scalar and AVX2 side by side, in --dtype.
+void natTable(const Options& options) {
   const size_t n = options.count;
   const cc_datatype_t dtype = datatypeOf(options.dtype);
   const size_t valueBytes = cc::elementBytes(cc::elementTypeOf(dtype));
@@ -214,5 +227,242 @@ int main(int argc, char** argv) {
                 valuesPerSecond * row.trafficBytesPerValue / 1e9, memcpySeconds / row.seconds);
   }
   std::printf("\n(checksum %llu)\n", static_cast<unsigned long long>(checksum));
-  return 0;
+}
+
+// ---------------------------------------------------------------------------
+// The per-spec table: every codec on float32 values, the fastest
+// implementation this CPU has, each operation over the whole buffer.
+
+// runRandK's mask key (src/comm/comm.cc).
+constexpr uint64_t kRandKMaskKey = 0x72616e646b6d736bull;  // "randkmsk"
+constexpr uint64_t kSeed = 7;
+
+enum class SpecPath { Block, Vector, RandK };
+
+const char* pathName(SpecPath path) {
+  switch (path) {
+    case SpecPath::Block: return "block";
+    case SpecPath::Vector: return "vector";
+    case SpecPath::RandK: return "randk";
+  }
+  return "?";
+}
+
+struct SpecRow {
+  std::string text;
+  SpecPath path = SpecPath::Block;
+  double bitsPerValue = 0;
+  double encode = 0, hop = 0, decode = 0;  // median seconds; hop 0: not applicable
+  std::string error;
+};
+
+// runRandK's sender side on one rank: the shared-seed mask, the kept values
+// gathered and scaled by 1/ratio (the same loops as src/comm/comm.cc).
+size_t maskAndGather(const cc::CodecSpec& spec, const float* input, size_t n, uint64_t collectiveSeq,
+                     uint64_t* kept, float* compact) {
+  const uint64_t threshold = static_cast<uint64_t>(std::ldexp(spec.ratio, 32));
+  const float scale = static_cast<float>(1.0 / spec.ratio);
+  cc::ValueRandomness mask(cc::RandomStream{kSeed ^ kRandKMaskKey, collectiveSeq});
+  size_t keptCount = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (mask.wordFor(i) < threshold) kept[keptCount++] = i;
+  }
+  for (size_t j = 0; j < keptCount; ++j) compact[j] = input[kept[j]] * scale;
+  return keptCount;
+}
+
+SpecRow benchSpec(const Options& options, const std::string& text, const std::vector<float>& input,
+                  uint64_t* checksum) {
+  SpecRow row;
+  row.text = text;
+  cc::CodecSpec spec;
+  if (cc::parseCodecSpec(text, &spec) != CC_SUCCESS) {
+    row.error = cc::lastErrorMessage();
+    return row;
+  }
+  const size_t n = input.size();
+  const int iters = options.iters;
+  uint64_t call = 1;
+  if (spec.selector == cc::Selector::RandK) {
+    row.path = SpecPath::RandK;
+  } else if (spec.selector == cc::Selector::TopK || !spec.hopReencodable()) {
+    row.path = SpecPath::Vector;
+  }
+
+  if (row.path == SpecPath::Block) {
+    const auto codec = cc::makeBlockCodec(spec, CC_FLOAT32, CC_SUM);
+    if (!codec) {
+      row.error = cc::lastErrorMessage();
+      return row;
+    }
+    const size_t bytes = codec->packedBytes(n);
+    std::vector<uint8_t> packedIn(bytes), packedOut(bytes, 0);
+    std::vector<float> decoded(n, 0.0f);
+    codec->encode(input.data(), n, 0, {kSeed, 1}, packedIn.data());  // another rank's message
+    row.bitsPerValue = 8.0 * static_cast<double>(bytes) / static_cast<double>(n);
+    row.encode = medianSeconds(iters, [&] { codec->encode(input.data(), n, 0, {kSeed, ++call}, packedOut.data()); });
+    row.hop = medianSeconds(iters, [&] {
+      codec->decodeAddEncode(packedIn.data(), input.data(), n, 0, {kSeed, ++call}, 1, packedOut.data(), nullptr);
+    });
+    row.decode = medianSeconds(iters, [&] { codec->decode(packedIn.data(), n, decoded.data()); });
+    *checksum += packedOut[bytes / 2] + cc::floatToBits(decoded[n / 2]);
+    return row;
+  }
+
+  if (row.path == SpecPath::Vector) {
+    const auto codec = cc::makeVectorCodec(spec);
+    if (!codec) {
+      row.error = cc::lastErrorMessage();
+      return row;
+    }
+    const size_t offsets[2] = {0, n};
+    const cc::TensorLayout layout{n, offsets, 1};
+    const size_t bytes = codec->encodedBytes(layout);
+    std::vector<uint8_t> encodedIn(bytes), encodedOut(bytes, 0);
+    std::vector<float> acc(n, 0.0f);
+    codec->encode(input.data(), layout, {kSeed, 1}, encodedIn.data(), nullptr);
+    row.bitsPerValue = 8.0 * static_cast<double>(bytes) / static_cast<double>(n);
+    row.encode = medianSeconds(
+        iters, [&] { codec->encode(input.data(), layout, {kSeed, ++call}, encodedOut.data(), nullptr); });
+    cc_result_t status = CC_SUCCESS;
+    row.decode = medianSeconds(iters, [&] {
+      const cc_result_t result = codec->decodeAccumulate(encodedIn.data(), layout, acc.data());
+      if (result != CC_SUCCESS) status = result;
+    });
+    if (status != CC_SUCCESS) row.error = "decodeAccumulate: " + cc::lastErrorMessage();
+    *checksum += (bytes ? encodedOut[bytes / 2] : 0) + cc::floatToBits(acc[n / 2]);
+    return row;
+  }
+
+  // randk: the inner block codec on the kept values, as runRandK drives it.
+  const auto inner = cc::makeBlockCodec(spec, CC_FLOAT32, CC_SUM);
+  if (!inner) {
+    row.error = cc::lastErrorMessage();
+    return row;
+  }
+  std::vector<uint64_t> kept(n), keptIn(n);
+  std::vector<float> compact(n), compactIn(n), compactDecoded(n), output(n);
+  std::vector<uint8_t> packedIn(inner->packedBytes(n)), packedOut(inner->packedBytes(n), 0);
+  // Another rank's message of collective 1, whose mask every rank shares.
+  const size_t keptCount = maskAndGather(spec, input.data(), n, 1, keptIn.data(), compactIn.data());
+  inner->encode(compactIn.data(), keptCount, 0, {kSeed, 1}, packedIn.data());
+  row.bitsPerValue = 8.0 * static_cast<double>(inner->packedBytes(keptCount)) / static_cast<double>(n);
+  // Encode: a fresh mask per collective, gather, inner encode.
+  row.encode = medianSeconds(iters, [&] {
+    ++call;
+    const size_t k = maskAndGather(spec, input.data(), n, call, kept.data(), compact.data());
+    inner->encode(compact.data(), k, 0, {kSeed, call}, packedOut.data());
+  });
+  // A ring hop works on the compact kept values only (the local side is this
+  // rank's gathered vector of the same collective).
+  row.hop = medianSeconds(iters, [&] {
+    inner->decodeAddEncode(packedIn.data(), compactIn.data(), keptCount, 0, {kSeed, ++call}, 1, packedOut.data(),
+                           nullptr);
+  });
+  // Decode: inner decode of the kept values, then the scatter into n outputs.
+  row.decode = medianSeconds(iters, [&] {
+    inner->decode(packedIn.data(), keptCount, compactDecoded.data());
+    size_t j = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const bool isKept = j < keptCount && keptIn[j] == i;
+      output[i] = isKept ? compactDecoded[j] : 0.0f;
+      if (isKept) ++j;
+    }
+  });
+  *checksum += packedOut[0] + cc::floatToBits(output[keptIn[keptCount / 2]]);
+  return row;
+}
+
+std::vector<std::string> splitSpecs(const std::string& list) {
+  std::vector<std::string> specs;
+  size_t begin = 0;
+  while (begin <= list.size()) {
+    const size_t end = std::min(list.find(';', begin), list.size());
+    const std::string item = list.substr(begin, end - begin);
+    if (!item.empty()) specs.push_back(item);
+    begin = end + 1;
+  }
+  return specs;
+}
+
+// Returns false when a spec failed.
+bool specTable(const Options& options) {
+  const std::vector<std::string> specs = splitSpecs(options.specs);
+  if (specs.empty()) return true;
+  const size_t n = options.count;
+  cc::forceScalarCodecs(false);
+
+  std::vector<float> input(n), memcpyOut(n, 0.0f);
+  {
+    std::mt19937_64 rng(1);
+    std::normal_distribution<float> gaussian(0.0f, 1e-3f);
+    for (size_t i = 0; i < n; ++i) input[i] = gaussian(rng);
+  }
+  const double memcpySeconds =
+      medianSeconds(options.iters, [&] { std::memcpy(memcpyOut.data(), input.data(), n * 4); });
+  uint64_t checksum = cc::floatToBits(memcpyOut[n / 2]);
+  std::vector<SpecRow> rows;
+  for (const std::string& text : specs) rows.push_back(benchSpec(options, text, input, &checksum));
+
+  std::printf("\ncc_codec_bench specs: %zu float32 values (%.1f MiB), median of %d, %s, codecs %s\n", n,
+              n * 4.0 / (1 << 20), options.iters,
+              options.pin ? ("pinned to CPU " + std::to_string(options.cpu)).c_str() : "unpinned",
+              cc::natImplementationName());
+  std::printf("Gval/s = values of the float32 vector per second; GB/s = 4 B per such value; x mcp = memcpy time /\n"
+              "operation time (memcpy of the same %zu float32 values, this run); bits/v = 8 * wire bytes / values.\n\n",
+              n);
+  const char* header = "%-30s %-6s %7s | %8s %7s %7s %6s | %8s %7s %7s %6s | %8s %7s %7s %6s\n";
+  std::printf(header, "", "", "", "encode", "", "", "", "hop", "", "", "", "decode", "", "", "");
+  std::printf(header, "spec", "path", "bits/v", "ms", "Gval/s", "GB/s", "x mcp", "ms", "Gval/s", "GB/s", "x mcp", "ms",
+              "Gval/s", "GB/s", "x mcp");
+  auto cells = [&](double seconds) {
+    if (seconds <= 0) {
+      std::printf(" | %8s %7s %7s %6s", "-", "-", "-", "-");
+      return;
+    }
+    const double rate = static_cast<double>(n) / seconds;
+    std::printf(" | %8.2f %7.3f %7.2f %6.2f", seconds * 1e3, rate / 1e9, rate * 4 / 1e9, memcpySeconds / seconds);
+  };
+  std::printf("%-30s %-6s %7s", "memcpy f32", "-", "32.000");
+  cells(memcpySeconds);
+  cells(memcpySeconds);
+  cells(memcpySeconds);
+  std::printf("\n");
+  bool ok = true;
+  for (const SpecRow& row : rows) {
+    if (!row.error.empty()) {
+      std::printf("%-30s error: %s\n", row.text.c_str(), row.error.c_str());
+      ok = false;
+      continue;
+    }
+    std::printf("%-30s %-6s %7.3f", row.text.c_str(), pathName(row.path), row.bitsPerValue);
+    cells(row.encode);
+    cells(row.hop);
+    cells(row.decode);
+    std::printf("\n");
+  }
+  std::printf(
+      "\npath block: the spec's block codec over the whole buffer (encode; hop = decodeAddEncode of another\n"
+      "  rank's message and the local values, divisor 1, no decoded output; decode into float32).\n"
+      "path vector: makeVectorCodec, one tensor of all values (encode; decode = decodeAccumulate into float32);\n"
+      "  no hop: top-k and tensor-scope norms cannot be re-encoded hop by hop (they run on allgather).\n"
+      "path randk: as runRandK does it: encode = shared-seed mask (one Philox word per value) + gather of the\n"
+      "  kept values times 1/ratio + inner encode of them; hop = the inner decodeAddEncode of the kept values\n"
+      "  (what a ring hop does); decode = inner decode + scatter into all values. Rates count all values\n"
+      "  of the vector, kept or not; bits/v: the inner packed bytes of the kept values (no indices travel).\n");
+  std::printf("\n(checksum %llu)\n", static_cast<unsigned long long>(checksum));
+  return ok;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options options;
+  if (!parseOptions(argc, argv, &options)) {
+    usage(argv[0]);
+    return 2;
+  }
+  pinToOneCpu(&options);
+  if (options.natTable) natTable(options);
+  return specTable(options) ? 0 : 1;
 }

@@ -33,7 +33,7 @@ std::string lastError() { return cc_get_last_error(nullptr); }
 TEST(Config, DefaultsWhenNothingIsSet) {
   cc::ResolvedConfig resolved;
   ASSERT_EQ(cc::resolveConfig(nullptr, &resolved), CC_SUCCESS) << lastError();
-  EXPECT_EQ(resolved.codec, cc::CodecId::Nat);
+  EXPECT_EQ(resolved.codec.canonical, "nat");
   EXPECT_EQ(resolved.algo, cc::AlgoId::Auto);
   EXPECT_EQ(resolved.transport, cc::TransportKind::Tcp);
   EXPECT_FALSE(resolved.hasSeed);
@@ -65,7 +65,7 @@ TEST(Config, EnvironmentFillsUnsetFields) {
   ScopedEnv chunk("CC_CHUNK_BYTES", "256K");
   cc::ResolvedConfig resolved;
   ASSERT_EQ(cc::resolveConfig(nullptr, &resolved), CC_SUCCESS) << lastError();
-  EXPECT_EQ(resolved.codec, cc::CodecId::None);
+  EXPECT_EQ(resolved.codec.canonical, "none");
   EXPECT_EQ(resolved.algo, cc::AlgoId::Ring);
   EXPECT_EQ(resolved.transport, cc::TransportKind::Local);
   EXPECT_TRUE(resolved.hasSeed);
@@ -82,7 +82,7 @@ TEST(Config, ExplicitFieldsWinOverTheEnvironment) {
   config.timeout_ms = 99;
   cc::ResolvedConfig resolved;
   ASSERT_EQ(cc::resolveConfig(&config, &resolved), CC_SUCCESS) << lastError();
-  EXPECT_EQ(resolved.codec, cc::CodecId::Nat);
+  EXPECT_EQ(resolved.codec.canonical, "nat");
   EXPECT_EQ(resolved.timeoutMs, 99);
 }
 
@@ -97,7 +97,7 @@ TEST(Config, UnknownValuesListTheValidOnes) {
   {
     ScopedEnv env("CC_ALGO", "butterfly");
     EXPECT_EQ(cc::resolveConfig(nullptr, &resolved), CC_INVALID_ARGUMENT);
-    EXPECT_NE(lastError().find("valid: ring, auto"), std::string::npos) << lastError();
+    EXPECT_NE(lastError().find("valid: ring, allgather, auto"), std::string::npos) << lastError();
   }
   {
     ScopedEnv env("CC_TRANSPORT", "carrier-pigeon");

@@ -128,7 +128,7 @@ TEST(Frames, OversizedCountIsRejectedBeforeDecoding) {
       },
       &result);
   EXPECT_EQ(result, CC_REMOTE_ERROR);
-  EXPECT_NE(message.find("expected step 0, values [0, +64)"), std::string::npos) << message;
+  EXPECT_NE(message.find("expected step 0, range [0, +64)"), std::string::npos) << message;
 }
 
 TEST(Frames, MismatchedCollectiveIsNamed) {

@@ -18,6 +18,7 @@ namespace cctest {
 struct RankOptions {
   const char* transport = "local";
   const char* codec = "nat";
+  const char* algo = nullptr;  // nullptr: CC_ALGO, else auto
   int timeoutMs = 60000;
   long long chunkBytes = CC_CONFIG_UNSET_INT;
   bool hasSeed = true;
@@ -28,6 +29,7 @@ inline cc_config_t makeConfig(const RankOptions& options) {
   cc_config_t config = CC_CONFIG_INITIALIZER;
   config.transport = options.transport;
   config.codec = options.codec;
+  config.algo = options.algo;
   config.timeout_ms = options.timeoutMs;
   config.chunk_bytes = options.chunkBytes;
   config.has_seed = options.hasSeed ? 1 : 0;

@@ -13,6 +13,8 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "codec/spec.h"
+#include "codec_bounds.h"
 #include "test_helpers.h"
 
 using namespace cctest;
@@ -162,6 +164,70 @@ TEST(MultiProcess, FourRanks16MFloatsExactPath) {
   for (int rank = 1; rank < n; ++rank) EXPECT_EQ(results->digest[rank], results->digest[0]);
   EXPECT_LT(results->singleError, 1e-6);
 }
+
+// The codec family passes the same checks as nat through CC_CODEC: every rank
+// bit-identical, the mean of independent calls converging on the exact sum
+// (unbiased specs), one call's error within REFERENCE's bound.
+class MultiProcessCodec : public testing::TestWithParam<const char*> {};
+
+TEST_P(MultiProcessCodec, FourRanksBitIdenticalUnbiasedAndBounded) {
+  const char* specText = GetParam();
+  cc::CodecSpec spec;
+  ASSERT_EQ(cc::parseCodecSpec(specText, &spec), CC_SUCCESS);
+  const int n = 4;
+  const size_t count = size_t(1) << 20;
+  const int calls = 16;
+  SharedResults* results = runProcesses(n, 600, [&](int rank, const cc_unique_id_t& id, SharedResults* shared) {
+    setenv("CC_CODEC", specText, 1);  // the communicator's codec comes from the environment
+    cc_comm_t comm = nullptr;
+    if (!initTcp(rank, n, id, nullptr, &comm, shared)) return false;
+    std::vector<float> input = makeInput(count, rank), output(count);
+    std::vector<double> exact, meanOutput;
+    if (rank == 0) {
+      exact.assign(count, 0.0);
+      for (int r = 0; r < n; ++r) {
+        auto other = makeInput(count, r);
+        for (size_t i = 0; i < count; ++i) exact[i] += other[i];
+      }
+      meanOutput.assign(count, 0.0);
+    }
+    for (int call = 0; call < calls; ++call) {
+      if (compressed_allreduce(input.data(), output.data(), count, CC_FLOAT32, CC_SUM, comm, nullptr) != CC_SUCCESS) {
+        std::snprintf(shared->message[rank], sizeof(shared->message[rank]), "%s", cc_get_last_error(comm));
+        return false;
+      }
+      if (call == 0) {
+        shared->digest[rank] = fnv64(output.data(), count * sizeof(float));
+        if (rank == 0) shared->singleError = relativeError(output, exact);
+      }
+      if (rank == 0) for (size_t i = 0; i < count; ++i) meanOutput[i] += output[i] / calls;
+    }
+    if (rank == 0) shared->meanError = relativeError(std::vector<float>(meanOutput.begin(), meanOutput.end()), exact);
+    return cc_comm_destroy(comm) == CC_SUCCESS;
+  });
+  expectAllRanksSucceeded(results, n);
+  for (int rank = 1; rank < n; ++rank) EXPECT_EQ(results->digest[rank], results->digest[0]) << "rank " << rank;
+  const std::string algo = spec.hopReencodable() ? "ring" : "allgather";
+  const double bound = relativeErrorBound(spec, algo, n, count);
+  EXPECT_LE(results->singleError, 1.1 * bound);
+  // Unbiased: 16 independent calls average to an error 4x smaller (3x asserted).
+  if (spec.unbiased()) {
+    EXPECT_LT(results->meanError, results->singleError / 3);
+  }
+  std::printf("4 processes x 1M float32, %s on %s: relative error %.4f (bound %.4f), mean of %d calls %.4f\n",
+              specText, algo.c_str(), results->singleError, bound, calls, results->meanError);
+}
+
+INSTANTIATE_TEST_SUITE_P(Specs, MultiProcessCodec,
+                         testing::Values("dither_nat:p=2,s=8,norm=nat", "qsgd:s=16", "randk:ratio=0.5+nat",
+                                         "terngrad", "nat_det", "topk:ratio=0.01+nat"),
+                         [](const testing::TestParamInfo<const char*>& info) {
+                           std::string name = info.param;
+                           for (char& c : name) {
+                             if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+                           }
+                           return name;
+                         });
 
 TEST(MultiProcess, UnreachableRootFailsWithinTheTimeout) {
   // A port nobody listens on: bind one, read its number, close it.

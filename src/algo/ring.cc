@@ -10,14 +10,15 @@ const char* algoName(AlgoId id) {
   switch (id) {
     case AlgoId::Auto: return "auto";
     case AlgoId::Ring: return "ring";
+    case AlgoId::Allgather: return "allgather";
   }
   return "unknown";
 }
 
-RingLayout::RingLayout(size_t count, int nranks, size_t chunkValues)
+RingLayout::RingLayout(size_t count, int nranks, size_t chunkValues, size_t alignmentValues)
     : count_(count), chunkValues_(chunkValues) {
   const size_t perRank = count / static_cast<size_t>(nranks) + (count % static_cast<size_t>(nranks) != 0);
-  segmentValues = (perRank + kBlockValues - 1) / kBlockValues * kBlockValues;
+  segmentValues = (perRank + alignmentValues - 1) / alignmentValues * alignmentValues;
   iterations = segmentValues == 0 ? 0 : (segmentValues + chunkValues - 1) / chunkValues;
 }
 
@@ -36,7 +37,15 @@ cc_result_t ringAllreduce(Prims& prims, const CollectiveArgs& args, const RingCh
   const int prev = (rank + n - 1) % n;
   SendChannel& toNext = *channels.toNext;
   RecvChannel& fromPrev = *channels.fromPrev;
-  const RingLayout layout(args.count, n, prims.chunkValues(toNext.slotBytes()));
+  const size_t chunkValues = prims.chunkValues(toNext.slotBytes());
+  if (chunkValues == 0) {
+    return setError(CC_INVALID_ARGUMENT,
+                    "one codec unit (%zu values, %zu bytes) does not fit a %zu-byte message; raise "
+                    "CC_CHUNK_BYTES or use a smaller bucket",
+                    args.codec->alignmentValues(), args.codec->packedBytes(args.codec->alignmentValues()),
+                    toNext.slotBytes() - kFrameHeaderBytes);
+  }
+  const RingLayout layout(args.count, n, chunkValues, args.codec->alignmentValues());
   auto segment = [&](int offset) { return ((rank + offset) % n + n) % n; };
   const uint32_t lastStep = static_cast<uint32_t>(2 * n - 2);
 

@@ -1,5 +1,10 @@
 // The C entry points: argument checks, the group queue, error strings.
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <string>
 #include <vector>
 
 #include "api/error.h"
@@ -19,6 +24,8 @@ struct PendingAllreduce {
   cc_datatype_t datatype;
   cc_red_op_t op;
   cc_comm_t comm;
+  std::string spec;  // "" = the communicator's codec
+  cc_residual_t residual;
 };
 
 thread_local int tlsGroupDepth = 0;
@@ -87,10 +94,59 @@ cc_result_t checkAllreduceArgs(const void* sendbuf, void* recvbuf, size_t count,
   return CC_SUCCESS;
 }
 
-cc_result_t runAllreduce(const PendingAllreduce& call) {
-  if (call.count == 0) return CC_SUCCESS;
-  CallGuard guard(call.comm);
-  return commAllreduce(call.comm, call.sendbuf, call.recvbuf, call.count, call.datatype, call.op);
+cc_result_t checkResidual(cc_residual_t residual, size_t count, cc_datatype_t datatype, cc_red_op_t op) {
+  if (residual == nullptr) return CC_SUCCESS;
+  if (datatype != CC_FLOAT32 && datatype != CC_FLOAT16 && datatype != CC_BFLOAT16) {
+    return setError(CC_INVALID_ARGUMENT,
+                    "compressed_allreduce_ex: error feedback needs float32, float16 or bfloat16, not %s",
+                    datatypeName(datatype));
+  }
+  if (op != CC_SUM && op != CC_AVG) {
+    return setError(CC_INVALID_ARGUMENT, "compressed_allreduce_ex: error feedback needs op SUM or AVG, not %s",
+                    opName(op));
+  }
+  if (residual->count != count || residual->datatype != datatype) {
+    return setError(CC_INVALID_ARGUMENT,
+                    "compressed_allreduce_ex: the residual was created for %zu x %s, the call has %zu x %s",
+                    residual->count, datatypeName(residual->datatype), count, datatypeName(datatype));
+  }
+  return CC_SUCCESS;
+}
+
+bool sameCollective(const PendingAllreduce& a, const PendingAllreduce& b) {
+  return a.comm == b.comm && a.datatype == b.datatype && a.op == b.op && a.spec == b.spec;
+}
+
+// Runs `calls` (same communicator, datatype, op and spec) as one collective.
+cc_result_t runFused(const std::vector<const PendingAllreduce*>& calls) {
+  std::vector<TensorCall> tensors;
+  for (const PendingAllreduce* call : calls) {
+    if (call->count != 0) tensors.push_back(TensorCall{call->sendbuf, call->recvbuf, call->count, call->residual});
+  }
+  if (tensors.empty()) return CC_SUCCESS;
+  const PendingAllreduce& first = *calls.front();
+  CallGuard guard(first.comm);
+  return commAllreduce(first.comm, tensors.data(), tensors.size(), first.datatype, first.op,
+                       first.spec.empty() ? nullptr : first.spec.c_str());
+}
+
+cc_result_t submitAllreduce(const void* sendbuf, void* recvbuf, size_t count, cc_datatype_t datatype,
+                            cc_red_op_t op, cc_comm_t comm, void* stream, const char* spec,
+                            cc_residual_t residual) {
+  CC_CHECK(checkAllreduceArgs(sendbuf, recvbuf, count, datatype, op, comm, stream));
+  CC_CHECK(checkResidual(residual, count, datatype, op));
+  if (spec != nullptr && spec[0] != '\0') {
+    // A bad spec fails here, at the call, not later at cc_group_end.
+    const CodecSpec* parsed = nullptr;
+    CallGuard guard(comm);
+    CC_CHECK(commSpec(comm, spec, &parsed));
+  }
+  PendingAllreduce call{sendbuf, recvbuf, count, datatype, op, comm, spec ? std::string(spec) : std::string(), residual};
+  if (tlsGroupDepth > 0) {
+    tlsGroupQueue.push_back(call);
+    return CC_SUCCESS;
+  }
+  return runFused({&call});
 }
 
 }  // namespace
@@ -151,13 +207,64 @@ cc_result_t cc_comm_init_rank(cc_comm_t* comm, int nranks, cc_unique_id_t id, in
 cc_result_t compressed_allreduce(const void* sendbuf, void* recvbuf, size_t count,
                                  cc_datatype_t datatype, cc_red_op_t op, cc_comm_t comm,
                                  void* stream) {
-  CC_CHECK(checkAllreduceArgs(sendbuf, recvbuf, count, datatype, op, comm, stream));
-  PendingAllreduce call{sendbuf, recvbuf, count, datatype, op, comm};
-  if (tlsGroupDepth > 0) {
-    tlsGroupQueue.push_back(call);
-    return CC_SUCCESS;
+  return submitAllreduce(sendbuf, recvbuf, count, datatype, op, comm, stream, nullptr, nullptr);
+}
+
+cc_result_t compressed_allreduce_ex(const void* sendbuf, void* recvbuf, size_t count, cc_datatype_t datatype,
+                                    cc_red_op_t op, cc_comm_t comm, void* stream, const char* spec,
+                                    cc_residual_t residual) {
+  return submitAllreduce(sendbuf, recvbuf, count, datatype, op, comm, stream, spec, residual);
+}
+
+cc_result_t cc_residual_create(cc_residual_t* residual, size_t count, cc_datatype_t datatype) {
+  if (residual == nullptr) return setError(CC_INVALID_ARGUMENT, "cc_residual_create: residual is NULL");
+  *residual = nullptr;
+  if (datatype != CC_FLOAT32 && datatype != CC_FLOAT16 && datatype != CC_BFLOAT16) {
+    return setError(CC_INVALID_ARGUMENT,
+                    "cc_residual_create: error feedback needs float32, float16 or bfloat16, not %s",
+                    datatypeName(datatype));
   }
-  return runAllreduce(call);
+  if (count > SIZE_MAX / sizeof(float)) {
+    return setError(CC_INVALID_ARGUMENT, "cc_residual_create: count %zu overflows size_t for float32", count);
+  }
+  try {
+    auto created = std::make_unique<cc_residual>();
+    created->count = count;
+    created->datatype = datatype;
+    created->values.assign(count, 0.0f);
+    *residual = created.release();
+  } catch (const std::bad_alloc&) {
+    return setError(CC_SYSTEM_ERROR, "cc_residual_create: cannot allocate %zu float32 values", count);
+  }
+  return CC_SUCCESS;
+}
+
+cc_result_t cc_residual_destroy(cc_residual_t residual) {
+  if (residual == nullptr) return setError(CC_INVALID_ARGUMENT, "cc_residual_destroy: residual is NULL");
+  delete residual;
+  return CC_SUCCESS;
+}
+
+cc_result_t cc_residual_get(cc_residual_t residual, float* values) {
+  if (residual == nullptr || (values == nullptr && residual->count != 0)) {
+    return setError(CC_INVALID_ARGUMENT, "cc_residual_get: %s is NULL", residual == nullptr ? "residual" : "values");
+  }
+  if (residual->count != 0) std::memcpy(values, residual->values.data(), residual->count * sizeof(float));
+  return CC_SUCCESS;
+}
+
+cc_result_t cc_residual_set(cc_residual_t residual, const float* values) {
+  if (residual == nullptr || (values == nullptr && residual->count != 0)) {
+    return setError(CC_INVALID_ARGUMENT, "cc_residual_set: %s is NULL", residual == nullptr ? "residual" : "values");
+  }
+  if (residual->count != 0) std::memcpy(residual->values.data(), values, residual->count * sizeof(float));
+  return CC_SUCCESS;
+}
+
+cc_result_t cc_residual_reset(cc_residual_t residual) {
+  if (residual == nullptr) return setError(CC_INVALID_ARGUMENT, "cc_residual_reset: residual is NULL");
+  std::fill(residual->values.begin(), residual->values.end(), 0.0f);
+  return CC_SUCCESS;
 }
 
 cc_result_t cc_group_start(void) {
@@ -172,10 +279,21 @@ cc_result_t cc_group_end(void) {
   if (--tlsGroupDepth > 0) return CC_SUCCESS;
   std::vector<PendingAllreduce> queue;
   queue.swap(tlsGroupQueue);
+  // Calls that can share a collective are fused, in the order of each
+  // collective's first call, so every rank issues the same sequence.
+  std::vector<bool> done(queue.size(), false);
   cc_result_t first = CC_SUCCESS;
   std::string firstMessage;
-  for (const auto& call : queue) {
-    cc_result_t result = runAllreduce(call);
+  for (size_t i = 0; i < queue.size(); ++i) {
+    if (done[i]) continue;
+    std::vector<const PendingAllreduce*> fused;
+    for (size_t j = i; j < queue.size(); ++j) {
+      if (!done[j] && sameCollective(queue[i], queue[j])) {
+        fused.push_back(&queue[j]);
+        done[j] = true;
+      }
+    }
+    cc_result_t result = runFused(fused);
     if (result != CC_SUCCESS && first == CC_SUCCESS) {
       first = result;
       firstMessage = lastErrorMessage();

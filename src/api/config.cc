@@ -18,8 +18,9 @@ bool equalsIgnoreCase(const char* a, const char* b) { return strcasecmp(a, b) ==
 
 cc_result_t parseAlgo(const char* text, const char* source, AlgoId* out) {
   if (equalsIgnoreCase(text, "ring")) *out = AlgoId::Ring;
+  else if (equalsIgnoreCase(text, "allgather")) *out = AlgoId::Allgather;
   else if (equalsIgnoreCase(text, "auto")) *out = AlgoId::Auto;
-  else return setError(CC_INVALID_ARGUMENT, "%s: unknown algorithm '%s' (valid: ring, auto)", source, text);
+  else return setError(CC_INVALID_ARGUMENT, "%s: unknown algorithm '%s' (valid: ring, allgather, auto)", source, text);
   return CC_SUCCESS;
 }
 
@@ -94,7 +95,7 @@ cc_result_t resolveConfig(const cc_config_t* config, ResolvedConfig* out) {
     CC_CHECK(parseDebug(text, config->debug ? "config.debug" : "CC_DEBUG", &resolved.debug));
   }
   if (const char* text = pick(config->codec, "CC_CODEC")) {
-    cc_result_t result = parseCodecName(text, &resolved.codec);
+    cc_result_t result = parseCodecSpec(text, &resolved.codec);
     if (result != CC_SUCCESS) return addErrorContext(result, "%s", config->codec ? "config.codec" : "CC_CODEC");
   }
   if (const char* text = pick(config->algo, "CC_ALGO")) {

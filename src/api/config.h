@@ -8,6 +8,7 @@
 #include "algo/algo.h"
 #include "api/error.h"
 #include "codec/codec.h"
+#include "codec/spec.h"
 
 namespace cc {
 
@@ -20,7 +21,7 @@ constexpr size_t kMinChunkBytes = 4096;
 constexpr int kSlotsPerChannel = 4;
 
 struct ResolvedConfig {
-  CodecId codec = CodecId::Nat;
+  CodecSpec codec = simpleCodecSpec("nat");
   AlgoId algo = AlgoId::Auto;
   TransportKind transport = TransportKind::Tcp;
   std::string socketIfname;

@@ -7,7 +7,10 @@
 #include <type_traits>
 
 #include "api/error.h"
+#include "codec/dither.h"
 #include "codec/nat_kernels.h"
+#include "codec/spec.h"
+#include "codec/topk.h"
 #include "cuda/nat_math.h"
 
 namespace cc {
@@ -21,6 +24,12 @@ const char* codecName(CodecId id) {
       return "none";
     case CodecId::Nat:
       return "nat";
+    case CodecId::NatDet:
+      return "nat_det";
+    case CodecId::Dither:
+      return "dither";
+    case CodecId::TopK:
+      return "topk";
   }
   return "unknown";
 }
@@ -34,7 +43,11 @@ cc_result_t parseCodecName(const std::string& text, CodecId* id) {
     *id = CodecId::Nat;
     return CC_SUCCESS;
   }
-  return setError(CC_INVALID_ARGUMENT, "unknown codec '%s' (valid: none, nat)", text.c_str());
+  if (text == "nat_det") {
+    *id = CodecId::NatDet;
+    return CC_SUCCESS;
+  }
+  return setError(CC_INVALID_ARGUMENT, "unknown codec '%s' (valid: none, nat, nat_det)", text.c_str());
 }
 
 ElementType elementTypeOf(cc_datatype_t dtype) {
@@ -345,20 +358,42 @@ const char* natImplementationName() { return useAvx2() ? "avx2" : "scalar"; }
 void forceScalarCodecs(bool force) { gForceScalar.store(force, std::memory_order_relaxed); }
 
 bool codecCompresses(CodecId requested, cc_datatype_t dtype, cc_red_op_t op) {
-  return requested == CodecId::Nat && natApplies(dtype, op);
+  return (requested == CodecId::Nat || requested == CodecId::NatDet) && natApplies(dtype, op);
+}
+
+bool specCompresses(const CodecSpec& spec, cc_datatype_t dtype, cc_red_op_t op) {
+  const bool compresses = spec.quantizer != Quantizer::Exact || spec.selector != Selector::None;
+  return compresses && natApplies(dtype, op);
 }
 
 std::unique_ptr<Codec> makeCodec(CodecId requested, cc_datatype_t dtype, cc_red_op_t op) {
+  if (requested != CodecId::None && requested != CodecId::Nat && requested != CodecId::NatDet) {
+    setError(CC_INVALID_ARGUMENT, "codec id %d needs a spec with parameters (parameterless: none, nat, nat_det)",
+             static_cast<int>(requested));
+    return nullptr;
+  }
+  return makeBlockCodec(simpleCodecSpec(codecName(requested)), dtype, op);
+}
+
+std::unique_ptr<Codec> makeBlockCodec(const CodecSpec& spec, cc_datatype_t dtype, cc_red_op_t op) {
   if (!isValidDatatype(dtype) || !isValidOp(op)) {
     setError(CC_INVALID_ARGUMENT, "no codec for datatype %d and op %d", static_cast<int>(dtype), static_cast<int>(op));
     return nullptr;
   }
-  if (requested != CodecId::None && requested != CodecId::Nat) {
-    setError(CC_INVALID_ARGUMENT, "unknown codec id %d (valid: none, nat)", static_cast<int>(requested));
-    return nullptr;
+  const ElementType type = elementTypeOf(dtype);
+  if (!specCompresses(spec, dtype, op)) return makeExactCodec(type, op);
+  switch (spec.quantizer) {
+    case Quantizer::Exact:
+      return makeExactCodec(type, op);
+    case Quantizer::Nat:
+      return std::make_unique<NatCodec>(type);
+    case Quantizer::NatDet:
+      return makeNatDetCodec(type);
+    case Quantizer::DitherNat:
+    case Quantizer::DitherStd:
+      return makeDitherCodec(spec.quantizer, spec.dither, type, spec.scope == Scope::Bucket ? spec.bucketValues : 0);
   }
-  if (codecCompresses(requested, dtype, op)) return std::make_unique<NatCodec>(elementTypeOf(dtype));
-  return makeExactCodec(elementTypeOf(dtype), op);
+  return nullptr;
 }
 
 }  // namespace cc

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "codec/nat_kernels.h"
+#include "codec/random_words.h"
 #include "cuda/nat_math.h"
 #include "cuda/philox.h"
 
@@ -52,32 +53,6 @@ struct FloatElement<ElementType::F16> {
     const uint16_t raw = floatBitsToHalf(bits);
     std::memcpy(static_cast<char*>(values) + 2 * i, &raw, 2);
   }
-};
-
-// Hands out the random word of each global value index, calling Philox once
-// per group of 4 values instead of once per value.
-class ValueRandomness {
- public:
-  explicit ValueRandomness(RandomStream rs) : stream_(rs.stream) { philoxKeyFromSeed(rs.seed, key_); }
-
-  uint32_t wordFor(uint64_t valueIndex) {
-    const uint64_t group = valueIndex / 4;
-    if (!haveGroup_ || group != group_) {
-      uint32_t counter[4];
-      philoxCounterForGroup(group, stream_, counter);
-      words_ = philox4x32_10(counter, key_);
-      group_ = group;
-      haveGroup_ = true;
-    }
-    return words_.v[valueIndex % 4];
-  }
-
- private:
-  uint32_t key_[2];
-  uint64_t stream_;
-  uint64_t group_ = 0;
-  bool haveGroup_ = false;
-  Philox4x32 words_{};
 };
 
 // One packed block: the little-endian sign mask, then the exponent bytes.

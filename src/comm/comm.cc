@@ -3,7 +3,11 @@
 #include <cstring>
 #include <random>
 
+#include <cmath>
+
 #include "algo/algo.h"
+#include "codec/elements.h"
+#include "codec/random_words.h"
 #include "comm/bootstrap.h"
 #include "prims/prims.h"
 
@@ -13,15 +17,15 @@ namespace {
 // What every rank must agree on; rank 0's record is the reference.
 struct InitRecord {
   uint32_t magic;
-  uint8_t codec;
+  uint32_t codecHash;
   uint8_t algo;
   uint8_t transport;
-  uint8_t reserved;
+  uint8_t reserved[6];
   uint64_t chunkBytes;
   uint64_t seed;
   uint64_t commKey;
 };
-constexpr uint32_t kInitMagic = 0x43434931u;
+constexpr uint32_t kInitMagic = 0x43434932u;
 
 uint64_t random64() {
   std::random_device device;
@@ -36,7 +40,7 @@ cc_result_t agreeOnSettings(StoreClient& store, int rank, const ResolvedConfig& 
                             InitRecord* agreed) {
   InitRecord mine{};
   mine.magic = kInitMagic;
-  mine.codec = static_cast<uint8_t>(config.codec);
+  mine.codecHash = config.codec.hash;
   mine.algo = static_cast<uint8_t>(config.algo);
   mine.transport = static_cast<uint8_t>(config.transport);
   mine.chunkBytes = config.chunkBytes;
@@ -46,6 +50,7 @@ cc_result_t agreeOnSettings(StoreClient& store, int rank, const ResolvedConfig& 
     std::vector<char> bytes(sizeof(mine));
     std::memcpy(bytes.data(), &mine, sizeof(mine));
     CC_CHECK(store.trySet("cc/init", bytes));
+    CC_CHECK(store.trySet("cc/init/codec", toBytes(config.codec.canonical)));
   }
   std::vector<char> bytes;
   CC_CHECK(store.tryGet("cc/init", &bytes));
@@ -57,9 +62,10 @@ cc_result_t agreeOnSettings(StoreClient& store, int rank, const ResolvedConfig& 
   std::string mismatch;
   if (agreed->magic != kInitMagic) {
     mismatch = "rank 0 runs an incompatible libcompressedcoll";
-  } else if (agreed->codec != mine.codec) {
-    mismatch = std::string("codec ") + codecName(static_cast<CodecId>(mine.codec)) +
-               " differs from rank 0's " + codecName(static_cast<CodecId>(agreed->codec));
+  } else if (agreed->codecHash != mine.codecHash) {
+    std::vector<char> theirs;
+    CC_CHECK(store.tryGet("cc/init/codec", &theirs));
+    mismatch = "codec " + config.codec.canonical + " differs from rank 0's " + std::string(theirs.begin(), theirs.end());
   } else if (agreed->algo != mine.algo) {
     mismatch = std::string("algorithm ") + algoName(static_cast<AlgoId>(mine.algo)) +
                " differs from rank 0's " + algoName(static_cast<AlgoId>(agreed->algo));
@@ -157,41 +163,322 @@ cc_result_t commInit(cc_comm_t* out, int nranks, const cc_unique_id_t& id, int r
   CC_CHECK(store->barrier("cc/init/ready"));
   CC_INFO("rank %d/%d ready: codec %s (%s), algorithm %s, transport %s via %s, chunk %zu bytes, "
           "seed %llu",
-          rank, nranks, codecName(config.codec), natImplementationName(), algoName(config.algo),
+          rank, nranks, config.codec.canonical.c_str(), natImplementationName(), algoName(config.algo),
           transportName(config.transport), store->localAddressString().c_str(), config.chunkBytes,
           static_cast<unsigned long long>(comm->seed));
   *out = comm.release();
   return CC_SUCCESS;
 }
 
-cc_result_t commAllreduce(cc_comm_t comm, const void* sendbuf, void* recvbuf, size_t count,
-                          cc_datatype_t datatype, cc_red_op_t op) {
+namespace {
+
+constexpr size_t kTensorAlignmentValues = kBlockValues;
+// randk's mask is drawn with its own Philox key, so no encode's stream can
+// ever coincide with it.
+constexpr uint64_t kRandKMaskKey = 0x72616e646b6d736bull;  // "randkmsk"
+
+bool isFloatType(cc_datatype_t datatype) {
+  return datatype == CC_FLOAT32 || datatype == CC_FLOAT16 || datatype == CC_BFLOAT16;
+}
+
+// Where each tensor of a fused call starts: block-aligned, so that codec
+// blocks never straddle two tensors.
+std::vector<size_t>& fusedOffsets(cc_comm_t comm, const TensorCall* tensors, size_t ntensors) {
+  std::vector<size_t>& offsets = comm->scratch.offsets;
+  offsets.assign(1, 0);
+  for (size_t t = 0; t < ntensors; ++t) {
+    size_t end = offsets.back() + tensors[t].count;
+    if (t + 1 < ntensors) end = (end + kTensorAlignmentValues - 1) / kTensorAlignmentValues * kTensorAlignmentValues;
+    offsets.push_back(end);
+  }
+  return offsets;
+}
+
+cc_result_t specFor(cc_comm_t comm, const char* specText, SpecCodecs** out) {
+  const std::string key = specText == nullptr ? std::string() : std::string(specText);
+  auto it = comm->specs.find(key);
+  if (it == comm->specs.end()) {
+    auto codecs = std::make_unique<SpecCodecs>();
+    if (key.empty()) {
+      codecs->spec = comm->config.codec;
+    } else {
+      CC_CHECK(parseCodecSpec(key, &codecs->spec));
+    }
+    if (codecs->spec.selector == Selector::RandK && codecs->spec.isDither() &&
+        codecs->spec.scope != Scope::Bucket) {
+      return setError(CC_UNSUPPORTED,
+                      "codec spec '%s': randk composes with dithering of bucket scope only (the "
+                      "norm's scope would be the compacted vector)",
+                      codecs->spec.canonical.c_str());
+    }
+    it = comm->specs.emplace(key, std::move(codecs)).first;
+  }
+  *out = it->second.get();
+  return CC_SUCCESS;
+}
+
+cc_result_t blockCodec(SpecCodecs& codecs, cc_datatype_t datatype, cc_red_op_t op, const Codec** out) {
+  std::unique_ptr<Codec>& codec = codecs.block[datatype][op];
+  if (!codec) codec = makeBlockCodec(codecs.spec, datatype, op);
+  if (!codec) return addErrorContext(CC_INTERNAL_ERROR, "no codec for %s %s", datatypeName(datatype), opName(op));
+  *out = codec.get();
+  return CC_SUCCESS;
+}
+
+cc_result_t vectorCodec(SpecCodecs& codecs, const VectorCodec** out) {
+  if (!codecs.vector) codecs.vector = makeVectorCodec(codecs.spec);
+  if (!codecs.vector) return addErrorContext(CC_INTERNAL_ERROR, "no whole-vector codec for %s", codecs.spec.canonical.c_str());
+  *out = codecs.vector.get();
+  return CC_SUCCESS;
+}
+
+template <typename T>
+T* grow(std::vector<T>& buffer, size_t size) {
+  if (buffer.size() < size) buffer.resize(size);
+  return buffer.data();
+}
+
+// The algorithm a spec runs on; CC_UNSUPPORTED names the ones that can.
+cc_result_t chooseAlgorithm(const CodecSpec& spec, bool compresses, AlgoId requested, AlgoId* out) {
+  const bool ringCan = !compresses || spec.hopReencodable();
+  if (requested == AlgoId::Ring && !ringCan) {
+    return setError(CC_UNSUPPORTED,
+                    "codec spec '%s' cannot run on ring: %s; algorithms that can: allgather "
+                    "(CC_ALGO=allgather or auto)",
+                    spec.canonical.c_str(),
+                    spec.selector == Selector::TopK
+                        ? "a hop would have to re-encode the growing union of the ranks' indices"
+                        : "its norm spans a whole tensor or model, more than a hop's chunk");
+  }
+  if (requested == AlgoId::Auto) {
+    *out = ringCan ? AlgoId::Ring : AlgoId::Allgather;
+  } else {
+    *out = requested;
+  }
+  return CC_SUCCESS;
+}
+
+// One run of an algorithm over a vector of `count` values of `datatype`.
+struct AlgorithmRun {
+  const void* input;
+  void* output;
+  size_t count;
+  cc_datatype_t datatype;
+  cc_red_op_t op;
+  float* residual;
+  TensorLayout layout;
+};
+
+cc_result_t runAlgorithm(cc_comm_t comm, SpecCodecs& codecs, AlgoId algo, bool compresses, const AlgorithmRun& run) {
+  const Codec* codec = nullptr;
+  CC_CHECK(blockCodec(codecs, run.datatype, run.op, &codec));
+  const Codec* f32Codec = nullptr;
+  if (run.residual != nullptr) CC_CHECK(blockCodec(codecs, CC_FLOAT32, run.op, &f32Codec));
+  CollectiveArgs args{run.input, run.output, run.count, run.datatype, run.op, codec,
+                      comm->seed, comm->collectiveSeq, comm->rank, comm->nranks};
+  args.specHash = compresses ? codecs.spec.hash : 0;
+  args.residual = run.residual;
+  args.f32Codec = f32Codec;
+  ++comm->collectiveSeq;
+  Prims prims(args);
+  const RingChannels channels{comm->toNext.get(), comm->fromPrev.get()};
+  comm->lastAlgorithm = algoName(algo);
+  if (algo == AlgoId::Ring) return ringAllreduce(prims, args, channels);
+
+  if (codecs.spec.selector == Selector::TopK && run.count > 0xffffffffull) {
+    return setError(CC_UNSUPPORTED, "topk carries 32-bit indices: a call of %zu values is too large; split it",
+                    run.count);
+  }
+  const VectorCodec* vector = nullptr;
+  CC_CHECK(vectorCodec(codecs, &vector));
+  CallScratch& scratch = comm->scratch;
+  const ElementType type = elementTypeOf(run.datatype);
+  float* values = grow(scratch.vectorValues, run.count);
+  for (size_t i = 0; i < run.count; ++i) {
+    values[i] = loadFloat(type, run.input, i) + (run.residual ? run.residual[i] : 0.0f);
+  }
+  VectorCall call;
+  call.codec = vector;
+  call.layout = run.layout;
+  call.values = values;
+  call.residual = run.residual;
+  call.sum = grow(scratch.vectorSum, run.count);
+  const size_t encoded = vector->encodedBytes(run.layout);
+  call.encodings = grow(scratch.encodings, encoded * static_cast<size_t>(comm->nranks));
+  CC_CHECK(allgatherAllreduce(prims, args, channels, call));
+  for (size_t i = 0; i < run.count; ++i) storeFloat(type, run.output, i, call.sum[i]);
+  return CC_SUCCESS;
+}
+
+// Random sparsification with a mask every rank draws alike from the shared
+// seed: the kept values are gathered (scaled by d/q) into a dense vector that
+// the inner quantizer reduces position-wise; no indices travel.
+cc_result_t runRandK(cc_comm_t comm, SpecCodecs& codecs, AlgoId algo, const AlgorithmRun& run) {
+  CallScratch& scratch = comm->scratch;
+  const CodecSpec& spec = codecs.spec;
+  const ElementType type = elementTypeOf(run.datatype);
+  const uint64_t threshold = static_cast<uint64_t>(std::ldexp(spec.ratio, 32));
+  const float scale = static_cast<float>(1.0 / spec.ratio);
+  ValueRandomness mask(RandomStream{comm->seed ^ kRandKMaskKey, comm->collectiveSeq});
+  uint64_t* kept = grow(scratch.kept, run.count);
+  size_t keptCount = 0;
+  for (size_t i = 0; i < run.count; ++i) {
+    if (mask.wordFor(i) < threshold) kept[keptCount++] = i;
+  }
+  float* compact = grow(scratch.compact, keptCount);
+  for (size_t j = 0; j < keptCount; ++j) {
+    const size_t i = kept[j];
+    compact[j] = (loadFloat(type, run.input, i) + (run.residual ? run.residual[i] : 0.0f)) * scale;
+  }
+  float* compactResidual = nullptr;
+  if (run.residual != nullptr) {
+    compactResidual = grow(scratch.compactResidual, keptCount);
+    std::memset(compactResidual, 0, keptCount * sizeof(float));
+  }
+  const size_t offsets[2] = {0, keptCount};
+  AlgorithmRun inner{compact, compact, keptCount, CC_FLOAT32, run.op, compactResidual, TensorLayout{keptCount, offsets, 1}};
+  if (keptCount != 0 && comm->nranks > 1) {
+    CC_CHECK(runAlgorithm(comm, codecs, algo, true, inner));
+  } else {
+    ++comm->collectiveSeq;
+  }
+  // Scatter. Per position the residual is read before the output is written,
+  // so in-place calls work. A kept value entered the sum as scale * p: what
+  // this rank lost there is p - scale * p plus the inner encodes' loss.
+  size_t j = 0;
+  for (size_t i = 0; i < run.count; ++i) {
+    const bool isKept = j < keptCount && kept[j] == i;
+    if (run.residual != nullptr) {
+      const float p = loadFloat(type, run.input, i) + run.residual[i];
+      run.residual[i] = isKept ? p - scale * p + compactResidual[j] : p;
+    }
+    storeFloat(type, run.output, i, isKept ? compact[j] : 0.0f);
+    if (isKept) ++j;
+  }
+  return CC_SUCCESS;
+}
+
+// A one-rank collective: the input, with the residual folded in.
+void runSingleRank(const AlgorithmRun& run, size_t elementSize) {
+  if (run.residual == nullptr || !isFloatType(run.datatype)) {
+    if (run.output != run.input) std::memcpy(run.output, run.input, run.count * elementSize);
+    return;
+  }
+  const ElementType type = elementTypeOf(run.datatype);
+  for (size_t i = 0; i < run.count; ++i) {
+    const float p = loadFloat(type, run.input, i) + run.residual[i];
+    storeFloat(type, run.output, i, p);
+    run.residual[i] = p - loadFloat(type, run.output, i);
+  }
+}
+
+}  // namespace
+
+cc_result_t commSpec(cc_comm_t comm, const char* specText, const CodecSpec** spec) {
+  std::lock_guard<std::mutex> lock(comm->callMutex);
+  SpecCodecs* codecs = nullptr;
+  CC_CHECK(specFor(comm, specText, &codecs));
+  *spec = &codecs->spec;
+  return CC_SUCCESS;
+}
+
+cc_result_t commAllreduce(cc_comm_t comm, const TensorCall* tensors, size_t ntensors, cc_datatype_t datatype,
+                          cc_red_op_t op, const char* specText) {
   std::lock_guard<std::mutex> lock(comm->callMutex);
   if (comm->asyncError.load() != CC_SUCCESS) {
     return setError(CC_INVALID_USAGE,
                     "the communicator is broken by an earlier %s; create a new one",
                     resultName(static_cast<cc_result_t>(comm->asyncError.load())));
   }
-  std::unique_ptr<Codec>& codec = comm->codecs[datatype][op];
-  if (!codec) codec = makeCodec(comm->config.codec, datatype, op);
-  if (!codec) return addErrorContext(CC_INTERNAL_ERROR, "no codec for %s %s", datatypeName(datatype), opName(op));
-  CollectiveArgs args{sendbuf, recvbuf,   count,      datatype,      op,
-                      codec.get(), comm->seed, comm->collectiveSeq, comm->rank, comm->nranks};
-  ++comm->collectiveSeq;
-  Prims prims(args);
-  if (comm->nranks == 1) {
-    prims.copyInputToOutput();
-    return CC_SUCCESS;
+  SpecCodecs* codecs = nullptr;
+  CC_CHECK(specFor(comm, specText, &codecs));
+  const CodecSpec& spec = codecs->spec;
+  const bool compresses = specCompresses(spec, datatype, op);
+  AlgoId algo = AlgoId::Ring;
+  CC_CHECK(chooseAlgorithm(spec, compresses, comm->config.algo, &algo));
+  bool anyResidual = false;
+  for (size_t t = 0; t < ntensors; ++t) anyResidual |= tensors[t].residual != nullptr;
+  if (compresses && !spec.unbiased() && !anyResidual && !codecs->loggedBiased) {
+    codecs->loggedBiased = true;
+    CC_INFO("codec %s is biased and runs without error feedback (pass a cc_residual_t to "
+            "compressed_allreduce_ex to restore convergence)",
+            spec.canonical.c_str());
   }
-  cc_result_t result = ringAllreduce(prims, args, RingChannels{comm->toNext.get(), comm->fromPrev.get()});
+
+  // The working vector: the user's buffers for one tensor, else the
+  // concatenation of the tensors, each starting on a block boundary.
+  const size_t elementSize = elementBytes(elementTypeOf(datatype));
+  AlgorithmRun run{};
+  run.datatype = datatype;
+  run.op = op;
+  std::vector<size_t>& offsets = fusedOffsets(comm, tensors, ntensors);
+  const bool fused = ntensors > 1;
+  CallScratch& scratch = comm->scratch;
+  if (!fused) {
+    run.input = tensors[0].sendbuf;
+    run.output = tensors[0].recvbuf;
+    run.count = tensors[0].count;
+    run.residual = tensors[0].residual ? tensors[0].residual->values.data() : nullptr;
+  } else {
+    run.count = offsets.back();
+    unsigned char* values = grow(scratch.fusedValues, run.count * elementSize);
+    std::memset(values, 0, run.count * elementSize);
+    float* residual = anyResidual ? grow(scratch.fusedResidual, run.count) : nullptr;
+    if (residual) std::memset(residual, 0, run.count * sizeof(float));
+    for (size_t t = 0; t < ntensors; ++t) {
+      std::memcpy(values + offsets[t] * elementSize, tensors[t].sendbuf, tensors[t].count * elementSize);
+      if (residual && tensors[t].residual) {
+        std::memcpy(residual + offsets[t], tensors[t].residual->values.data(), tensors[t].count * sizeof(float));
+      }
+    }
+    run.input = values;
+    run.output = values;
+    run.residual = residual;
+  }
+  run.layout = TensorLayout{run.count, offsets.data(), offsets.size() - 1};
+
+  const uint64_t firstSeq = comm->collectiveSeq;
+  cc_result_t result = CC_SUCCESS;
+  if (comm->nranks == 1) {
+    runSingleRank(run, elementSize);
+    comm->lastAlgorithm = "none";
+    ++comm->collectiveSeq;
+  } else if (!compresses && run.residual != nullptr) {
+    // An exact spec loses nothing: fold the residual into the input (rounded
+    // to the user's type; the rounding stays behind) and reduce exactly.
+    const ElementType type = elementTypeOf(datatype);
+    unsigned char* staging = fused ? static_cast<unsigned char*>(run.output) : grow(scratch.fusedValues, run.count * elementSize);
+    for (size_t i = 0; i < run.count; ++i) {
+      const float p = loadFloat(type, run.input, i) + run.residual[i];
+      storeFloat(type, staging, i, p);
+      run.residual[i] = p - loadFloat(type, staging, i);
+    }
+    AlgorithmRun exact = run;
+    exact.input = staging;
+    exact.residual = nullptr;
+    result = runAlgorithm(comm, *codecs, algo, false, exact);
+  } else if (compresses && spec.selector == Selector::RandK) {
+    result = runRandK(comm, *codecs, algo, run);
+  } else {
+    result = runAlgorithm(comm, *codecs, algo, compresses, run);
+  }
   if (result != CC_SUCCESS) {
     // A collective that failed half-way leaves peers waiting: break the links
     // so they fail now instead of at their timeout.
     comm->asyncError.store(result);
     comm->transport->abort();
-    return addErrorContext(result, "compressed_allreduce #%llu (%zu x %s, %s, codec %s, ring) on rank %d",
-                           static_cast<unsigned long long>(args.collectiveSeq), count,
-                           datatypeName(datatype), opName(op), codecName(codec->id()), comm->rank);
+    return addErrorContext(result, "compressed_allreduce #%llu (%zu x %s, %s, codec %s, %s) on rank %d",
+                           static_cast<unsigned long long>(firstSeq), run.count, datatypeName(datatype),
+                           opName(op), compresses ? spec.canonical.c_str() : "none", algoName(algo), comm->rank);
+  }
+  if (fused) {
+    const unsigned char* values = static_cast<const unsigned char*>(run.output);
+    for (size_t t = 0; t < ntensors; ++t) {
+      std::memcpy(tensors[t].recvbuf, values + offsets[t] * elementSize, tensors[t].count * elementSize);
+      if (run.residual && tensors[t].residual) {
+        std::memcpy(tensors[t].residual->values.data(), run.residual + offsets[t], tensors[t].count * sizeof(float));
+      }
+    }
   }
   return CC_SUCCESS;
 }

@@ -1,16 +1,59 @@
-// The communicator: bootstrap, transport, the ring's channels, and the
-// sequence number that keys each collective's randomness.
+// The communicator: bootstrap, transport, the ring's channels, the codecs of
+// each spec in use, and the sequence number that keys each collective's
+// randomness.
 #pragma once
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "api/config.h"
 #include "codec/codec.h"
+#include "codec/spec.h"
 #include "compressedcoll.h"
 #include "transports/transport.h"
+
+struct cc_residual {
+  size_t count = 0;
+  cc_datatype_t datatype = CC_FLOAT32;
+  std::vector<float> values;
+};
+
+namespace cc {
+
+// The codecs of one spec, made on first use so that calls allocate nothing.
+struct SpecCodecs {
+  CodecSpec spec;
+  std::unique_ptr<Codec> block[CC_NUM_DATATYPES][CC_NUM_OPS];
+  std::unique_ptr<VectorCodec> vector;
+  bool loggedBiased = false;
+};
+
+// Buffers reused from call to call (grown, never shrunk).
+struct CallScratch {
+  std::vector<size_t> offsets;             // where each tensor starts
+  std::vector<unsigned char> fusedValues;  // grouped calls, concatenated
+  std::vector<float> fusedResidual;
+  std::vector<float> compact;              // randk: the kept values
+  std::vector<float> compactResidual;
+  std::vector<uint64_t> kept;              // randk: their positions
+  std::vector<float> vectorValues;         // allgather: p = x + e in float32
+  std::vector<float> vectorSum;
+  std::vector<unsigned char> encodings;    // allgather: every rank's encoding
+};
+
+// One tensor of a (possibly fused) call.
+struct TensorCall {
+  const void* sendbuf;
+  void* recvbuf;
+  size_t count;
+  cc_residual_t residual;
+};
+
+}  // namespace cc
 
 struct cc_comm {
   int rank = 0;
@@ -21,8 +64,10 @@ struct cc_comm {
   std::unique_ptr<cc::SendChannel> toNext;
   std::unique_ptr<cc::RecvChannel> fromPrev;
   uint64_t collectiveSeq = 0;  // collectives issued so far; identical on every rank
-  // Codecs by (datatype, op), made on first use so calls allocate nothing.
-  std::unique_ptr<cc::Codec> codecs[CC_NUM_DATATYPES][CC_NUM_OPS];
+  // Specs by the text callers gave ("" = the communicator's own).
+  std::map<std::string, std::unique_ptr<cc::SpecCodecs>> specs;
+  cc::CallScratch scratch;
+  std::string lastAlgorithm;   // which algorithm the last collective ran (perf tool)
   std::mutex callMutex;        // collectives on one communicator run one at a time
   std::atomic<int> asyncError{CC_SUCCESS};
   std::atomic<bool> finalized{false};
@@ -36,8 +81,12 @@ namespace cc {
 
 cc_result_t commInit(cc_comm_t* comm, int nranks, const cc_unique_id_t& id, int rank,
                      const cc_config_t* config);
-cc_result_t commAllreduce(cc_comm_t comm, const void* sendbuf, void* recvbuf, size_t count,
-                          cc_datatype_t datatype, cc_red_op_t op);
+// One collective over `tensors` (more than one: fused, see cc_group_end).
+// `specText` null or empty: the communicator's codec.
+cc_result_t commAllreduce(cc_comm_t comm, const TensorCall* tensors, size_t ntensors,
+                          cc_datatype_t datatype, cc_red_op_t op, const char* specText);
+// Parses (and caches) a per-call spec; for argument checks before queueing.
+cc_result_t commSpec(cc_comm_t comm, const char* specText, const CodecSpec** spec);
 void commAbort(cc_comm_t comm);
 const char* datatypeName(cc_datatype_t datatype);
 const char* opName(cc_red_op_t op);

@@ -24,9 +24,12 @@ Prims::Prims(const CollectiveArgs& args)
     : args_(args), elementBytes_(elementBytes(elementTypeOf(args.datatype))) {}
 
 size_t Prims::chunkValues(size_t slotBytes) const {
-  const size_t blockBytes = args_.codec->packedBytes(kBlockValues);
-  const size_t blocks = (slotBytes - kFrameHeaderBytes) / blockBytes;
-  return blocks * kBlockValues;
+  const size_t alignment = args_.codec->alignmentValues();
+  const size_t payload = slotBytes - kFrameHeaderBytes;
+  size_t units = payload / args_.codec->packedBytes(alignment);
+  // Formats with a per-message prefix (dithering's norms) may need a unit less.
+  while (units > 0 && args_.codec->packedBytes(units * alignment) > payload) --units;
+  return units * alignment;
 }
 
 const unsigned char* Prims::local(size_t firstIndex) const {
@@ -37,13 +40,17 @@ unsigned char* Prims::output(size_t firstIndex) const {
   return static_cast<unsigned char*>(args_.recvbuf) + firstIndex * elementBytes_;
 }
 
+ResidualCodecs Prims::residualCodecs() const {
+  return ResidualCodecs{args_.codec, args_.f32Codec, elementTypeOf(args_.datatype)};
+}
+
 RandomStream Prims::randomFor(uint32_t step) const {
   return RandomStream{args_.seed,
                       makeStreamId(args_.collectiveSeq, static_cast<uint32_t>(args_.rank), step)};
 }
 
 void Prims::writeHeader(void* slot, size_t firstIndex, size_t count, uint32_t step,
-                        size_t payloadBytes) const {
+                        size_t payloadBytes, size_t streamBytes) const {
   FrameHeader header;
   std::memset(&header, 0, sizeof(header));
   header.magic = kFrameMagic;
@@ -58,12 +65,15 @@ void Prims::writeHeader(void* slot, size_t firstIndex, size_t count, uint32_t st
   header.firstIndex = firstIndex;
   header.count = static_cast<uint32_t>(count);
   header.payloadBytes = static_cast<uint32_t>(payloadBytes);
+  header.streamBytes = streamBytes;
+  header.specHash = args_.specHash;
   header.checksum = frameHeaderChecksum(header);
   std::memcpy(slot, &header, sizeof(header));
 }
 
 cc_result_t Prims::checkHeader(const void* slot, size_t slotBytes, int fromRank, size_t firstIndex,
-                               size_t count, uint32_t step) const {
+                               size_t count, uint32_t step, size_t expectedPayload,
+                               size_t streamBytes) const {
   FrameHeader header;
   std::memcpy(&header, slot, sizeof(header));
   if (header.magic != kFrameMagic || header.version != kFrameVersion) {
@@ -88,22 +98,27 @@ cc_result_t Prims::checkHeader(const void* slot, size_t slotBytes, int fromRank,
                     static_cast<unsigned long long>(args_.collectiveSeq));
   }
   if (header.totalCount != args_.count || header.datatype != args_.datatype ||
-      header.op != args_.op || header.codec != static_cast<uint8_t>(args_.codec->id())) {
+      header.op != args_.op || header.codec != static_cast<uint8_t>(args_.codec->id()) ||
+      header.specHash != args_.specHash) {
     return setError(CC_REMOTE_ERROR,
                     "rank %d called compressed_allreduce with count %llu, datatype %u, op %u, "
-                    "codec %u but this rank with count %zu, datatype %d, op %d, codec %u",
+                    "codec %s (spec hash 0x%08x) but this rank with count %zu, datatype %d, op %d, "
+                    "codec %s (spec hash 0x%08x)",
                     fromRank, static_cast<unsigned long long>(header.totalCount), header.datatype,
-                    header.op, header.codec, args_.count, static_cast<int>(args_.datatype),
-                    static_cast<int>(args_.op), static_cast<unsigned>(args_.codec->id()));
+                    header.op, codecName(static_cast<CodecId>(header.codec)), header.specHash,
+                    args_.count, static_cast<int>(args_.datatype), static_cast<int>(args_.op),
+                    codecName(args_.codec->id()), args_.specHash);
   }
-  const size_t expectedPayload = args_.codec->packedBytes(count);
   if (header.step != step || header.firstIndex != firstIndex || header.count != count ||
-      header.payloadBytes != expectedPayload || kFrameHeaderBytes + expectedPayload > slotBytes) {
+      header.payloadBytes != expectedPayload || header.streamBytes != streamBytes ||
+      kFrameHeaderBytes + expectedPayload > slotBytes) {
     return setError(CC_REMOTE_ERROR,
-                    "frame from rank %d carries step %u, values [%llu, +%u), %u payload bytes; "
-                    "expected step %u, values [%zu, +%zu), %zu bytes",
+                    "frame from rank %d carries step %u, range [%llu, +%u), %u payload bytes, stream "
+                    "%llu bytes; expected step %u, range [%zu, +%zu), %zu bytes, stream %zu bytes",
                     fromRank, header.step, static_cast<unsigned long long>(header.firstIndex),
-                    header.count, header.payloadBytes, step, firstIndex, count, expectedPayload);
+                    header.count, header.payloadBytes,
+                    static_cast<unsigned long long>(header.streamBytes), step, firstIndex, count,
+                    expectedPayload, streamBytes);
   }
   return CC_SUCCESS;
 }
@@ -111,7 +126,12 @@ cc_result_t Prims::checkHeader(const void* slot, size_t slotBytes, int fromRank,
 cc_result_t Prims::encodeSend(SendChannel& to, size_t firstIndex, size_t count, uint32_t step) {
   void* slot = nullptr;
   CC_CHECK(to.acquire(&slot));
-  args_.codec->encode(local(firstIndex), count, firstIndex, randomFor(step), payloadOf(slot));
+  if (args_.residual != nullptr) {
+    encodeWithResidual(residualCodecs(), local(firstIndex), args_.residual + firstIndex, count, firstIndex,
+                       randomFor(step), payloadOf(slot));
+  } else {
+    args_.codec->encode(local(firstIndex), count, firstIndex, randomFor(step), payloadOf(slot));
+  }
   const size_t payload = args_.codec->packedBytes(count);
   writeHeader(slot, firstIndex, count, step, payload);
   return to.post(kFrameHeaderBytes + payload);
@@ -121,12 +141,17 @@ cc_result_t Prims::fusedHop(RecvChannel& from, int fromRank, SendChannel& to, si
                             size_t count, uint32_t step, uint32_t divisor, void* decodedOut) {
   void* in = nullptr;
   CC_CHECK(from.wait(&in));
-  CC_CHECK(checkHeader(in, from.slotBytes(), fromRank, firstIndex, count, step - 1));
+  const size_t payload = args_.codec->packedBytes(count);
+  CC_CHECK(checkHeader(in, from.slotBytes(), fromRank, firstIndex, count, step - 1, payload));
   void* out = nullptr;
   CC_CHECK(to.acquire(&out));
-  args_.codec->decodeAddEncode(payloadOf(in), local(firstIndex), count, firstIndex,
-                               randomFor(step), divisor, payloadOf(out), decodedOut);
-  const size_t payload = args_.codec->packedBytes(count);
+  if (args_.residual != nullptr) {
+    decodeAddEncodeWithResidual(residualCodecs(), payloadOf(in), local(firstIndex), args_.residual + firstIndex,
+                                count, firstIndex, randomFor(step), divisor, payloadOf(out), decodedOut);
+  } else {
+    args_.codec->decodeAddEncode(payloadOf(in), local(firstIndex), count, firstIndex, randomFor(step), divisor,
+                                 payloadOf(out), decodedOut);
+  }
   writeHeader(out, firstIndex, count, step, payload);
   CC_CHECK(from.release());
   return to.post(kFrameHeaderBytes + payload);
@@ -147,14 +172,38 @@ cc_result_t Prims::recvForwardDecode(RecvChannel& from, int fromRank, SendChanne
                                      size_t firstIndex, size_t count, uint32_t step) {
   void* in = nullptr;
   CC_CHECK(from.wait(&in));
-  CC_CHECK(checkHeader(in, from.slotBytes(), fromRank, firstIndex, count, step - 1));
   const size_t payload = args_.codec->packedBytes(count);
+  CC_CHECK(checkHeader(in, from.slotBytes(), fromRank, firstIndex, count, step - 1, payload));
   if (to != nullptr) {
     // The packed bytes go on as they came; only the header names this hop.
     writeHeader(in, firstIndex, count, step, payload);
     CC_CHECK(to->forward(from, in, kFrameHeaderBytes + payload));
   }
   args_.codec->decode(payloadOf(in), count, output(firstIndex));
+  return from.release();
+}
+
+size_t Prims::fragmentBytes(size_t slotBytes) const { return slotBytes - kFrameHeaderBytes; }
+
+cc_result_t Prims::sendFragment(SendChannel& to, const void* stream, size_t offset, size_t bytes,
+                                size_t streamBytes, uint32_t step) {
+  void* slot = nullptr;
+  CC_CHECK(to.acquire(&slot));
+  std::memcpy(payloadOf(slot), static_cast<const unsigned char*>(stream) + offset, bytes);
+  writeHeader(slot, offset, bytes, step, bytes, streamBytes);
+  return to.post(kFrameHeaderBytes + bytes);
+}
+
+cc_result_t Prims::recvForwardFragment(RecvChannel& from, int fromRank, SendChannel* to, void* stream,
+                                       size_t offset, size_t bytes, size_t streamBytes, uint32_t step) {
+  void* in = nullptr;
+  CC_CHECK(from.wait(&in));
+  CC_CHECK(checkHeader(in, from.slotBytes(), fromRank, offset, bytes, step - 1, bytes, streamBytes));
+  std::memcpy(static_cast<unsigned char*>(stream) + offset, payloadOf(in), bytes);
+  if (to != nullptr) {
+    writeHeader(in, offset, bytes, step, bytes, streamBytes);
+    CC_CHECK(to->forward(from, in, kFrameHeaderBytes + bytes));
+  }
   return from.release();
 }
 

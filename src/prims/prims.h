@@ -26,13 +26,14 @@ struct FrameHeader {
   uint64_t firstIndex;
   uint32_t count;
   uint32_t payloadBytes;
-  uint32_t reserved[3];
-  uint32_t checksum;  // over the bytes above, so a torn or foreign header is caught
+  uint64_t streamBytes;  // byte-stream frames: the whole stream's length; 0 otherwise
+  uint32_t specHash;     // the codec spec's hash: ranks must use the same spec
+  uint32_t checksum;     // over the bytes above, so a torn or foreign header is caught
 };
 static_assert(sizeof(FrameHeader) == 64, "frame header is 64 bytes");
 constexpr size_t kFrameHeaderBytes = sizeof(FrameHeader);
 constexpr uint32_t kFrameMagic = 0x31464343u;  // "CCF1"
-constexpr uint8_t kFrameVersion = 1;
+constexpr uint8_t kFrameVersion = 2;
 // FNV-1a over the header up to its checksum field.
 uint32_t frameHeaderChecksum(const FrameHeader& header);
 
@@ -48,10 +49,18 @@ struct CollectiveArgs {
   uint64_t collectiveSeq;
   int rank;
   int nranks;
+  uint32_t specHash = 0;
+  // Error feedback: when not null, every encode of this rank folds the
+  // residual in and leaves what it lost there (indexed like sendbuf).
+  float* residual = nullptr;
+  const Codec* f32Codec = nullptr;  // the codec for float32 values; needed with a residual
 };
 
 class Prims {
  public:
+  // The Philox stream of this rank's encodes at `step`.
+  RandomStream randomFor(uint32_t step) const;
+
   explicit Prims(const CollectiveArgs& args);
 
   // Values per chunk such that a chunk's packed form fits a slot.
@@ -76,18 +85,30 @@ class Prims {
   cc_result_t recvForwardDecode(RecvChannel& from, int fromRank, SendChannel* to,
                                 size_t firstIndex, size_t count, uint32_t step);
 
+  // Byte streams (the allgather of whole-vector encodings): a stream of
+  // `streamBytes` bytes travels in fragments of at most fragmentBytes(slot);
+  // `offset` is the fragment's place in the stream.
+  size_t fragmentBytes(size_t slotBytes) const;
+  cc_result_t sendFragment(SendChannel& to, const void* stream, size_t offset, size_t bytes,
+                           size_t streamBytes, uint32_t step);
+  // Receives the fragment into stream + offset and forwards it unchanged
+  // (when `to` is not null).
+  cc_result_t recvForwardFragment(RecvChannel& from, int fromRank, SendChannel* to, void* stream,
+                                  size_t offset, size_t bytes, size_t streamBytes, uint32_t step);
+
   // The output of a one-rank collective: the input, unchanged.
   void copyInputToOutput();
 
  private:
   const unsigned char* local(size_t firstIndex) const;
   unsigned char* output(size_t firstIndex) const;
-  RandomStream randomFor(uint32_t step) const;
+  ResidualCodecs residualCodecs() const;
   cc_result_t fusedHop(RecvChannel& from, int fromRank, SendChannel& to, size_t firstIndex,
                        size_t count, uint32_t step, uint32_t divisor, void* decodedOut);
-  void writeHeader(void* slot, size_t firstIndex, size_t count, uint32_t step, size_t payloadBytes) const;
+  void writeHeader(void* slot, size_t firstIndex, size_t count, uint32_t step, size_t payloadBytes,
+                   size_t streamBytes = 0) const;
   cc_result_t checkHeader(const void* slot, size_t slotBytes, int fromRank, size_t firstIndex,
-                          size_t count, uint32_t step) const;
+                          size_t count, uint32_t step, size_t expectedPayload, size_t streamBytes = 0) const;
 
   CollectiveArgs args_;
   size_t elementBytes_;

@@ -1,0 +1,365 @@
+// The codec family through compressed_allreduce (ranks as threads over the
+// local transport): every rank bit-identical, unbiased codecs unbiased,
+// errors within the bounds REFERENCE.md gives; error feedback bookkeeping;
+// algorithm support; grouped (fused) calls and their scopes.
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "codec/spec.h"
+#include "codec_bounds.h"
+#include "comm/comm.h"
+#include "test_helpers.h"
+
+using namespace cctest;
+
+namespace {
+
+struct FamilyCase {
+  const char* spec;
+  int nranks;
+  size_t count;
+};
+
+std::string familyName(const testing::TestParamInfo<FamilyCase>& info) {
+  std::string name = std::string(info.param.spec) + "_n" + std::to_string(info.param.nranks) + "_" +
+                     std::to_string(info.param.count);
+  for (char& c : name) {
+    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+  }
+  return name;
+}
+
+cc::CodecSpec parse(const char* text) {
+  cc::CodecSpec spec;
+  EXPECT_EQ(cc::parseCodecSpec(text, &spec), CC_SUCCESS) << cc_get_last_error(nullptr);
+  return spec;
+}
+
+std::vector<double> exactSum(size_t count, int nranks, uint64_t salt = 0) {
+  std::vector<double> exact(count, 0.0);
+  for (int rank = 0; rank < nranks; ++rank) {
+    auto input = makeInput(count, rank, salt);
+    for (size_t i = 0; i < count; ++i) exact[i] += input[i];
+  }
+  return exact;
+}
+
+class CodecFamily : public testing::TestWithParam<FamilyCase> {};
+
+TEST_P(CodecFamily, BitIdenticalUnbiasedAndBounded) {
+  const FamilyCase& c = GetParam();
+  const cc::CodecSpec spec = parse(c.spec);
+  const int calls = 24;
+  std::vector<std::vector<std::vector<float>>> outputs(calls, std::vector<std::vector<float>>(c.nranks));
+  std::vector<std::string> algorithms(c.nranks);
+  RankOptions options;
+  options.codec = c.spec;
+  runRanks(c.nranks, options, [&](int rank, cc_comm_t comm) {
+    auto input = makeInput(c.count, rank);
+    for (int call = 0; call < calls; ++call) {
+      outputs[call][rank].resize(c.count);
+      ASSERT_EQ(compressed_allreduce(input.data(), outputs[call][rank].data(), c.count, CC_FLOAT32, CC_SUM, comm,
+                                     nullptr),
+                CC_SUCCESS)
+          << cc_get_last_error(comm);
+    }
+    algorithms[rank] = comm->lastAlgorithm;
+  });
+  const std::vector<double> exact = exactSum(c.count, c.nranks);
+  std::vector<double> mean(c.count, 0.0);
+  double meanSquaredError = 0;
+  for (int call = 0; call < calls; ++call) {
+    for (int rank = 1; rank < c.nranks; ++rank) {
+      ASSERT_EQ(0, std::memcmp(outputs[call][rank].data(), outputs[call][0].data(), c.count * sizeof(float)))
+          << "rank " << rank << " differs from rank 0 in call " << call;
+    }
+    for (float value : outputs[call][0]) ASSERT_TRUE(std::isfinite(value));
+    const double error = relativeError(outputs[call][0], exact);
+    meanSquaredError += error * error / calls;
+    for (size_t i = 0; i < c.count; ++i) mean[i] += outputs[call][0][i] / calls;
+  }
+  const std::string algo = spec.hopReencodable() ? "ring" : "allgather";
+  EXPECT_EQ(algorithms[0], algo);
+  const double bound = relativeErrorBound(spec, algo, c.nranks, c.count);
+  // The bound holds in expectation over i.i.d. inputs; few values fluctuate.
+  const double slack = c.count < 100 ? 3.0 : c.count < 1000 ? 2.0 : 1.2;
+  EXPECT_LE(std::sqrt(meanSquaredError), slack * bound) << c.spec << " on " << algo;
+  if (spec.unbiased()) {
+    // The mean of independent calls converges to the exact sum: its error
+    // shrinks like 1/sqrt(calls) (a factor 4.9 here; 2.5 asserted).
+    double diff = 0, norm = 0;
+    for (size_t i = 0; i < c.count; ++i) {
+      diff += (mean[i] - exact[i]) * (mean[i] - exact[i]);
+      norm += exact[i] * exact[i];
+    }
+    EXPECT_LE(std::sqrt(diff / norm), std::sqrt(meanSquaredError) / 2.5 + 1e-6) << c.spec;
+  }
+}
+
+std::vector<FamilyCase> familyCases() {
+  std::vector<FamilyCase> cases;
+  const char* specs[] = {"nat_det",
+                         "dither_nat:p=2,s=8,norm=nat",
+                         "dither_nat:p=inf,s=3,bucket=64",
+                         "dither_std:s=3",
+                         "qsgd:s=16",
+                         "terngrad",
+                         "randk:ratio=0.5+nat",
+                         "randk:ratio=0.25",
+                         "randk:ratio=0.5+qsgd:s=8",
+                         "dither_nat:s=4,scope=tensor",
+                         "qsgd:s=4,scope=model",
+                         "topk:ratio=0.1",
+                         "topk:ratio=0.05+nat",
+                         "topk:k=7,bucket=64"};
+  for (const char* spec : specs) {
+    for (int nranks : {2, 3, 5}) {
+      for (size_t count : {size_t(1), size_t(33), size_t(1000), size_t(5003)}) cases.push_back({spec, nranks, count});
+    }
+  }
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Specs, CodecFamily, testing::ValuesIn(familyCases()), familyName);
+
+// Error feedback: with the same input every step, the outputs of K steps sum
+// to K times the exact sum minus what the ranks' residuals still hold.
+struct FeedbackCase {
+  const char* spec;
+  cc_red_op_t op;
+  cc_datatype_t datatype;
+};
+
+class ErrorFeedback : public testing::TestWithParam<FeedbackCase> {};
+
+std::vector<float> widenedInput(size_t count, int rank, cc_datatype_t datatype, std::vector<uint16_t>* raw) {
+  std::vector<float> values = makeInput(count, rank);
+  if (datatype == CC_FLOAT32) return values;
+  raw->resize(count);
+  for (size_t i = 0; i < count; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, &values[i], 4);
+    (*raw)[i] = static_cast<uint16_t>(bits >> 16);  // bf16 by truncation: exactly representable below
+    bits = static_cast<uint32_t>((*raw)[i]) << 16;
+    std::memcpy(&values[i], &bits, 4);
+  }
+  return values;
+}
+
+TEST_P(ErrorFeedback, OutputsSumToKTimesExactMinusResiduals) {
+  const FeedbackCase& c = GetParam();
+  const int n = 3, steps = 12;
+  const size_t count = 3001;
+  std::vector<std::vector<double>> outputSums(n, std::vector<double>(count, 0.0));
+  std::vector<std::vector<float>> residuals(n, std::vector<float>(count));
+  std::vector<std::vector<float>> inputs(n);
+  RankOptions options;
+  options.codec = "nat";  // the per-call spec overrides it
+  runRanks(n, options, [&](int rank, cc_comm_t comm) {
+    std::vector<uint16_t> raw;
+    inputs[rank] = widenedInput(count, rank, c.datatype, &raw);
+    const void* send = c.datatype == CC_FLOAT32 ? static_cast<const void*>(inputs[rank].data()) : raw.data();
+    cc_residual_t residual = nullptr;
+    ASSERT_EQ(cc_residual_create(&residual, count, c.datatype), CC_SUCCESS) << cc_get_last_error(nullptr);
+    std::vector<float> out32(count);
+    std::vector<uint16_t> out16(count);
+    void* out = c.datatype == CC_FLOAT32 ? static_cast<void*>(out32.data()) : out16.data();
+    for (int step = 0; step < steps; ++step) {
+      ASSERT_EQ(compressed_allreduce_ex(send, out, count, c.datatype, c.op, comm, nullptr, c.spec, residual),
+                CC_SUCCESS)
+          << cc_get_last_error(comm);
+      for (size_t i = 0; i < count; ++i) {
+        float value = out32[i];
+        if (c.datatype == CC_BFLOAT16) {
+          const uint32_t bits = static_cast<uint32_t>(out16[i]) << 16;
+          std::memcpy(&value, &bits, 4);
+        }
+        outputSums[rank][i] += value;
+      }
+    }
+    ASSERT_EQ(cc_residual_get(residual, residuals[rank].data()), CC_SUCCESS);
+    ASSERT_EQ(cc_residual_destroy(residual), CC_SUCCESS);
+  });
+  const double divisor = c.op == CC_AVG ? n : 1;
+  double diff = 0, norm = 0, residualNorm = 0;
+  for (size_t i = 0; i < count; ++i) {
+    double exact = 0, held = 0;
+    for (int rank = 0; rank < n; ++rank) {
+      exact += inputs[rank][i];
+      held += residuals[rank][i];
+    }
+    const double expected = (steps * exact - held) / divisor;
+    diff += (outputSums[0][i] - expected) * (outputSums[0][i] - expected);
+    norm += (steps * exact / divisor) * (steps * exact / divisor);
+    residualNorm += held * held;
+  }
+  // Exact up to float rounding: one rounding per hop and output per step.
+  // bf16 outputs round to 8 bits of mantissa, which the residual cannot see.
+  const double tolerance = c.datatype == CC_BFLOAT16 ? 2e-2 : 1e-5;
+  EXPECT_LE(std::sqrt(diff / norm), tolerance) << c.spec;
+  if (std::string(c.spec) != "none") {
+    EXPECT_GT(residualNorm, 0.0) << "the residual never held anything";
+  }
+  for (int rank = 1; rank < n; ++rank) {
+    EXPECT_EQ(0, std::memcmp(outputSums[rank].data(), outputSums[0].data(), count * sizeof(double)));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Specs, ErrorFeedback,
+    testing::Values(FeedbackCase{"nat", CC_SUM, CC_FLOAT32}, FeedbackCase{"nat_det", CC_SUM, CC_FLOAT32},
+                    FeedbackCase{"nat_det", CC_AVG, CC_FLOAT32}, FeedbackCase{"qsgd:s=4", CC_SUM, CC_FLOAT32},
+                    FeedbackCase{"dither_nat:s=3,scope=tensor", CC_SUM, CC_FLOAT32},
+                    FeedbackCase{"randk:ratio=0.3+nat", CC_SUM, CC_FLOAT32},
+                    FeedbackCase{"randk:ratio=0.3", CC_AVG, CC_FLOAT32},
+                    FeedbackCase{"topk:ratio=0.05", CC_SUM, CC_FLOAT32},
+                    FeedbackCase{"topk:ratio=0.05+nat", CC_AVG, CC_FLOAT32},
+                    FeedbackCase{"nat", CC_SUM, CC_BFLOAT16}, FeedbackCase{"none", CC_SUM, CC_FLOAT32}),
+    [](const testing::TestParamInfo<FeedbackCase>& info) {
+      std::string name = std::string(info.param.spec) + (info.param.op == CC_AVG ? "_avg" : "_sum") +
+                         (info.param.datatype == CC_BFLOAT16 ? "_bf16" : "");
+      for (char& ch : name) {
+        if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+      }
+      return name;
+    });
+
+TEST(ErrorFeedback, ResidualArgumentsAreChecked) {
+  cc_residual_t residual = nullptr;
+  EXPECT_EQ(cc_residual_create(&residual, 10, CC_INT32), CC_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(cc_get_last_error(nullptr)).find("needs float32"), std::string::npos);
+  ASSERT_EQ(cc_residual_create(&residual, 10, CC_FLOAT32), CC_SUCCESS);
+  RankOptions options;
+  runRanks(1, options, [&](int, cc_comm_t comm) {
+    std::vector<float> values(11, 1.0f);
+    EXPECT_EQ(compressed_allreduce_ex(values.data(), values.data(), 11, CC_FLOAT32, CC_SUM, comm, nullptr, nullptr,
+                                      residual),
+              CC_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(cc_get_last_error(comm)).find("created for 10 x float32, the call has 11 x float32"),
+              std::string::npos)
+        << cc_get_last_error(comm);
+    EXPECT_EQ(compressed_allreduce_ex(values.data(), values.data(), 10, CC_FLOAT32, CC_MAX, comm, nullptr, nullptr,
+                                      residual),
+              CC_INVALID_ARGUMENT);
+    EXPECT_EQ(compressed_allreduce_ex(values.data(), values.data(), 10, CC_FLOAT32, CC_SUM, comm, nullptr,
+                                      "dither_nat:s=0", nullptr),
+              CC_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(cc_get_last_error(comm)).find("grammar"), std::string::npos);
+  });
+  std::vector<float> held(10, 2.0f), back(10);
+  EXPECT_EQ(cc_residual_set(residual, held.data()), CC_SUCCESS);
+  EXPECT_EQ(cc_residual_get(residual, back.data()), CC_SUCCESS);
+  EXPECT_EQ(back, held);
+  EXPECT_EQ(cc_residual_reset(residual), CC_SUCCESS);
+  EXPECT_EQ(cc_residual_get(residual, back.data()), CC_SUCCESS);
+  EXPECT_EQ(back, std::vector<float>(10, 0.0f));
+  EXPECT_EQ(cc_residual_destroy(residual), CC_SUCCESS);
+}
+
+TEST(AlgorithmSupport, RingRefusesWhatItCannotReencode) {
+  for (const char* spec : {"topk:ratio=0.1", "dither_nat:scope=tensor"}) {
+    RankOptions options;
+    options.codec = spec;
+    options.algo = "ring";
+    runRanks(2, options, [&](int, cc_comm_t comm) {
+      std::vector<float> values(100, 1.0f);
+      EXPECT_EQ(compressed_allreduce(values.data(), values.data(), 100, CC_FLOAT32, CC_SUM, comm, nullptr),
+                CC_UNSUPPORTED);
+      const std::string message = cc_get_last_error(comm);
+      EXPECT_NE(message.find("cannot run on ring"), std::string::npos) << message;
+      EXPECT_NE(message.find("algorithms that can: allgather"), std::string::npos) << message;
+      // Ops that are not compressed do not care.
+      EXPECT_EQ(compressed_allreduce(values.data(), values.data(), 100, CC_FLOAT32, CC_MAX, comm, nullptr),
+                CC_SUCCESS);
+    });
+  }
+}
+
+TEST(PerCallSpec, RanksThatDisagreeFailWithTheSpecNamed) {
+  RankOptions options;
+  runRanks(2, options, [&](int rank, cc_comm_t comm) {
+    std::vector<float> values(4096, 1.0f);
+    const char* spec = rank == 0 ? "qsgd:s=8" : "qsgd:s=4";
+    EXPECT_EQ(compressed_allreduce_ex(values.data(), values.data(), values.size(), CC_FLOAT32, CC_SUM, comm, nullptr,
+                                      spec, nullptr),
+              CC_REMOTE_ERROR);
+    EXPECT_NE(std::string(cc_get_last_error(comm)).find("spec hash"), std::string::npos) << cc_get_last_error(comm);
+  });
+}
+
+// A group of tensors with scope=model is one collective over their block-
+// aligned concatenation: the same bits as one call on that concatenation.
+TEST(GroupedCalls, ModelScopeEqualsOneCallOnTheConcatenation) {
+  const int n = 3;
+  const std::vector<size_t> sizes = {100, 37, 500};
+  const std::vector<size_t> offsets = {0, 128, 192};  // each tensor starts on a 32-value block
+  const size_t total = 692;
+  for (const char* spec : {"dither_nat:s=4,scope=model", "topk:ratio=0.05,scope=model", "nat"}) {
+    std::vector<std::vector<float>> grouped(n), single(n);
+    RankOptions options;
+    options.codec = spec;
+    runRanks(n, options, [&](int rank, cc_comm_t comm) {
+      std::vector<std::vector<float>> tensors;
+      for (size_t t = 0; t < sizes.size(); ++t) tensors.push_back(makeInput(sizes[t], rank, t + 1));
+      std::vector<std::vector<float>> outputs(sizes.size());
+      ASSERT_EQ(cc_group_start(), CC_SUCCESS);
+      for (size_t t = 0; t < sizes.size(); ++t) {
+        outputs[t].resize(sizes[t]);
+        ASSERT_EQ(compressed_allreduce(tensors[t].data(), outputs[t].data(), sizes[t], CC_FLOAT32, CC_SUM, comm,
+                                       nullptr),
+                  CC_SUCCESS);
+      }
+      ASSERT_EQ(cc_group_end(), CC_SUCCESS) << cc_get_last_error(comm);
+      for (size_t t = 0; t < sizes.size(); ++t) {
+        grouped[rank].insert(grouped[rank].end(), outputs[t].begin(), outputs[t].end());
+      }
+    });
+    runRanks(n, options, [&](int rank, cc_comm_t comm) {
+      std::vector<float> concatenated(total, 0.0f), out(total);
+      for (size_t t = 0; t < sizes.size(); ++t) {
+        auto values = makeInput(sizes[t], rank, t + 1);
+        std::copy(values.begin(), values.end(), concatenated.begin() + offsets[t]);
+      }
+      ASSERT_EQ(compressed_allreduce(concatenated.data(), out.data(), total, CC_FLOAT32, CC_SUM, comm, nullptr),
+                CC_SUCCESS)
+          << cc_get_last_error(comm);
+      for (size_t t = 0; t < sizes.size(); ++t) {
+        single[rank].insert(single[rank].end(), out.begin() + offsets[t], out.begin() + offsets[t] + sizes[t]);
+      }
+    });
+    for (int rank = 0; rank < n; ++rank) EXPECT_EQ(grouped[rank], single[rank]) << spec << " rank " << rank;
+  }
+}
+
+// scope=tensor selects per tensor (layer-wise), scope=model over all of them:
+// with one large and one small tensor, model-wide top-k leaves the small one
+// nearly empty while layer-wise keeps k of each.
+TEST(GroupedCalls, LayerWiseKeepsEveryTensorModelWideMayNot) {
+  const int n = 2;
+  auto keptInSmall = [&](const char* spec) {
+    size_t kept = 0;
+    RankOptions options;
+    options.codec = spec;
+    runRanks(n, options, [&](int rank, cc_comm_t comm) {
+      std::vector<float> large = makeInput(4000, rank), small = makeInput(64, rank, 9);
+      for (float& v : small) v *= 1e-3f;  // a layer with small gradients
+      std::vector<float> largeOut(4000), smallOut(64);
+      ASSERT_EQ(cc_group_start(), CC_SUCCESS);
+      ASSERT_EQ(compressed_allreduce(large.data(), largeOut.data(), 4000, CC_FLOAT32, CC_SUM, comm, nullptr),
+                CC_SUCCESS);
+      ASSERT_EQ(compressed_allreduce(small.data(), smallOut.data(), 64, CC_FLOAT32, CC_SUM, comm, nullptr),
+                CC_SUCCESS);
+      ASSERT_EQ(cc_group_end(), CC_SUCCESS) << cc_get_last_error(comm);
+      if (rank == 0) {
+        for (float v : smallOut) kept += v != 0.0f;
+      }
+    });
+    return kept;
+  };
+  EXPECT_GE(keptInSmall("topk:ratio=0.1,scope=tensor"), 7u);  // ceil(0.1 * 64) per rank
+  EXPECT_EQ(keptInSmall("topk:ratio=0.1,scope=model"), 0u);
+}
+
+}  // namespace
