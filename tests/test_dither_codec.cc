@@ -572,6 +572,33 @@ TEST(DitherCodec, EncodeMatchesTheReferenceByteForByte) {
   });
 }
 
+TEST(DitherCodec, SpecialValuesAndSixteenBitTypesMatchTheReference) {
+  // Inf, NaN, huge values (L2 overflow) in some buckets; BF16 and F16 inputs
+  // encode as their exact float32 widening does.
+  const float inf = std::numeric_limits<float>::infinity();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  forEachImplementation([&] {
+    uint64_t seed = 500;
+    for (const Config& config : byteLevelConfigs()) {
+      for (ElementType type : {ElementType::F32, ElementType::BF16, ElementType::F16}) {
+        SCOPED_TRACE(config.name() + " type=" + std::to_string(static_cast<int>(type)));
+        auto codec = codecFor(config, type);
+        std::vector<float> values = mixedFiniteValues(700, ++seed);
+        Rng rng{seed};
+        for (int k = 0; k < 6; ++k) {
+          const size_t i = rng.next() % values.size();
+          const uint64_t pick = rng.next() % 4;
+          values[i] = pick == 0 ? inf : pick == 1 ? -inf : pick == 2 ? nan : 3e19f;
+        }
+        const Bytes local = valuesAs(type, values);
+        const Bytes packed = encodeWith(*codec, type, local, 1024, kStream);
+        expectSameBytes(packed, refEncode(config, widen(type, local), 1024, kStream), "encode");
+        expectSameBits(decodeExact(*codec, packed, values.size()), refDecode(config, packed, values.size()), "decode");
+      }
+    }
+  });
+}
+
 TEST(DitherCodec, UnalignedFirstIndexStillFollowsTheReference) {
   // The library never does this (calls start at multiples of the bucket),
   // but the codec draws per position anyway.

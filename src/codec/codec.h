@@ -28,8 +28,11 @@ struct RandomStream {
 // The stream id of one encode: unique per (collective, rank, algorithm step),
 // so ranks draw independent bits and every call draws fresh ones. The value
 // index inside the counter separates chunks of one step.
+// Bit 63 stays clear: streams with it set belong to per-bucket draws that are
+// not values (dithering's nat-rounded norms), so the sequence number wraps
+// after 2^31 collectives.
 inline uint64_t makeStreamId(uint64_t collectiveSeq, uint32_t rank, uint32_t step) {
-  return (collectiveSeq << 32) | (static_cast<uint64_t>(rank & 0xffffu) << 16) | (step & 0xffffu);
+  return ((collectiveSeq & 0x7fffffffu) << 32) | (static_cast<uint64_t>(rank & 0xffffu) << 16) | (step & 0xffffu);
 }
 
 // The kind of a packed form; frames carry it (with the spec's hash) so that a
