@@ -7,7 +7,7 @@
 
 #include "algo/algo.h"
 #include "codec/elements.h"
-#include "codec/random_words.h"
+#include "cuda/philox.h"
 #include "comm/bootstrap.h"
 #include "prims/prims.h"
 
@@ -319,11 +319,22 @@ cc_result_t runRandK(cc_comm_t comm, SpecCodecs& codecs, AlgoId algo, const Algo
   const ElementType type = elementTypeOf(run.datatype);
   const uint64_t threshold = static_cast<uint64_t>(std::ldexp(spec.ratio, 32));
   const float scale = static_cast<float>(1.0 / spec.ratio);
-  ValueRandomness mask(RandomStream{comm->seed ^ kRandKMaskKey, comm->collectiveSeq});
   uint64_t* kept = grow(scratch.kept, run.count);
   size_t keptCount = 0;
-  for (size_t i = 0; i < run.count; ++i) {
-    if (mask.wordFor(i) < threshold) kept[keptCount++] = i;
+  {
+    // One Philox call gives the words of 4 positions (docs/wire-format.md, "randk").
+    uint32_t key[2];
+    philoxKeyFromSeed(comm->seed ^ kRandKMaskKey, key);
+    const uint64_t stream = comm->collectiveSeq;
+    for (size_t group = 0; group * 4 < run.count; ++group) {
+      uint32_t counter[4];
+      philoxCounterForGroup(group, stream, counter);
+      const Philox4x32 words = philox4x32_10(counter, key);
+      const size_t lanes = run.count - group * 4 < 4 ? run.count - group * 4 : 4;
+      for (size_t lane = 0; lane < lanes; ++lane) {
+        if (words.v[lane] < threshold) kept[keptCount++] = group * 4 + lane;
+      }
+    }
   }
   float* compact = grow(scratch.compact, keptCount);
   for (size_t j = 0; j < keptCount; ++j) {
@@ -345,13 +356,16 @@ cc_result_t runRandK(cc_comm_t comm, SpecCodecs& codecs, AlgoId algo, const Algo
   // Scatter. Per position the residual is read before the output is written,
   // so in-place calls work. A kept value entered the sum as scale * p: what
   // this rank lost there is p - scale * p plus the inner encodes' loss.
+  if (run.residual == nullptr) {
+    std::memset(run.output, 0, run.count * elementBytes(type));
+    for (size_t j = 0; j < keptCount; ++j) storeFloat(type, run.output, kept[j], compact[j]);
+    return CC_SUCCESS;
+  }
   size_t j = 0;
   for (size_t i = 0; i < run.count; ++i) {
     const bool isKept = j < keptCount && kept[j] == i;
-    if (run.residual != nullptr) {
-      const float p = loadFloat(type, run.input, i) + run.residual[i];
-      run.residual[i] = isKept ? p - scale * p + compactResidual[j] : p;
-    }
+    const float p = loadFloat(type, run.input, i) + run.residual[i];
+    run.residual[i] = isKept ? p - scale * p + compactResidual[j] : p;
     storeFloat(type, run.output, i, isKept ? compact[j] : 0.0f);
     if (isKept) ++j;
   }
