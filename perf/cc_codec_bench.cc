@@ -26,7 +26,7 @@
 
 #include "api/error.h"
 #include "codec/codec.h"
-#include "codec/random_words.h"
+#include "codec/randk.h"
 #include "codec/spec.h"
 #include "cuda/nat_math.h"
 
@@ -233,8 +233,6 @@ void natTable(const Options& options) {
 // The per-spec table: every codec on float32 values, the fastest
 // implementation this CPU has, each operation over the whole buffer.
 
-// runRandK's mask key (src/comm/comm.cc).
-constexpr uint64_t kRandKMaskKey = 0x72616e646b6d736bull;  // "randkmsk"
 constexpr uint64_t kSeed = 7;
 
 enum class SpecPath { Block, Vector, RandK };
@@ -256,17 +254,12 @@ struct SpecRow {
   std::string error;
 };
 
-// runRandK's sender side on one rank: the shared-seed mask, the kept values
-// gathered and scaled by 1/ratio (the same loops as src/comm/comm.cc).
+// runRandK's sender side on one rank: the library's shared-seed mask, the
+// kept values gathered and scaled by 1/ratio.
 size_t maskAndGather(const cc::CodecSpec& spec, const float* input, size_t n, uint64_t collectiveSeq,
                      uint64_t* kept, float* compact) {
-  const uint64_t threshold = static_cast<uint64_t>(std::ldexp(spec.ratio, 32));
   const float scale = static_cast<float>(1.0 / spec.ratio);
-  cc::ValueRandomness mask(cc::RandomStream{kSeed ^ kRandKMaskKey, collectiveSeq});
-  size_t keptCount = 0;
-  for (size_t i = 0; i < n; ++i) {
-    if (mask.wordFor(i) < threshold) kept[keptCount++] = i;
-  }
+  const size_t keptCount = cc::randkKeptPositions(kSeed, collectiveSeq, spec.ratio, n, kept);
   for (size_t j = 0; j < keptCount; ++j) compact[j] = input[kept[j]] * scale;
   return keptCount;
 }

@@ -28,14 +28,12 @@
 
 #include "api/error.h"
 #include "codec/codec.h"
-#include "codec/random_words.h"
+#include "codec/randk.h"
 #include "codec/spec.h"
 #include "codec/theory.h"
 
 namespace {
 
-// runRandK's mask key (src/comm/comm.cc): the mask's Philox key is seed ^ this.
-constexpr uint64_t kRandKMaskKey = 0x72616e646b6d736bull;  // "randkmsk"
 constexpr size_t kReferenceD = 1000000;
 constexpr int kMaxSearchS = 20;
 
@@ -160,7 +158,7 @@ size_t drawVector(const cc::CodecSpec&, const void* opaque, const std::vector<fl
 
 struct RandKState {
   std::unique_ptr<cc::Codec> inner;
-  mutable std::vector<uint32_t> kept;
+  mutable std::vector<uint64_t> kept;
   mutable std::vector<float> compact, decoded;
   mutable std::vector<uint8_t> packed;
 };
@@ -172,18 +170,11 @@ size_t drawRandK(const cc::CodecSpec& spec, const void* opaque, const std::vecto
                  uint64_t stream, std::vector<float>& out) {
   const RandKState& state = *static_cast<const RandKState*>(opaque);
   const size_t d = x.size();
-  const uint64_t threshold = static_cast<uint64_t>(std::ldexp(spec.ratio, 32));
   const float scale = static_cast<float>(1.0 / spec.ratio);
-  cc::ValueRandomness mask(cc::RandomStream{seed ^ kRandKMaskKey, stream});
-  state.kept.clear();
-  state.compact.clear();
-  for (size_t i = 0; i < d; ++i) {
-    if (mask.wordFor(i) < threshold) {
-      state.kept.push_back(static_cast<uint32_t>(i));
-      state.compact.push_back(x[i] * scale);
-    }
-  }
-  const size_t k = state.kept.size();
+  state.kept.resize(d);
+  const size_t k = cc::randkKeptPositions(seed, stream, spec.ratio, d, state.kept.data());
+  state.compact.resize(k);
+  for (size_t j = 0; j < k; ++j) state.compact[j] = x[state.kept[j]] * scale;
   const size_t bytes = state.inner->packedBytes(k);
   state.packed.assign(bytes, 0);
   state.decoded.assign(k, 0.0f);

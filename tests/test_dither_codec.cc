@@ -24,10 +24,11 @@
 #include "cuda/nat_math.h"
 #include "cuda/philox.h"
 
+#include "codec_test_values.h"
+
 namespace cc {
 namespace {
 
-using Bytes = std::vector<uint8_t>;
 
 constexpr RandomStream kStream{0x0123456789abcdefull, 0x42ull};
 constexpr uint64_t kNormStreamBit = 0x8000000000000000ull;
@@ -91,8 +92,6 @@ size_t formulaBytes(const Config& config, size_t count) {
 // ---------------------------------------------------------------------------
 // Values
 
-uint32_t bitsOf(float value) { return floatToBits(value); }
-float floatOf(uint32_t bits) { return bitsToFloat(bits); }
 
 // Deterministic generator (splitmix64) and distributions built on it, so the
 // inputs do not depend on the standard library's distribution code.
@@ -162,21 +161,6 @@ std::vector<float> drawValues(Distribution d, size_t count, uint64_t seed) {
   return values;
 }
 
-// Float32 values in the codec's element type (rounded to nearest even).
-Bytes valuesAs(ElementType type, const std::vector<float>& values) {
-  const size_t size = elementBytes(type);
-  Bytes out(values.size() * size);
-  for (size_t i = 0; i < values.size(); ++i) {
-    const uint32_t bits = bitsOf(values[i]);
-    if (type == ElementType::F32) {
-      std::memcpy(out.data() + 4 * i, &bits, 4);
-    } else {
-      const uint16_t narrow = type == ElementType::BF16 ? floatBitsToBf16(bits) : floatBitsToHalf(bits);
-      std::memcpy(out.data() + 2 * i, &narrow, 2);
-    }
-  }
-  return out;
-}
 
 // The float32 values a buffer of the element type holds (exact widening).
 std::vector<float> widen(ElementType type, const Bytes& values) {

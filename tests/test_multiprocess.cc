@@ -92,13 +92,16 @@ void expectAllRanksSucceeded(const SharedResults* results, int nranks) {
   }
 }
 
-TEST(MultiProcess, FourRanks16MFloatsNatRing) {
-  const int n = 4;
-  const size_t count = size_t(16) << 20;
-  const int calls = 64;
-  SharedResults* results = runProcesses(n, 900, [&](int rank, const cc_unique_id_t& id, SharedResults* shared) {
+// Each of n processes runs `calls` SUM allreduces of its makeInput(count);
+// every rank records the digest of its first output, rank 0 the first call's
+// relative error and that of the mean over all calls. The codec comes from
+// the config, or from CC_CODEC when `fromEnvironment`.
+SharedResults* runRepeatedAllreduce(int n, size_t count, int calls, int deadlineSeconds, const char* codec,
+                                    bool fromEnvironment) {
+  return runProcesses(n, deadlineSeconds, [&](int rank, const cc_unique_id_t& id, SharedResults* shared) {
+    if (fromEnvironment) setenv("CC_CODEC", codec, 1);
     cc_comm_t comm = nullptr;
-    if (!initTcp(rank, n, id, "nat", &comm, shared)) return false;
+    if (!initTcp(rank, n, id, fromEnvironment ? nullptr : codec, &comm, shared)) return false;
     std::vector<float> input = makeInput(count, rank), output(count);
     std::vector<double> exact, meanOutput;
     if (rank == 0) {
@@ -130,6 +133,12 @@ TEST(MultiProcess, FourRanks16MFloatsNatRing) {
     }
     return cc_comm_destroy(comm) == CC_SUCCESS;
   });
+}
+
+TEST(MultiProcess, FourRanks16MFloatsNatRing) {
+  const int n = 4;
+  const int calls = 64;
+  SharedResults* results = runRepeatedAllreduce(n, size_t(16) << 20, calls, 900, "nat", false);
   expectAllRanksSucceeded(results, n);
   for (int rank = 1; rank < n; ++rank) EXPECT_EQ(results->digest[rank], results->digest[0]) << "rank " << rank;
   EXPECT_LE(results->singleError, ringNatErrorBound(n));
@@ -177,34 +186,7 @@ TEST_P(MultiProcessCodec, FourRanksBitIdenticalUnbiasedAndBounded) {
   const int n = 4;
   const size_t count = size_t(1) << 20;
   const int calls = 16;
-  SharedResults* results = runProcesses(n, 600, [&](int rank, const cc_unique_id_t& id, SharedResults* shared) {
-    setenv("CC_CODEC", specText, 1);  // the communicator's codec comes from the environment
-    cc_comm_t comm = nullptr;
-    if (!initTcp(rank, n, id, nullptr, &comm, shared)) return false;
-    std::vector<float> input = makeInput(count, rank), output(count);
-    std::vector<double> exact, meanOutput;
-    if (rank == 0) {
-      exact.assign(count, 0.0);
-      for (int r = 0; r < n; ++r) {
-        auto other = makeInput(count, r);
-        for (size_t i = 0; i < count; ++i) exact[i] += other[i];
-      }
-      meanOutput.assign(count, 0.0);
-    }
-    for (int call = 0; call < calls; ++call) {
-      if (compressed_allreduce(input.data(), output.data(), count, CC_FLOAT32, CC_SUM, comm, nullptr) != CC_SUCCESS) {
-        std::snprintf(shared->message[rank], sizeof(shared->message[rank]), "%s", cc_get_last_error(comm));
-        return false;
-      }
-      if (call == 0) {
-        shared->digest[rank] = fnv64(output.data(), count * sizeof(float));
-        if (rank == 0) shared->singleError = relativeError(output, exact);
-      }
-      if (rank == 0) for (size_t i = 0; i < count; ++i) meanOutput[i] += output[i] / calls;
-    }
-    if (rank == 0) shared->meanError = relativeError(std::vector<float>(meanOutput.begin(), meanOutput.end()), exact);
-    return cc_comm_destroy(comm) == CC_SUCCESS;
-  });
+  SharedResults* results = runRepeatedAllreduce(n, count, calls, 600, specText, true);
   expectAllRanksSucceeded(results, n);
   for (int rank = 1; rank < n; ++rank) EXPECT_EQ(results->digest[rank], results->digest[0]) << "rank " << rank;
   const std::string algo = spec.hopReencodable() ? "ring" : "allgather";

@@ -22,18 +22,17 @@
 #include "cuda/nat_math.h"
 #include "cuda/philox.h"
 
+#include "codec_test_values.h"
+
 namespace cc {
 namespace {
 
-using Bytes = std::vector<uint8_t>;
 
 constexpr RandomStream kStream{0x0123456789abcdefull, 0x42ull};
 
 // ---------------------------------------------------------------------------
 // Helpers
 
-uint32_t bitsOf(float value) { return floatToBits(value); }
-float floatOf(uint32_t bits) { return bitsToFloat(bits); }
 
 cc_datatype_t datatypeOf(ElementType type) {
   switch (type) {
@@ -89,33 +88,7 @@ const char* typeName(ElementType type) {
 
 const ElementType kNatTypes[] = {ElementType::F32, ElementType::BF16, ElementType::F16};
 
-// Float32 values as raw bits, converted to the codec's element type exactly
-// (the tests pick values representable in it) or taken as raw 16-bit
-// patterns for the 16-bit types.
-Bytes valuesAs(ElementType type, const std::vector<float>& values) {
-  Bytes out(values.size() * elementBytes(type));
-  for (size_t i = 0; i < values.size(); ++i) {
-    const uint32_t bits = bitsOf(values[i]);
-    if (type == ElementType::F32) {
-      std::memcpy(out.data() + 4 * i, &bits, 4);
-    } else {
-      const uint16_t narrow = type == ElementType::BF16 ? floatBitsToBf16(bits) : floatBitsToHalf(bits);
-      std::memcpy(out.data() + 2 * i, &narrow, 2);
-    }
-  }
-  return out;
-}
 
-uint32_t floatBitsAt(ElementType type, const Bytes& values, size_t i) {
-  if (type == ElementType::F32) {
-    uint32_t bits;
-    std::memcpy(&bits, values.data() + 4 * i, 4);
-    return bits;
-  }
-  uint16_t narrow;
-  std::memcpy(&narrow, values.data() + 2 * i, 2);
-  return type == ElementType::BF16 ? bf16ToFloatBits(narrow) : halfToFloatBits(narrow);
-}
 
 uint32_t signMaskOfBlock(const Bytes& packed, size_t block) {
   uint32_t mask = 0;

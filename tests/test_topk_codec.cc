@@ -26,10 +26,11 @@
 #include "codec/topk.h"
 #include "cuda/nat_math.h"
 
+#include "codec_test_values.h"
+
 namespace cc {
 namespace {
 
-using Bytes = std::vector<uint8_t>;
 
 constexpr RandomStream kStream{0x0123456789abcdefull, 0x42ull};
 constexpr uint8_t kGuard = 0xa5;
@@ -37,8 +38,6 @@ constexpr size_t kGuardBytes = 64;
 const float kInf = std::numeric_limits<float>::infinity();
 const float kNaN = std::numeric_limits<float>::quiet_NaN();
 
-uint32_t bitsOf(float value) { return floatToBits(value); }
-float floatOf(uint32_t bits) { return bitsToFloat(bits); }
 
 uint32_t le32(const uint8_t* bytes) {
   return static_cast<uint32_t>(bytes[0]) | (static_cast<uint32_t>(bytes[1]) << 8) |
@@ -795,30 +794,7 @@ uint32_t referenceDetExponent(float value) {
   return magnitude >= 1.5 * std::ldexp(1.0, exponent - 1) ? biased + 1 : biased;
 }
 
-Bytes valuesAs(ElementType type, const std::vector<float>& values) {
-  Bytes out(values.size() * elementBytes(type));
-  for (size_t i = 0; i < values.size(); ++i) {
-    const uint32_t bits = bitsOf(values[i]);
-    if (type == ElementType::F32) {
-      std::memcpy(out.data() + 4 * i, &bits, 4);
-    } else {
-      const uint16_t narrow = type == ElementType::BF16 ? floatBitsToBf16(bits) : floatBitsToHalf(bits);
-      std::memcpy(out.data() + 2 * i, &narrow, 2);
-    }
-  }
-  return out;
-}
 
-uint32_t floatBitsAt(ElementType type, const Bytes& values, size_t i) {
-  if (type == ElementType::F32) {
-    uint32_t bits;
-    std::memcpy(&bits, values.data() + 4 * i, 4);
-    return bits;
-  }
-  uint16_t narrow;
-  std::memcpy(&narrow, values.data() + 2 * i, 2);
-  return type == ElementType::BF16 ? bf16ToFloatBits(narrow) : halfToFloatBits(narrow);
-}
 
 uint32_t signOf(const Bytes& packed, size_t i) { return (le32(packed.data() + 36 * (i / 32)) >> (i % 32)) & 1u; }
 uint32_t exponentOf(const Bytes& packed, size_t i) { return packed[36 * (i / 32) + 4 + i % 32]; }

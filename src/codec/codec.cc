@@ -129,30 +129,13 @@ class NatCodec final : public Codec {
   size_t packedBytes(size_t count) const override { return natPackedBytes(count); }
 
   void encode(const void* local, size_t count, uint64_t firstIndex, RandomStream rs, void* packed) const override {
-    if (count == 0) return;
-    if (useAvx2()) {
-      natEncodeAvx2(type_, local, count, firstIndex, rs, packed);
-    } else {
-      natEncodeScalar(type_, local, count, firstIndex, rs, packed);
-    }
+    natEncode(type_, local, count, firstIndex, rs, packed);
   }
 
-  void decode(const void* packed, size_t count, void* out) const override {
-    if (count == 0) return;
-    if (useAvx2()) {
-      natDecodeAvx2(type_, packed, count, out);
-    } else {
-      natDecodeScalar(type_, packed, count, out);
-    }
-  }
+  void decode(const void* packed, size_t count, void* out) const override { natDecode(type_, packed, count, out); }
 
   void decodeAccumulate(const void* packed, size_t count, float* acc) const override {
-    if (count == 0) return;
-    if (useAvx2()) {
-      natDecodeAccumulateAvx2(packed, count, acc);
-    } else {
-      natDecodeAccumulateScalar(packed, count, acc);
-    }
+    natDecodeAccumulate(packed, count, acc);
   }
 
   void decodeAddEncode(const void* packedIn, const void* local, size_t count, uint64_t firstIndex, RandomStream rs,
@@ -354,6 +337,35 @@ bool natAvx2Supported() {
 }
 
 const char* natImplementationName() { return useAvx2() ? "avx2" : "scalar"; }
+
+bool useAvx2Codecs() { return useAvx2(); }
+
+void natEncode(ElementType type, const void* local, size_t count, uint64_t firstIndex, RandomStream rs, void* packed) {
+  if (count == 0) return;
+  if (useAvx2()) {
+    natEncodeAvx2(type, local, count, firstIndex, rs, packed);
+  } else {
+    natEncodeScalar(type, local, count, firstIndex, rs, packed);
+  }
+}
+
+void natDecode(ElementType type, const void* packed, size_t count, void* out) {
+  if (count == 0) return;
+  if (useAvx2()) {
+    natDecodeAvx2(type, packed, count, out);
+  } else {
+    natDecodeScalar(type, packed, count, out);
+  }
+}
+
+void natDecodeAccumulate(const void* packed, size_t count, float* acc) {
+  if (count == 0) return;
+  if (useAvx2()) {
+    natDecodeAccumulateAvx2(packed, count, acc);
+  } else {
+    natDecodeAccumulateScalar(packed, count, acc);
+  }
+}
 
 void forceScalarCodecs(bool force) { gForceScalar.store(force, std::memory_order_relaxed); }
 

@@ -156,6 +156,9 @@ void decodeAddEncodeWithResidual(const ResidualCodecs& codecs, const void* packe
 
 // Which implementation the nat codec uses on this CPU ("avx2" or "scalar").
 const char* natImplementationName();
+// Whether the codecs take their AVX2 paths: the CPU has AVX2 + F16C and
+// forceScalarCodecs(true) is not in effect. Every codec follows this one rule.
+bool useAvx2Codecs();
 // Tests force the scalar reference to compare it with the fast path.
 void forceScalarCodecs(bool force);
 

@@ -102,29 +102,7 @@ CC_DITHER_INLINE bool isFiniteBits(uint32_t bits) { return (bits & kInfBits) != 
 
 template <ElementType Type>
 CC_DITHER_INLINE float loadValue(const void* values, size_t i) {
-  if constexpr (Type == ElementType::F32) {
-    uint32_t bits;
-    std::memcpy(&bits, static_cast<const char*>(values) + 4 * i, 4);
-    return bitsToFloat(bits);
-  } else {
-    uint16_t raw;
-    std::memcpy(&raw, static_cast<const char*>(values) + 2 * i, 2);
-    if constexpr (Type == ElementType::BF16) {
-      return bitsToFloat(bf16ToFloatBits(raw));
-    } else {
-      return bitsToFloat(halfToFloatBits(raw));
-    }
-  }
-}
-
-template <ElementType Type>
-CC_DITHER_INLINE void storeValueBits(void* values, size_t i, uint32_t bits) {
-  if constexpr (Type == ElementType::F32) {
-    std::memcpy(static_cast<char*>(values) + 4 * i, &bits, 4);
-  } else {
-    const uint16_t raw = Type == ElementType::BF16 ? floatBitsToBf16(bits) : floatBitsToHalf(bits);
-    std::memcpy(static_cast<char*>(values) + 2 * i, &raw, 2);
-  }
+  return bitsToFloat(loadElementBits<Type>(values, i));
 }
 
 // ---------------------------------------------------------------------------
@@ -651,7 +629,7 @@ CC_DITHER_INLINE void encodeBucket(const DitherConfig& config, Source& source, s
     std::memset(out.groups, 0, groups * groupBytes);
     if (out.decoded != nullptr) {
       const uint32_t bits = transmitted.finite ? 0u : floatToBits(transmitted.value);
-      for (size_t i = 0; i < n; ++i) storeValueBits<Type>(out.decoded, out.decodedStart + i, bits);
+      for (size_t i = 0; i < n; ++i) storeElementBits<Type>(out.decoded, out.decodedStart + i, bits);
     }
     return;
   }
@@ -675,7 +653,7 @@ CC_DITHER_INLINE void encodeBucket(const DitherConfig& config, Source& source, s
       uint32_t bits[kLanes];
       decodeGroupOf<Avx2>(config, group, transmitted, valid, bits);
       for (uint32_t lane = 0; lane < valid; ++lane) {
-        storeValueBits<Type>(out.decoded, out.decodedStart + g * kLanes + lane, bits[lane]);
+        storeElementBits<Type>(out.decoded, out.decodedStart + g * kLanes + lane, bits[lane]);
       }
     }
   }
@@ -797,8 +775,10 @@ CC_DITHER_INLINE void hopKernel(const DitherConfig& config, const void* packedIn
   std::memset(out + buckets * config.normSize(), 0, normBytes - buckets * config.normSize());
 }
 
-template <ElementType Type, bool Avx2>
-CC_DITHER_INLINE void decodeKernel(const DitherConfig& config, const void* packed, size_t count, void* out) {
+// Decodes every 32-value group of a message and hands the decoded float32
+// bits to sink(firstValue, valid, bits).
+template <bool Avx2, typename Sink>
+CC_DITHER_INLINE void forEachDecodedGroup(const DitherConfig& config, const void* packed, size_t count, Sink sink) {
   const uint8_t* in = static_cast<const uint8_t*>(packed);
   const size_t buckets = bucketCount(config, count);
   const size_t normBytes = pad4(buckets * config.normSize());
@@ -812,31 +792,24 @@ CC_DITHER_INLINE void decodeKernel(const DitherConfig& config, const void* packe
       const uint32_t valid = left < kLanes ? static_cast<uint32_t>(left) : kLanes;
       uint32_t bits[kLanes];
       decodeGroupOf<Avx2>(config, groups + g * groupBytes, norm, valid, bits);
-      for (uint32_t lane = 0; lane < valid; ++lane)
-        storeValueBits<Type>(out, range.start + g * kLanes + lane, bits[lane]);
+      sink(range.start + g * kLanes, valid, bits);
     }
   }
 }
 
+template <ElementType Type, bool Avx2>
+CC_DITHER_INLINE void decodeKernel(const DitherConfig& config, const void* packed, size_t count, void* out) {
+  forEachDecodedGroup<Avx2>(config, packed, count, [out](size_t first, uint32_t valid, const uint32_t* bits) {
+    for (uint32_t lane = 0; lane < valid; ++lane) storeElementBits<Type>(out, first + lane, bits[lane]);
+  });
+}
+
 template <bool Avx2>
 CC_DITHER_INLINE void decodeAccumulateKernel(const DitherConfig& config, const void* packed, size_t count, float* acc) {
-  const uint8_t* in = static_cast<const uint8_t*>(packed);
-  const size_t buckets = bucketCount(config, count);
-  const size_t normBytes = pad4(buckets * config.normSize());
-  const size_t groupBytes = config.groupBytes();
-  for (size_t b = 0; b < buckets; ++b) {
-    const BucketRange range = bucketRange(config, count, b);
-    const DecodedNorm norm = readNorm(config, in, b);
-    const uint8_t* groups = in + normBytes + (range.start / kLanes) * groupBytes;
-    for (size_t g = 0; g < groupsOf(range.n); ++g) {
-      const size_t left = range.n - g * kLanes;
-      const uint32_t valid = left < kLanes ? static_cast<uint32_t>(left) : kLanes;
-      uint32_t bits[kLanes];
-      decodeGroupOf<Avx2>(config, groups + g * groupBytes, norm, valid, bits);
-      float* target = acc + range.start + g * kLanes;
-      for (uint32_t lane = 0; lane < valid; ++lane) target[lane] = target[lane] + bitsToFloat(bits[lane]);
-    }
-  }
+  forEachDecodedGroup<Avx2>(config, packed, count, [acc](size_t first, uint32_t valid, const uint32_t* bits) {
+    float* target = acc + first;
+    for (uint32_t lane = 0; lane < valid; ++lane) target[lane] = target[lane] + bitsToFloat(bits[lane]);
+  });
 }
 
 // ---------------------------------------------------------------------------
@@ -886,7 +859,7 @@ __attribute__((target("avx2"))) void decodeAccumulateAvx2(const DitherConfig& co
 // nat's rule: the AVX2 clone when the CPU has it, unless forceScalarCodecs(true).
 bool useAvx2() {
 #if CC_DITHER_AVX2_CLONE
-  return std::strcmp(natImplementationName(), "avx2") == 0;
+  return useAvx2Codecs();
 #else
   return false;
 #endif

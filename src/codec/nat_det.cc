@@ -40,34 +40,6 @@ CC_NAT_DET_INLINE uint32_t natDetEncodeExponent(uint32_t floatBits) {
 }
 
 // Float32 bits of element i of a buffer of Type (exact widening).
-template <ElementType Type>
-CC_NAT_DET_INLINE uint32_t loadBits(const void* values, size_t i) {
-  if constexpr (Type == ElementType::F32) {
-    uint32_t bits;
-    std::memcpy(&bits, static_cast<const char*>(values) + 4 * i, 4);
-    return bits;
-  } else {
-    uint16_t raw;
-    std::memcpy(&raw, static_cast<const char*>(values) + 2 * i, 2);
-    if constexpr (Type == ElementType::BF16) {
-      return bf16ToFloatBits(raw);
-    } else {
-      return halfToFloatBits(raw);
-    }
-  }
-}
-
-// Stores a nat value (exact in every type, up to F16's range) in Type.
-template <ElementType Type>
-CC_NAT_DET_INLINE void storeBits(void* values, size_t i, uint32_t bits) {
-  if constexpr (Type == ElementType::F32) {
-    std::memcpy(static_cast<char*>(values) + 4 * i, &bits, 4);
-  } else {
-    const uint16_t raw = Type == ElementType::BF16 ? floatBitsToBf16(bits) : floatBitsToHalf(bits);
-    std::memcpy(static_cast<char*>(values) + 2 * i, &raw, 2);
-  }
-}
-
 // Bit `lane` of a block's sign mask, as a table so that the mask is an AND
 // and an OR reduction the vectoriser handles with any instruction set.
 constexpr uint32_t kLaneBits[kNatBlockValues] = {
@@ -94,7 +66,7 @@ CC_NAT_DET_INLINE void encodeBlockFrom(BitsOf bitsOf, uint8_t* block) {
 // One full block: values first .. first + 31 of `local` into 36 bytes.
 template <ElementType Type>
 CC_NAT_DET_INLINE void encodeBlock(const void* local, size_t first, uint8_t* block) {
-  encodeBlockFrom([local, first](uint32_t lane) { return loadBits<Type>(local, first + lane); }, block);
+  encodeBlockFrom([local, first](uint32_t lane) { return loadElementBits<Type>(local, first + lane); }, block);
 }
 
 template <ElementType Type>
@@ -123,13 +95,13 @@ CC_NAT_DET_INLINE void hopBlock(const uint8_t* in, const void* local, size_t fir
   uint32_t bits[kNatBlockValues];
   for (uint32_t lane = 0; lane < kNatBlockValues; ++lane) {
     const uint32_t sign = static_cast<uint32_t>((inSignMask & kLaneBits[lane]) != 0);  // no variable shift
-    float sum = bitsToFloat(natDecodeBits(sign, in[4 + lane])) + bitsToFloat(loadBits<Type>(local, first + lane));
+    float sum = bitsToFloat(natDecodeBits(sign, in[4 + lane])) + bitsToFloat(loadElementBits<Type>(local, first + lane));
     if constexpr (Divides) sum = sum / divisor;
     bits[lane] = natClearNanSign(floatToBits(sum));
   }
   if (decoded != nullptr) {
     for (uint32_t lane = 0; lane < kNatBlockValues; ++lane) {
-      storeBits<Type>(decoded, first + lane, natDecodeBits(natSignBit(bits[lane]), natDetEncodeExponent(bits[lane])));
+      storeElementBits<Type>(decoded, first + lane, natDecodeBits(natSignBit(bits[lane]), natDetEncodeExponent(bits[lane])));
     }
   }
   encodeBlockFrom([&bits](uint32_t lane) { return bits[lane]; }, out);
@@ -202,8 +174,6 @@ __attribute__((target("avx2"))) void hopAvx2(const void* packedIn, const void* l
 }
 #endif
 
-// nat's rule: the AVX2 path when the CPU has it, unless forceScalarCodecs(true).
-bool useAvx2() { return std::strcmp(natImplementationName(), "avx2") == 0; }
 
 template <ElementType Type>
 class NatDetCodec final : public Codec {
@@ -214,34 +184,22 @@ class NatDetCodec final : public Codec {
   void encode(const void* local, size_t count, uint64_t, RandomStream, void* packed) const override {
     if (count == 0) return;
 #if CC_NAT_DET_AVX2_CLONE
-    if (useAvx2()) return encodeAvx2<Type>(local, count, packed);
+    if (useAvx2Codecs()) return encodeAvx2<Type>(local, count, packed);
 #endif
     encodeBaseline<Type>(local, count, packed);
   }
 
-  void decode(const void* packed, size_t count, void* out) const override {
-    if (count == 0) return;
-    if (useAvx2()) {
-      natDecodeAvx2(Type, packed, count, out);
-    } else {
-      natDecodeScalar(Type, packed, count, out);
-    }
-  }
+  void decode(const void* packed, size_t count, void* out) const override { natDecode(Type, packed, count, out); }
 
   void decodeAccumulate(const void* packed, size_t count, float* acc) const override {
-    if (count == 0) return;
-    if (useAvx2()) {
-      natDecodeAccumulateAvx2(packed, count, acc);
-    } else {
-      natDecodeAccumulateScalar(packed, count, acc);
-    }
+    natDecodeAccumulate(packed, count, acc);
   }
 
   void decodeAddEncode(const void* packedIn, const void* local, size_t count, uint64_t, RandomStream,
                        uint32_t divisor, void* packedOut, void* decodedOut) const override {
     if (count == 0) return;
 #if CC_NAT_DET_AVX2_CLONE
-    if (useAvx2()) return hopAvx2<Type>(packedIn, local, count, divisor, packedOut, decodedOut);
+    if (useAvx2Codecs()) return hopAvx2<Type>(packedIn, local, count, divisor, packedOut, decodedOut);
 #endif
     hopBaseline<Type>(packedIn, local, count, divisor, packedOut, decodedOut);
   }

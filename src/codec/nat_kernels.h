@@ -25,6 +25,12 @@ void natDecodeAddEncodeScalar(ElementType type, const void* packedIn, const void
                               uint64_t firstIndex, RandomStream rs, uint32_t divisor, void* packedOut,
                               void* decodedOut);
 
+// The nat encoder and decoders, AVX2 or scalar by useAvx2Codecs(); shared by every codec
+// that emits the nat format (nat, nat_det).
+void natEncode(ElementType type, const void* local, size_t count, uint64_t firstIndex, RandomStream rs, void* packed);
+void natDecode(ElementType type, const void* packed, size_t count, void* out);
+void natDecodeAccumulate(const void* packed, size_t count, float* acc);
+
 // The AVX2 + F16C path. Call only where natAvx2Supported() is true. A range
 // whose firstIndex is not a multiple of 32 (never produced by the library)
 // is handed to the scalar reference.

@@ -3,6 +3,7 @@
 // are checked against this file, bit for bit.
 #include <cstring>
 
+#include "codec/elements.h"
 #include "codec/nat_kernels.h"
 #include "codec/random_words.h"
 #include "cuda/nat_math.h"
@@ -10,50 +11,6 @@
 
 namespace cc {
 namespace {
-
-// Element access in the user's type, widened to float32 bits (exactly) or
-// narrowed from float32 bits (round to nearest even; exact for nat values
-// inside the type's range).
-template <ElementType Type>
-struct FloatElement;
-
-template <>
-struct FloatElement<ElementType::F32> {
-  static uint32_t loadBits(const void* values, size_t i) {
-    uint32_t bits;
-    std::memcpy(&bits, static_cast<const char*>(values) + 4 * i, 4);
-    return bits;
-  }
-  static void storeBits(void* values, size_t i, uint32_t bits) {
-    std::memcpy(static_cast<char*>(values) + 4 * i, &bits, 4);
-  }
-};
-
-template <>
-struct FloatElement<ElementType::BF16> {
-  static uint32_t loadBits(const void* values, size_t i) {
-    uint16_t raw;
-    std::memcpy(&raw, static_cast<const char*>(values) + 2 * i, 2);
-    return bf16ToFloatBits(raw);
-  }
-  static void storeBits(void* values, size_t i, uint32_t bits) {
-    const uint16_t raw = floatBitsToBf16(bits);
-    std::memcpy(static_cast<char*>(values) + 2 * i, &raw, 2);
-  }
-};
-
-template <>
-struct FloatElement<ElementType::F16> {
-  static uint32_t loadBits(const void* values, size_t i) {
-    uint16_t raw;
-    std::memcpy(&raw, static_cast<const char*>(values) + 2 * i, 2);
-    return halfToFloatBits(raw);
-  }
-  static void storeBits(void* values, size_t i, uint32_t bits) {
-    const uint16_t raw = floatBitsToHalf(bits);
-    std::memcpy(static_cast<char*>(values) + 2 * i, &raw, 2);
-  }
-};
 
 // One packed block: the little-endian sign mask, then the exponent bytes.
 // Written byte by byte so the layout does not depend on the host's order.
@@ -89,7 +46,7 @@ void encodeTyped(const void* local, size_t count, uint64_t firstIndex, RandomStr
     uint8_t exponents[kNatBlockValues] = {};
     for (size_t lane = 0; lane < valid; ++lane) {
       const size_t i = block * kNatBlockValues + lane;
-      const uint32_t bits = FloatElement<Type>::loadBits(local, i);
+      const uint32_t bits = loadElementBits<Type>(local, i);
       signMask |= natSignBit(bits) << lane;
       exponents[lane] = natEncodeExponent(bits, randomness.wordFor(firstIndex + i));
     }
@@ -106,7 +63,7 @@ void decodeTyped(const void* packed, size_t count, void* out) {
     const uint32_t signMask = loadSignMask(blockIn);
     const size_t valid = valuesInBlock(count, block);
     for (size_t lane = 0; lane < valid; ++lane) {
-      FloatElement<Type>::storeBits(out, block * kNatBlockValues + lane, decodedBitsAt(blockIn, signMask, lane));
+      storeElementBits<Type>(out, block * kNatBlockValues + lane, decodedBitsAt(blockIn, signMask, lane));
     }
   }
 }
@@ -129,14 +86,14 @@ void decodeAddEncodeTyped(const void* packedIn, const void* local, size_t count,
     for (size_t lane = 0; lane < valid; ++lane) {
       const size_t i = block * kNatBlockValues + lane;
       float sum =
-          bitsToFloat(decodedBitsAt(blockIn, inSignMask, lane)) + bitsToFloat(FloatElement<Type>::loadBits(local, i));
+          bitsToFloat(decodedBitsAt(blockIn, inSignMask, lane)) + bitsToFloat(loadElementBits<Type>(local, i));
       if (divides) sum = sum / divisorAsFloat;
       const uint32_t sumBits = natClearNanSign(floatToBits(sum));
       const uint32_t sign = natSignBit(sumBits);
       const uint8_t exponent = natEncodeExponent(sumBits, randomness.wordFor(firstIndex + i));
       outSignMask |= sign << lane;
       exponents[lane] = exponent;
-      if (decodedOut != nullptr) FloatElement<Type>::storeBits(decodedOut, i, natDecodeBits(sign, exponent));
+      if (decodedOut != nullptr) storeElementBits<Type>(decodedOut, i, natDecodeBits(sign, exponent));
     }
     storeBlock(outSignMask, exponents, out + block * kNatBlockBytes);
   }

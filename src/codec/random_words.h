@@ -26,11 +26,6 @@ class ValueRandomness {
     return words_.v[valueIndex % 4];
   }
 
-  // A uniform draw in [0, 1) with 24 bits of resolution, exact in float32.
-  float uniformFor(uint64_t valueIndex) {
-    return static_cast<float>(wordFor(valueIndex) >> 8) * (1.0f / 16777216.0f);
-  }
-
  private:
   uint32_t key_[2];
   uint64_t stream_;

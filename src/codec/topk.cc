@@ -45,8 +45,6 @@ inline float natKeptValue(const uint8_t* natPacked, size_t j) {
   return bitsToFloat(natDecodeBits(sign, block[4 + lane])) * kTopKNatScale;
 }
 
-bool natUsesAvx2() { return std::strcmp(natImplementationName(), "avx2") == 0; }
-
 // Calls visit(scopeNumber, begin, end) for every scope in wire order until it
 // returns false; returns false when stopped. A malformed local layout is
 // clamped to [0, count) so that no range can leave the buffer.
@@ -99,11 +97,14 @@ uint32_t pickBin(const uint32_t* histogram, uint32_t top, size_t k, size_t* abov
   }
 }
 
-// Scratch space of one encode call, reused by its scopes. The histogram is
-// all zeros between uses.
+// Scratch space of the selection, reused by every scope and, per thread, by
+// every call (the steady state allocates nothing). The histogram is all zeros
+// between uses.
 struct SelectionScratch {
   std::vector<uint32_t> histogram = std::vector<uint32_t>(4 * 2048, 0u);  // 4 interleaved copies
   std::vector<uint32_t> candidates;
+  std::vector<uint32_t> keptIndex;
+  std::vector<float> keptValues;
 };
 
 // Scopes from this size count the top digit into 4 histograms, values i % 4
@@ -215,9 +216,11 @@ class TopKVectorCodec final : public VectorCodec {
     if (kept == 0) return;
     uint8_t* valueBytes = bytes + 4 * kept;
 
-    std::vector<uint32_t> keptIndex(kept);
-    std::vector<float> keptValues(natValues_ ? kept : 0);
-    SelectionScratch scratch;
+    thread_local SelectionScratch scratch;
+    if (scratch.keptIndex.size() < kept) scratch.keptIndex.resize(kept);
+    if (natValues_ && scratch.keptValues.size() < kept) scratch.keptValues.resize(kept);
+    std::vector<uint32_t>& keptIndex = scratch.keptIndex;
+    std::vector<float>& keptValues = scratch.keptValues;
     size_t position = 0;
     forEachScope(spec_, layout, [&](size_t, size_t begin, size_t end) {
       const size_t n = end - begin;
@@ -251,11 +254,7 @@ class TopKVectorCodec final : public VectorCodec {
     });
 
     if (natValues_) {
-      if (natUsesAvx2()) {
-        natEncodeAvx2(ElementType::F32, keptValues.data(), kept, 0, rs, valueBytes);
-      } else {
-        natEncodeScalar(ElementType::F32, keptValues.data(), kept, 0, rs, valueBytes);
-      }
+      natEncode(ElementType::F32, keptValues.data(), kept, 0, rs, valueBytes);
     }
     if (residual == nullptr) return;
     for (size_t j = 0; j < kept; ++j) {

@@ -7,7 +7,7 @@
 
 #include "algo/algo.h"
 #include "codec/elements.h"
-#include "cuda/philox.h"
+#include "codec/randk.h"
 #include "comm/bootstrap.h"
 #include "prims/prims.h"
 
@@ -173,9 +173,6 @@ cc_result_t commInit(cc_comm_t* out, int nranks, const cc_unique_id_t& id, int r
 namespace {
 
 constexpr size_t kTensorAlignmentValues = kBlockValues;
-// randk's mask is drawn with its own Philox key, so no encode's stream can
-// ever coincide with it.
-constexpr uint64_t kRandKMaskKey = 0x72616e646b6d736bull;  // "randkmsk"
 
 bool isFloatType(cc_datatype_t datatype) {
   return datatype == CC_FLOAT32 || datatype == CC_FLOAT16 || datatype == CC_BFLOAT16;
@@ -292,21 +289,31 @@ cc_result_t runAlgorithm(cc_comm_t comm, SpecCodecs& codecs, AlgoId algo, bool c
   const VectorCodec* vector = nullptr;
   CC_CHECK(vectorCodec(codecs, &vector));
   CallScratch& scratch = comm->scratch;
+  // The codec reads float32 p = x + e and the sum is float32: float32 calls
+  // without a residual use the user's buffers as they are (the input is
+  // encoded before the sum is written, so in place works too).
   const ElementType type = elementTypeOf(run.datatype);
-  float* values = grow(scratch.vectorValues, run.count);
-  for (size_t i = 0; i < run.count; ++i) {
-    values[i] = loadFloat(type, run.input, i) + (run.residual ? run.residual[i] : 0.0f);
+  const bool direct = type == ElementType::F32;
+  const float* values = static_cast<const float*>(run.input);
+  if (!direct || run.residual != nullptr) {
+    float* p = grow(scratch.vectorValues, run.count);
+    for (size_t i = 0; i < run.count; ++i) {
+      p[i] = loadFloat(type, run.input, i) + (run.residual ? run.residual[i] : 0.0f);
+    }
+    values = p;
   }
   VectorCall call;
   call.codec = vector;
   call.layout = run.layout;
   call.values = values;
   call.residual = run.residual;
-  call.sum = grow(scratch.vectorSum, run.count);
+  call.sum = direct ? static_cast<float*>(run.output) : grow(scratch.vectorSum, run.count);
   const size_t encoded = vector->encodedBytes(run.layout);
   call.encodings = grow(scratch.encodings, encoded * static_cast<size_t>(comm->nranks));
   CC_CHECK(allgatherAllreduce(prims, args, channels, call));
-  for (size_t i = 0; i < run.count; ++i) storeFloat(type, run.output, i, call.sum[i]);
+  if (!direct) {
+    for (size_t i = 0; i < run.count; ++i) storeFloat(type, run.output, i, call.sum[i]);
+  }
   return CC_SUCCESS;
 }
 
@@ -317,25 +324,9 @@ cc_result_t runRandK(cc_comm_t comm, SpecCodecs& codecs, AlgoId algo, const Algo
   CallScratch& scratch = comm->scratch;
   const CodecSpec& spec = codecs.spec;
   const ElementType type = elementTypeOf(run.datatype);
-  const uint64_t threshold = static_cast<uint64_t>(std::ldexp(spec.ratio, 32));
   const float scale = static_cast<float>(1.0 / spec.ratio);
   uint64_t* kept = grow(scratch.kept, run.count);
-  size_t keptCount = 0;
-  {
-    // One Philox call gives the words of 4 positions (docs/wire-format.md, "randk").
-    uint32_t key[2];
-    philoxKeyFromSeed(comm->seed ^ kRandKMaskKey, key);
-    const uint64_t stream = comm->collectiveSeq;
-    for (size_t group = 0; group * 4 < run.count; ++group) {
-      uint32_t counter[4];
-      philoxCounterForGroup(group, stream, counter);
-      const Philox4x32 words = philox4x32_10(counter, key);
-      const size_t lanes = run.count - group * 4 < 4 ? run.count - group * 4 : 4;
-      for (size_t lane = 0; lane < lanes; ++lane) {
-        if (words.v[lane] < threshold) kept[keptCount++] = group * 4 + lane;
-      }
-    }
-  }
+  const size_t keptCount = randkKeptPositions(comm->seed, comm->collectiveSeq, spec.ratio, run.count, kept);
   float* compact = grow(scratch.compact, keptCount);
   for (size_t j = 0; j < keptCount; ++j) {
     const size_t i = kept[j];
@@ -372,18 +363,23 @@ cc_result_t runRandK(cc_comm_t comm, SpecCodecs& codecs, AlgoId algo, const Algo
   return CC_SUCCESS;
 }
 
+// out = x + e rounded to the user's type; e keeps the rounding. What an
+// encode that loses nothing leaves behind (one rank, or an exact spec).
+void foldResidual(ElementType type, const void* input, float* residual, size_t count, void* out) {
+  for (size_t i = 0; i < count; ++i) {
+    const float p = loadFloat(type, input, i) + residual[i];
+    storeFloat(type, out, i, p);
+    residual[i] = p - loadFloat(type, out, i);
+  }
+}
+
 // A one-rank collective: the input, with the residual folded in.
 void runSingleRank(const AlgorithmRun& run, size_t elementSize) {
   if (run.residual == nullptr || !isFloatType(run.datatype)) {
     if (run.output != run.input) std::memcpy(run.output, run.input, run.count * elementSize);
     return;
   }
-  const ElementType type = elementTypeOf(run.datatype);
-  for (size_t i = 0; i < run.count; ++i) {
-    const float p = loadFloat(type, run.input, i) + run.residual[i];
-    storeFloat(type, run.output, i, p);
-    run.residual[i] = p - loadFloat(type, run.output, i);
-  }
+  foldResidual(elementTypeOf(run.datatype), run.input, run.residual, run.count, run.output);
 }
 
 }  // namespace
@@ -460,13 +456,8 @@ cc_result_t commAllreduce(cc_comm_t comm, const TensorCall* tensors, size_t nten
   } else if (!compresses && run.residual != nullptr) {
     // An exact spec loses nothing: fold the residual into the input (rounded
     // to the user's type; the rounding stays behind) and reduce exactly.
-    const ElementType type = elementTypeOf(datatype);
     unsigned char* staging = fused ? static_cast<unsigned char*>(run.output) : grow(scratch.fusedValues, run.count * elementSize);
-    for (size_t i = 0; i < run.count; ++i) {
-      const float p = loadFloat(type, run.input, i) + run.residual[i];
-      storeFloat(type, staging, i, p);
-      run.residual[i] = p - loadFloat(type, staging, i);
-    }
+    foldResidual(elementTypeOf(datatype), run.input, run.residual, run.count, staging);
     AlgorithmRun exact = run;
     exact.input = staging;
     exact.residual = nullptr;
