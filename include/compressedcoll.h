@@ -87,7 +87,8 @@ typedef struct {
   const char* codec;     /* a codec spec, e.g. "nat", "qsgd:s=16", "randk:ratio=0.1+nat",
                             "topk:ratio=0.01+nat" (grammar: name[:key=value,...][+name...],
                             docs/wire-format.md); NULL: CC_CODEC, else "nat" */
-  const char* algo;      /* "ring" | "allgather" | "auto"; NULL: CC_ALGO, else "auto" */
+  const char* algo;      /* "ring" | "direct" | "tree" | "allgather" | "auto"; NULL: CC_ALGO, else
+                            "auto" (a cost model picks per call, docs/algorithms.md) */
   const char* transport; /* "tcp" | "ibverbs" | "local"; NULL: CC_TRANSPORT, else "tcp" */
   const char* socket_ifname; /* NULL: CC_SOCKET_IFNAME, else the interface reaching the root */
   const char* ib_device;     /* NULL: CC_IB_DEVICE, else the first ibverbs device */
@@ -96,12 +97,14 @@ typedef struct {
   unsigned long long seed;   /* Philox key; used when has_seed != 0 */
   int timeout_ms;            /* CC_CONFIG_UNSET_INT: CC_TIMEOUT_MS, else 300000 */
   long long chunk_bytes;     /* wire bytes per pipelined message; CC_CONFIG_UNSET_INT: CC_CHUNK_BYTES, else 1 MiB */
+  const char* master_codec;  /* direct's owner codec C_M, a quantizer spec ("nat", "qsgd:s=64");
+                                NULL: CC_MASTER_CODEC, else the call's own codec */
 } cc_config_t;
 
 #define CC_CONFIG_INITIALIZER                                                            \
   {                                                                                      \
     sizeof(cc_config_t), CC_CONFIG_MAGIC, CC_CONFIG_VERSION, NULL, NULL, NULL, NULL,     \
-        NULL, NULL, 0, 0ull, CC_CONFIG_UNSET_INT, CC_CONFIG_UNSET_INT                    \
+        NULL, NULL, 0, 0ull, CC_CONFIG_UNSET_INT, CC_CONFIG_UNSET_INT, NULL              \
   }
 
 CC_API cc_result_t cc_get_version(int* version);

@@ -5,7 +5,7 @@
 
 namespace cc {
 
-enum class AlgoId : uint8_t { Auto = 0, Ring = 1, Allgather = 2 };
+enum class AlgoId : uint8_t { Auto = 0, Ring = 1, Allgather = 2, Direct = 3, Tree = 4 };
 const char* algoName(AlgoId id);
 
 // The channels of the ring: to (rank + 1) % n and from (rank - 1 + n) % n.
@@ -48,5 +48,91 @@ struct VectorCall {
 };
 cc_result_t allgatherAllreduce(Prims& prims, const CollectiveArgs& args, const RingChannels& channels,
                                const VectorCall& call);
+
+// The channels of `direct`: to and from every peer (null at this rank's own
+// index), one set for the shards going to their owners (worker codec) and one
+// for the owners' packed sums coming back (master codec).
+struct DirectChannels {
+  size_t slotBytes;
+  SendChannel* const* shardTo;     // [peer]
+  RecvChannel* const* shardFrom;   // [peer]
+  SendChannel* const* sumTo;       // [peer]
+  RecvChannel* const* sumFrom;     // [peer]
+  SendChannel* const* sumToOthers; // the n - 1 sumTo channels, from rank + 1 on
+};
+
+// The paper's Algorithm 1 with every rank the master of one shard: each rank
+// encodes each peer's shard once (worker codec C_W) and sends it to its owner;
+// the owner decodes the n - 1 shards, adds its own values in fp32, encodes the
+// sum once (master codec C_M) and sends the packed bytes to every peer. Two
+// encodes whatever n is. `scratch` holds 2 * chunk values (the owner's sum
+// and, with error feedback, its decoded form).
+cc_result_t directAllreduce(Prims& prims, const CollectiveArgs& args, const DirectChannels& channels,
+                            float* scratch);
+
+// One rank's place in a binary tree: parent and up to two children (-1: none).
+struct TreeNode {
+  int parent = -1;
+  int child[2] = {-1, -1};
+};
+// NCCL's double binary tree: tree 0 is the in-order binary tree rooted at
+// rank 0 (leaves are the odd ranks), tree 1 its mirror (n even) or its shift
+// by one rank (n odd), so that a rank interior in one tree is a leaf in the
+// other and every link carries half of the vector each way.
+void doubleBinaryTree(int nranks, int rank, TreeNode trees[2]);
+
+struct TreeChannels {
+  size_t slotBytes;
+  // Per tree: towards the parent (up: partial sums; down: the result).
+  SendChannel* up[2];
+  RecvChannel* down[2];
+  // Per tree and child slot: from the child (partial sums), to it (result).
+  RecvChannel* fromChild[2][2];
+  SendChannel* toChild[2][2];
+};
+
+// Double binary tree: each tree reduces half of the vector towards its root,
+// re-encoding at every interior node; the root encodes the sum once more and
+// the packed bytes travel down unchanged. Chunks pipeline through both trees
+// at once. `scratch` holds one chunk of values.
+cc_result_t treeAllreduce(Prims& prims, const CollectiveArgs& args, const TreeNode trees[2],
+                          const TreeChannels& channels, float* scratch);
+
+// ---------------------------------------------------------------------------
+// auto: a cost model (docs/algorithms.md). Its inputs are measured at init on
+// every rank and the slowest rank's figures are agreed, so every rank makes
+// the same choice for the same call.
+
+struct LinkCosts {
+  double latency = 50e-6;        // seconds: one small message, one hop, sender to receiver
+  double perMessage = 10e-6;     // seconds of a rank's time per message sent or received
+  double bytesPerSecond = 1e9;   // one rank's link, each direction
+};
+// Seconds per value of one rank's codec passes (float32).
+struct CodecCosts {
+  double encode = 1e-9;
+  double decode = 1e-9;
+  double decodeAccumulate = 1e-9;
+  double fused = 2e-9;  // decode-add-encode
+};
+constexpr int kCodecFamilies = 5;  // indexed by CodecId
+struct CostModel {
+  LinkCosts link;
+  CodecCosts codec[kCodecFamilies];
+};
+
+// One call as the model sees it.
+struct CallShape {
+  int nranks = 2;
+  size_t count = 0;
+  CodecId worker = CodecId::Nat, master = CodecId::Nat;
+  double workerBytesPerValue = 4, masterBytesPerValue = 4;
+  size_t ringChunkValues = 0, directChunkValues = 0, treeChunkValues = 0;
+};
+
+// Predicted seconds of `algo` (Ring, Direct or Tree) for `call`.
+double estimateSeconds(const CostModel& model, const CallShape& call, AlgoId algo);
+// The cheapest of ring, direct and tree.
+AlgoId cheapestAlgorithm(const CostModel& model, const CallShape& call);
 
 }  // namespace cc

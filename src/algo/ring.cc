@@ -11,9 +11,12 @@ const char* algoName(AlgoId id) {
     case AlgoId::Auto: return "auto";
     case AlgoId::Ring: return "ring";
     case AlgoId::Allgather: return "allgather";
+    case AlgoId::Direct: return "direct";
+    case AlgoId::Tree: return "tree";
   }
   return "unknown";
 }
+
 
 RingLayout::RingLayout(size_t count, int nranks, size_t chunkValues, size_t alignmentValues)
     : count_(count), chunkValues_(chunkValues) {

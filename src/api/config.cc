@@ -19,8 +19,13 @@ bool equalsIgnoreCase(const char* a, const char* b) { return strcasecmp(a, b) ==
 cc_result_t parseAlgo(const char* text, const char* source, AlgoId* out) {
   if (equalsIgnoreCase(text, "ring")) *out = AlgoId::Ring;
   else if (equalsIgnoreCase(text, "allgather")) *out = AlgoId::Allgather;
+  else if (equalsIgnoreCase(text, "direct")) *out = AlgoId::Direct;
+  else if (equalsIgnoreCase(text, "tree")) *out = AlgoId::Tree;
   else if (equalsIgnoreCase(text, "auto")) *out = AlgoId::Auto;
-  else return setError(CC_INVALID_ARGUMENT, "%s: unknown algorithm '%s' (valid: ring, allgather, auto)", source, text);
+  else {
+    return setError(CC_INVALID_ARGUMENT,
+                    "%s: unknown algorithm '%s' (valid: ring, direct, tree, allgather, auto)", source, text);
+  }
   return CC_SUCCESS;
 }
 
@@ -97,6 +102,19 @@ cc_result_t resolveConfig(const cc_config_t* config, ResolvedConfig* out) {
   if (const char* text = pick(config->codec, "CC_CODEC")) {
     cc_result_t result = parseCodecSpec(text, &resolved.codec);
     if (result != CC_SUCCESS) return addErrorContext(result, "%s", config->codec ? "config.codec" : "CC_CODEC");
+  }
+  if (const char* text = pick(config->master_codec, "CC_MASTER_CODEC")) {
+    const char* source = config->master_codec ? "config.master_codec" : "CC_MASTER_CODEC";
+    cc_result_t result = parseCodecSpec(text, &resolved.masterCodec);
+    if (result != CC_SUCCESS) return addErrorContext(result, "%s", source);
+    if (resolved.masterCodec.selector != Selector::None || !resolved.masterCodec.hopReencodable()) {
+      return setError(CC_INVALID_ARGUMENT,
+                      "%s: '%s' cannot be a master codec: the owner encodes one chunk of its shard at a "
+                      "time, so it takes a quantizer of bucket scope (none, nat, nat_det, dither_nat, "
+                      "dither_std, qsgd, terngrad), without randk or topk",
+                      source, text);
+    }
+    resolved.hasMasterCodec = true;
   }
   if (const char* text = pick(config->algo, "CC_ALGO")) {
     CC_CHECK(parseAlgo(text, config->algo ? "config.algo" : "CC_ALGO", &resolved.algo));

@@ -22,6 +22,9 @@ constexpr int kSlotsPerChannel = 4;
 
 struct ResolvedConfig {
   CodecSpec codec = simpleCodecSpec("nat");
+  // direct's master codec C_M (CC_MASTER_CODEC); unset: the call's own spec.
+  bool hasMasterCodec = false;
+  CodecSpec masterCodec;
   AlgoId algo = AlgoId::Auto;
   TransportKind transport = TransportKind::Tcp;
   std::string socketIfname;

@@ -1,9 +1,10 @@
 #include "comm/comm.h"
 
+#include <algorithm>
+#include <chrono>
+#include <cmath>
 #include <cstring>
 #include <random>
-
-#include <cmath>
 
 #include "algo/algo.h"
 #include "codec/elements.h"
@@ -20,7 +21,9 @@ struct InitRecord {
   uint32_t codecHash;
   uint8_t algo;
   uint8_t transport;
-  uint8_t reserved[6];
+  uint8_t hasMasterCodec;
+  uint8_t reserved;
+  uint32_t masterCodecHash;
   uint64_t chunkBytes;
   uint64_t seed;
   uint64_t commKey;
@@ -43,6 +46,8 @@ cc_result_t agreeOnSettings(StoreClient& store, int rank, const ResolvedConfig& 
   mine.codecHash = config.codec.hash;
   mine.algo = static_cast<uint8_t>(config.algo);
   mine.transport = static_cast<uint8_t>(config.transport);
+  mine.hasMasterCodec = config.hasMasterCodec ? 1 : 0;
+  mine.masterCodecHash = config.hasMasterCodec ? config.masterCodec.hash : 0;
   mine.chunkBytes = config.chunkBytes;
   if (rank == 0) {
     mine.seed = config.hasSeed ? config.seed : random64();
@@ -66,6 +71,9 @@ cc_result_t agreeOnSettings(StoreClient& store, int rank, const ResolvedConfig& 
     std::vector<char> theirs;
     CC_CHECK(store.tryGet("cc/init/codec", &theirs));
     mismatch = "codec " + config.codec.canonical + " differs from rank 0's " + std::string(theirs.begin(), theirs.end());
+  } else if (agreed->hasMasterCodec != mine.hasMasterCodec || agreed->masterCodecHash != mine.masterCodecHash) {
+    mismatch = "master codec " + (config.hasMasterCodec ? config.masterCodec.canonical : std::string("(unset)")) +
+               " differs from rank 0's";
   } else if (agreed->algo != mine.algo) {
     mismatch = std::string("algorithm ") + algoName(static_cast<AlgoId>(mine.algo)) +
                " differs from rank 0's " + algoName(static_cast<AlgoId>(agreed->algo));
@@ -105,6 +113,196 @@ cc_result_t createTransport(const ResolvedConfig& config, const TransportSetup& 
     case TransportKind::Ibverbs: return createGlooTransport(setup, true, out);
   }
   return setError(CC_INTERNAL_ERROR, "unknown transport kind %d", static_cast<int>(config.transport));
+}
+
+constexpr int kRingTag = 0;
+constexpr int kShardTag = 1;  // direct: worker shards to their owners
+constexpr int kSumTag = 2;    // direct: owners' sums to everyone
+constexpr int kTreeTag[2] = {3, 4};
+
+// Opens direct's and tree's channels. direct sends n - 1 messages per step,
+// so its slots are a 1/(n - 1) share of the chunk (not below the minimum
+// chunk): its memory stays near one ring channel's whatever n is.
+cc_result_t openAlgorithmChannels(Transport& transport, int rank, int nranks, size_t chunkBytes,
+                                  AlgorithmChannels* channels) {
+  const int n = nranks;
+  const size_t directPayload = std::max(kMinChunkBytes, (chunkBytes / static_cast<size_t>(n - 1) + 63) / 64 * 64);
+  channels->directSlotBytes = kFrameHeaderBytes + directPayload;
+  channels->shardTo.resize(n);
+  channels->sumTo.resize(n);
+  channels->shardFrom.resize(n);
+  channels->sumFrom.resize(n);
+  for (int k = 1; k < n; ++k) {
+    const int peer = (rank + k) % n;
+    const size_t slot = channels->directSlotBytes;
+    CC_CHECK(transport.openSend(peer, kShardTag, slot, kSlotsPerChannel, &channels->shardTo[peer]));
+    CC_CHECK(transport.openRecv(peer, kShardTag, slot, kSlotsPerChannel, &channels->shardFrom[peer]));
+    CC_CHECK(transport.openSend(peer, kSumTag, slot, kSlotsPerChannel, &channels->sumTo[peer]));
+    CC_CHECK(transport.openRecv(peer, kSumTag, slot, kSlotsPerChannel, &channels->sumFrom[peer]));
+    channels->sumToOthers.push_back(channels->sumTo[peer].get());
+  }
+  for (int peer = 0; peer < n; ++peer) {
+    channels->shardToView.push_back(channels->shardTo[peer].get());
+    channels->sumToView.push_back(channels->sumTo[peer].get());
+    channels->shardFromView.push_back(channels->shardFrom[peer].get());
+    channels->sumFromView.push_back(channels->sumFrom[peer].get());
+  }
+
+  channels->treeSlotBytes = kFrameHeaderBytes + chunkBytes;
+  doubleBinaryTree(n, rank, channels->trees);
+  for (int t = 0; t < 2; ++t) {
+    const TreeNode& node = channels->trees[t];
+    const size_t slot = channels->treeSlotBytes;
+    if (node.parent >= 0) {
+      CC_CHECK(transport.openSend(node.parent, kTreeTag[t], slot, kSlotsPerChannel, &channels->treeUp[t]));
+      CC_CHECK(transport.openRecv(node.parent, kTreeTag[t], slot, kSlotsPerChannel, &channels->treeDown[t]));
+    }
+    for (int c = 0; c < 2; ++c) {
+      if (node.child[c] < 0) continue;
+      CC_CHECK(transport.openRecv(node.child[c], kTreeTag[t], slot, kSlotsPerChannel, &channels->treeFromChild[t][c]));
+      CC_CHECK(transport.openSend(node.child[c], kTreeTag[t], slot, kSlotsPerChannel, &channels->treeToChild[t][c]));
+    }
+  }
+  channels->open = true;
+  return CC_SUCCESS;
+}
+
+// ---- auto's measurements -------------------------------------------------
+
+double nowSeconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// The codec passes of one family on values like gradients, best of a few
+// runs. All ranks measure at once, so a machine shared by several ranks
+// shows in the figures.
+CodecCosts measureCodec(const CodecSpec& spec) {
+  constexpr size_t kValues = 1 << 16;
+  constexpr int kRuns = 3;
+  std::unique_ptr<Codec> codec = makeBlockCodec(spec, CC_FLOAT32, CC_SUM);
+  std::vector<float> values(kValues), sum(kValues), out(kValues);
+  std::vector<unsigned char> packed(codec->packedBytes(kValues)), packedOut(packed.size());
+  std::mt19937 generator(12345);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (float& value : values) value = normal(generator);
+  const RandomStream rs{1, 1};
+  double best[4] = {INFINITY, INFINITY, INFINITY, INFINITY};
+  for (int run = 0; run < kRuns; ++run) {
+    double t0 = nowSeconds();
+    codec->encode(values.data(), kValues, 0, rs, packed.data());
+    double t1 = nowSeconds();
+    codec->decode(packed.data(), kValues, out.data());
+    double t2 = nowSeconds();
+    std::fill(sum.begin(), sum.end(), 0.0f);
+    double t3 = nowSeconds();
+    codec->decodeAccumulate(packed.data(), kValues, sum.data());
+    double t4 = nowSeconds();
+    codec->decodeAddEncode(packed.data(), values.data(), kValues, 0, rs, 1, packedOut.data(), nullptr);
+    double t5 = nowSeconds();
+    best[0] = std::min(best[0], t1 - t0);
+    best[1] = std::min(best[1], t2 - t1);
+    best[2] = std::min(best[2], t4 - t3);
+    best[3] = std::min(best[3], t5 - t4);
+  }
+  CodecCosts costs;
+  costs.encode = best[0] / kValues;
+  costs.decode = best[1] / kValues;
+  costs.decodeAccumulate = best[2] / kValues;
+  costs.fused = best[3] / kValues;
+  return costs;
+}
+
+// Link figures on the ring channels: the latency of one small message, the
+// cost of each further message in a burst, and the bandwidth of full slots.
+cc_result_t measureLink(SendChannel& toNext, RecvChannel& fromPrev, int rank, int nranks, LinkCosts* out) {
+  const int prev = (rank + nranks - 1) % nranks;
+  auto exchange = [&](size_t bytes, int messages, double* elapsed) -> cc_result_t {
+    // Every rank posts `messages` (at most the slots of a channel) before it
+    // waits, so no rank waits for a slot.
+    const double start = nowSeconds();
+    for (int m = 0; m < messages; ++m) {
+      void* slot = nullptr;
+      CC_CHECK(toNext.acquire(&slot));
+      std::memset(slot, 0, std::min<size_t>(bytes, 64));
+      CC_CHECK(toNext.post(bytes));
+    }
+    for (int m = 0; m < messages; ++m) {
+      void* slot = nullptr;
+      cc_result_t result = fromPrev.wait(&slot);
+      if (result != CC_SUCCESS) return addErrorContext(result, "measuring the link from rank %d", prev);
+      CC_CHECK(fromPrev.release());
+    }
+    *elapsed = nowSeconds() - start;
+    return CC_SUCCESS;
+  };
+  constexpr int kRounds = 7;
+  std::vector<double> single, burst, bulk;
+  const size_t bulkBytes = toNext.slotBytes();
+  double elapsed = 0;
+  CC_CHECK(exchange(64, 1, &elapsed));  // warm-up: connections, first-touch
+  CC_CHECK(exchange(bulkBytes, kSlotsPerChannel, &elapsed));
+  for (int round = 0; round < kRounds; ++round) {
+    CC_CHECK(exchange(64, 1, &elapsed));
+    single.push_back(elapsed);
+    CC_CHECK(exchange(64, kSlotsPerChannel, &elapsed));
+    burst.push_back(elapsed);
+  }
+  for (int round = 0; round < 3; ++round) {
+    CC_CHECK(exchange(bulkBytes, kSlotsPerChannel, &elapsed));
+    bulk.push_back(elapsed);
+  }
+  auto median = [](std::vector<double>& v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  out->latency = median(single);
+  // each further message of a burst: one more send and one more receive here
+  out->perMessage = std::max(0.0, (median(burst) - out->latency) / (2.0 * (kSlotsPerChannel - 1)));
+  const double bulkSeconds = std::max(1e-9, median(bulk) - out->latency);
+  out->bytesPerSecond = static_cast<double>(bulkBytes) * kSlotsPerChannel / bulkSeconds;
+  return CC_SUCCESS;
+}
+
+// Measures, publishes and agrees: every rank ends with the slowest rank's
+// figure for every entry, so every rank's auto decides alike.
+cc_result_t measureCostModel(StoreClient& store, cc_comm& comm, CostModel* model) {
+  CostModel mine;
+  CC_CHECK(measureLink(*comm.toNext, *comm.fromPrev, comm.rank, comm.nranks, &mine.link));
+  const CodecSpec& configured = comm.config.codec;
+  const CodecSpec dither = configured.isDither() && configured.scope == Scope::Bucket ? configured
+                                                                                      : simpleCodecSpec("dither_nat");
+  mine.codec[static_cast<int>(CodecId::None)] = measureCodec(simpleCodecSpec("none"));
+  mine.codec[static_cast<int>(CodecId::Nat)] = measureCodec(simpleCodecSpec("nat"));
+  mine.codec[static_cast<int>(CodecId::NatDet)] = measureCodec(simpleCodecSpec("nat_det"));
+  mine.codec[static_cast<int>(CodecId::Dither)] = measureCodec(dither);
+  mine.codec[static_cast<int>(CodecId::TopK)] = mine.codec[static_cast<int>(CodecId::Nat)];
+
+  std::vector<char> bytes(sizeof(CostModel));
+  std::memcpy(bytes.data(), &mine, sizeof(mine));
+  CC_CHECK(store.trySet("cc/cost/" + std::to_string(comm.rank), bytes));
+  *model = mine;
+  for (int peer = 0; peer < comm.nranks; ++peer) {
+    std::vector<char> theirs;
+    CC_CHECK(store.tryGet("cc/cost/" + std::to_string(peer), &theirs));
+    if (theirs.size() != sizeof(CostModel)) {
+      return setError(CC_REMOTE_ERROR, "rank %d published a %zu-byte cost model, expected %zu", peer,
+                      theirs.size(), sizeof(CostModel));
+    }
+    CostModel other;
+    std::memcpy(&other, theirs.data(), sizeof(other));
+    if (peer == 0) *model = other;
+    model->link.latency = std::max(model->link.latency, other.link.latency);
+    model->link.perMessage = std::max(model->link.perMessage, other.link.perMessage);
+    model->link.bytesPerSecond = std::min(model->link.bytesPerSecond, other.link.bytesPerSecond);
+    for (int f = 0; f < kCodecFamilies; ++f) {
+      CodecCosts& agreed = model->codec[f];
+      agreed.encode = std::max(agreed.encode, other.codec[f].encode);
+      agreed.decode = std::max(agreed.decode, other.codec[f].decode);
+      agreed.decodeAccumulate = std::max(agreed.decodeAccumulate, other.codec[f].decodeAccumulate);
+      agreed.fused = std::max(agreed.fused, other.codec[f].fused);
+    }
+  }
+  return CC_SUCCESS;
 }
 
 }  // namespace
@@ -151,16 +349,26 @@ cc_result_t commInit(cc_comm_t* out, int nranks, const cc_unique_id_t& id, int r
   setup.ibDevice = config.ibDevice;
   CC_CHECK(createTransport(config, setup, &comm->transport));
 
+  const bool mayUseDirectOrTree =
+      config.algo == AlgoId::Auto || config.algo == AlgoId::Direct || config.algo == AlgoId::Tree;
   if (nranks > 1) {
     const size_t slotBytes = kFrameHeaderBytes + config.chunkBytes;
-    constexpr int kRingTag = 0;
     CC_CHECK(comm->transport->openSend((rank + 1) % nranks, kRingTag, slotBytes, kSlotsPerChannel,
                                        &comm->toNext));
     CC_CHECK(comm->transport->openRecv((rank + nranks - 1) % nranks, kRingTag, slotBytes,
                                        kSlotsPerChannel, &comm->fromPrev));
+    if (mayUseDirectOrTree) {
+      CC_CHECK(openAlgorithmChannels(*comm->transport, rank, nranks, config.chunkBytes, &comm->channels));
+    }
   }
   // Every receive slot is registered before anyone sends into it.
   CC_CHECK(store->barrier("cc/init/ready"));
+  if (nranks > 1 && config.algo == AlgoId::Auto) {
+    CC_CHECK(measureCostModel(*store, *comm, &comm->costModel));
+    const LinkCosts& link = comm->costModel.link;
+    CC_INFO("rank %d: auto's link model: latency %.1f us, %.1f us per message, %.3f GB/s", rank, link.latency * 1e6,
+            link.perMessage * 1e6, link.bytesPerSecond * 1e-9);
+  }
   CC_INFO("rank %d/%d ready: codec %s (%s), algorithm %s, transport %s via %s, chunk %zu bytes, "
           "seed %llu",
           rank, nranks, config.codec.canonical.c_str(), natImplementationName(), algoName(config.algo),
@@ -235,23 +443,27 @@ T* grow(std::vector<T>& buffer, size_t size) {
   return buffer.data();
 }
 
-// The algorithm a spec runs on; CC_UNSUPPORTED names the ones that can.
-cc_result_t chooseAlgorithm(const CodecSpec& spec, bool compresses, AlgoId requested, AlgoId* out) {
-  const bool ringCan = !compresses || spec.hopReencodable();
-  if (requested == AlgoId::Ring && !ringCan) {
+// Whether direct and tree can carry a call: they sum in float32, so SUM or
+// AVG of a type whose packed form the float32 codec shares (any compressed
+// float type; float32 when exact). Other exact reductions run on ring.
+bool float32SumPath(cc_datatype_t datatype, cc_red_op_t op, bool compresses) {
+  return (op == CC_SUM || op == CC_AVG) && (compresses || datatype == CC_FLOAT32);
+}
+
+// The algorithm a spec runs on before the call's size is known;
+// CC_UNSUPPORTED names the ones that can. Auto stays Auto here.
+cc_result_t checkAlgorithm(const CodecSpec& spec, bool compresses, AlgoId requested, AlgoId* out) {
+  const bool chunked = !compresses || spec.hopReencodable();
+  if (!chunked && requested != AlgoId::Auto && requested != AlgoId::Allgather) {
     return setError(CC_UNSUPPORTED,
-                    "codec spec '%s' cannot run on ring: %s; algorithms that can: allgather "
+                    "codec spec '%s' cannot run on %s: %s; algorithms that can: allgather "
                     "(CC_ALGO=allgather or auto)",
-                    spec.canonical.c_str(),
+                    spec.canonical.c_str(), algoName(requested),
                     spec.selector == Selector::TopK
-                        ? "a hop would have to re-encode the growing union of the ranks' indices"
-                        : "its norm spans a whole tensor or model, more than a hop's chunk");
+                        ? "chunks would have to carry the growing union of the ranks' indices"
+                        : "its norm spans a whole tensor or model, more than a chunk");
   }
-  if (requested == AlgoId::Auto) {
-    *out = ringCan ? AlgoId::Ring : AlgoId::Allgather;
-  } else {
-    *out = requested;
-  }
+  *out = chunked ? requested : AlgoId::Allgather;
   return CC_SUCCESS;
 }
 
@@ -266,22 +478,84 @@ struct AlgorithmRun {
   TensorLayout layout;
 };
 
+// The call as auto's cost model sees it.
+CallShape callShape(cc_comm_t comm, const Prims& prims, const CollectiveArgs& args) {
+  CallShape call;
+  call.nranks = comm->nranks;
+  call.count = args.count;
+  call.worker = args.codec->id();
+  call.master = args.masterF32Codec->id();
+  constexpr size_t kProbeValues = 1 << 16;
+  call.workerBytesPerValue = static_cast<double>(args.codec->packedBytes(kProbeValues)) / kProbeValues;
+  call.masterBytesPerValue = static_cast<double>(args.masterF32Codec->packedBytes(kProbeValues)) / kProbeValues;
+  call.ringChunkValues = prims.chunkValues(comm->toNext->slotBytes());
+  call.directChunkValues = prims.chunkValuesBothStages(comm->channels.directSlotBytes);
+  call.treeChunkValues = prims.chunkValues(comm->channels.treeSlotBytes);
+  return call;
+}
+
 cc_result_t runAlgorithm(cc_comm_t comm, SpecCodecs& codecs, AlgoId algo, bool compresses, const AlgorithmRun& run) {
   const Codec* codec = nullptr;
   CC_CHECK(blockCodec(codecs, run.datatype, run.op, &codec));
   const Codec* f32Codec = nullptr;
-  if (run.residual != nullptr) CC_CHECK(blockCodec(codecs, CC_FLOAT32, run.op, &f32Codec));
+  CC_CHECK(blockCodec(codecs, CC_FLOAT32, run.op, &f32Codec));
   CollectiveArgs args{run.input, run.output, run.count, run.datatype, run.op, codec,
                       comm->seed, comm->collectiveSeq, comm->rank, comm->nranks};
   args.specHash = compresses ? codecs.spec.hash : 0;
   args.residual = run.residual;
   args.f32Codec = f32Codec;
+  args.masterF32Codec = f32Codec;
+  args.masterSpecHash = args.specHash;
+  if (compresses && comm->config.hasMasterCodec) {
+    SpecCodecs* master = nullptr;
+    CC_CHECK(specFor(comm, comm->config.masterCodec.canonical.c_str(), &master));
+    CC_CHECK(blockCodec(*master, CC_FLOAT32, run.op, &args.masterF32Codec));
+    args.masterSpecHash = master->spec.hash;
+  }
+
+  // direct and tree sum in float32: other exact reductions stay on ring.
+  const bool float32Sums = float32SumPath(run.datatype, run.op, compresses);
+  if (!float32Sums && algo != AlgoId::Ring) algo = AlgoId::Ring;
+  if (algo == AlgoId::Auto) {
+    const Prims sizing(args);
+    algo = cheapestAlgorithm(comm->costModel, callShape(comm, sizing, args));
+  }
+  float* chunkSums = nullptr;
+  if (algo == AlgoId::Direct || algo == AlgoId::Tree) {
+    if (!comm->channels.open) {
+      return setError(CC_INTERNAL_ERROR, "%s channels were not opened at init (algorithm %s)", algoName(algo),
+                      algoName(comm->config.algo));
+    }
+    const Prims sizing(args);
+    const size_t chunk = std::max(sizing.chunkValues(comm->channels.treeSlotBytes),
+                                  sizing.chunkValuesBothStages(comm->channels.directSlotBytes));
+    chunkSums = grow(comm->scratch.chunkSums, 2 * chunk);
+    args.masterScratch = chunkSums + chunk;
+  }
   ++comm->collectiveSeq;
   Prims prims(args);
   const RingChannels channels{comm->toNext.get(), comm->fromPrev.get()};
   comm->lastAlgorithm = algoName(algo);
   if (algo == AlgoId::Ring) return ringAllreduce(prims, args, channels);
-
+  const AlgorithmChannels& open = comm->channels;
+  if (algo == AlgoId::Direct) {
+    const DirectChannels direct{open.directSlotBytes, open.shardToView.data(), open.shardFromView.data(),
+                                open.sumToView.data(),  open.sumFromView.data(),  open.sumToOthers.data()};
+    return directAllreduce(prims, args, direct, chunkSums);
+  }
+  if (algo == AlgoId::Tree) {
+    TreeChannels tree{};
+    tree.slotBytes = open.treeSlotBytes;
+    for (int t = 0; t < 2; ++t) {
+      tree.up[t] = open.treeUp[t].get();
+      tree.down[t] = open.treeDown[t].get();
+      for (int c = 0; c < 2; ++c) {
+        tree.fromChild[t][c] = open.treeFromChild[t][c].get();
+        tree.toChild[t][c] = open.treeToChild[t][c].get();
+      }
+    }
+    return treeAllreduce(prims, args, open.trees, tree, chunkSums);
+  }
   if (codecs.spec.selector == Selector::TopK && run.count > 0xffffffffull) {
     return setError(CC_UNSUPPORTED, "topk carries 32-bit indices: a call of %zu values is too large; split it",
                     run.count);
@@ -405,7 +679,7 @@ cc_result_t commAllreduce(cc_comm_t comm, const TensorCall* tensors, size_t nten
   const CodecSpec& spec = codecs->spec;
   const bool compresses = specCompresses(spec, datatype, op);
   AlgoId algo = AlgoId::Ring;
-  CC_CHECK(chooseAlgorithm(spec, compresses, comm->config.algo, &algo));
+  CC_CHECK(checkAlgorithm(spec, compresses, comm->config.algo, &algo));
   bool anyResidual = false;
   for (size_t t = 0; t < ntensors; ++t) anyResidual |= tensors[t].residual != nullptr;
   if (compresses && !spec.unbiased() && !anyResidual && !codecs->loggedBiased) {

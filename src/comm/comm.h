@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "algo/algo.h"
 #include "api/config.h"
 #include "codec/codec.h"
 #include "codec/spec.h"
@@ -43,6 +44,22 @@ struct CallScratch {
   std::vector<float> vectorValues;         // allgather: p = x + e in float32
   std::vector<float> vectorSum;
   std::vector<unsigned char> encodings;    // allgather: every rank's encoding
+  std::vector<float> chunkSums;            // direct and tree: a chunk's float32 sums
+};
+
+// The channels of direct and tree, opened at init when the configured
+// algorithm may use them (auto, direct, tree).
+struct AlgorithmChannels {
+  size_t directSlotBytes = 0;
+  std::vector<std::unique_ptr<SendChannel>> shardTo, sumTo;      // [peer]
+  std::vector<std::unique_ptr<RecvChannel>> shardFrom, sumFrom;  // [peer]
+  std::vector<SendChannel*> shardToView, sumToView, sumToOthers;
+  std::vector<RecvChannel*> shardFromView, sumFromView;
+  size_t treeSlotBytes = 0;
+  TreeNode trees[2];
+  std::unique_ptr<SendChannel> treeUp[2], treeToChild[2][2];
+  std::unique_ptr<RecvChannel> treeDown[2], treeFromChild[2][2];
+  bool open = false;
 };
 
 // One tensor of a (possibly fused) call.
@@ -63,6 +80,8 @@ struct cc_comm {
   std::unique_ptr<cc::Transport> transport;
   std::unique_ptr<cc::SendChannel> toNext;
   std::unique_ptr<cc::RecvChannel> fromPrev;
+  cc::AlgorithmChannels channels;
+  cc::CostModel costModel;     // what auto decides with; identical on every rank
   uint64_t collectiveSeq = 0;  // collectives issued so far; identical on every rank
   // Specs by the text callers gave ("" = the communicator's own).
   std::map<std::string, std::unique_ptr<cc::SpecCodecs>> specs;

@@ -1,6 +1,10 @@
 #include "prims/prims.h"
 
+#include <algorithm>
 #include <cstring>
+#include <numeric>
+
+#include "codec/elements.h"
 
 #include "api/error.h"
 
@@ -21,7 +25,12 @@ unsigned char* payloadOf(void* slot) { return static_cast<unsigned char*>(slot) 
 }  // namespace
 
 Prims::Prims(const CollectiveArgs& args)
-    : args_(args), elementBytes_(elementBytes(elementTypeOf(args.datatype))) {}
+    : args_(args), elementBytes_(elementBytes(elementTypeOf(args.datatype))) {
+  if (args_.masterF32Codec == nullptr) {
+    args_.masterF32Codec = args_.f32Codec;
+    args_.masterSpecHash = args_.specHash;
+  }
+}
 
 size_t Prims::chunkValues(size_t slotBytes) const {
   const size_t alignment = args_.codec->alignmentValues();
@@ -50,12 +59,12 @@ RandomStream Prims::randomFor(uint32_t step) const {
 }
 
 void Prims::writeHeader(void* slot, size_t firstIndex, size_t count, uint32_t step,
-                        size_t payloadBytes, size_t streamBytes) const {
+                        size_t payloadBytes, size_t streamBytes, Stage stage) const {
   FrameHeader header;
   std::memset(&header, 0, sizeof(header));
   header.magic = kFrameMagic;
   header.version = kFrameVersion;
-  header.codec = static_cast<uint8_t>(args_.codec->id());
+  header.codec = static_cast<uint8_t>(codecOf(stage).id());
   header.datatype = static_cast<uint8_t>(args_.datatype);
   header.op = static_cast<uint8_t>(args_.op);
   header.senderRank = static_cast<uint32_t>(args_.rank);
@@ -66,14 +75,14 @@ void Prims::writeHeader(void* slot, size_t firstIndex, size_t count, uint32_t st
   header.count = static_cast<uint32_t>(count);
   header.payloadBytes = static_cast<uint32_t>(payloadBytes);
   header.streamBytes = streamBytes;
-  header.specHash = args_.specHash;
+  header.specHash = hashOf(stage);
   header.checksum = frameHeaderChecksum(header);
   std::memcpy(slot, &header, sizeof(header));
 }
 
 cc_result_t Prims::checkHeader(const void* slot, size_t slotBytes, int fromRank, size_t firstIndex,
                                size_t count, uint32_t step, size_t expectedPayload,
-                               size_t streamBytes) const {
+                               size_t streamBytes, Stage stage) const {
   FrameHeader header;
   std::memcpy(&header, slot, sizeof(header));
   if (header.magic != kFrameMagic || header.version != kFrameVersion) {
@@ -98,8 +107,8 @@ cc_result_t Prims::checkHeader(const void* slot, size_t slotBytes, int fromRank,
                     static_cast<unsigned long long>(args_.collectiveSeq));
   }
   if (header.totalCount != args_.count || header.datatype != args_.datatype ||
-      header.op != args_.op || header.codec != static_cast<uint8_t>(args_.codec->id()) ||
-      header.specHash != args_.specHash) {
+      header.op != args_.op || header.codec != static_cast<uint8_t>(codecOf(stage).id()) ||
+      header.specHash != hashOf(stage)) {
     return setError(CC_REMOTE_ERROR,
                     "rank %d called compressed_allreduce with count %llu, datatype %u, op %u, "
                     "codec %s (spec hash 0x%08x) but this rank with count %zu, datatype %d, op %d, "
@@ -107,7 +116,7 @@ cc_result_t Prims::checkHeader(const void* slot, size_t slotBytes, int fromRank,
                     fromRank, static_cast<unsigned long long>(header.totalCount), header.datatype,
                     header.op, codecName(static_cast<CodecId>(header.codec)), header.specHash,
                     args_.count, static_cast<int>(args_.datatype), static_cast<int>(args_.op),
-                    codecName(args_.codec->id()), args_.specHash);
+                    codecName(codecOf(stage).id()), hashOf(stage));
   }
   if (header.step != step || header.firstIndex != firstIndex || header.count != count ||
       header.payloadBytes != expectedPayload || header.streamBytes != streamBytes ||
@@ -170,17 +179,135 @@ cc_result_t Prims::recvDecodeAddEncodeSendDecode(RecvChannel& from, int fromRank
 
 cc_result_t Prims::recvForwardDecode(RecvChannel& from, int fromRank, SendChannel* to,
                                      size_t firstIndex, size_t count, uint32_t step) {
+  SendChannel* const targets[1] = {to};
+  return recvForwardDecode(from, fromRank, targets, to != nullptr ? 1 : 0, firstIndex, count, step - 1, step,
+                           Stage::Worker);
+}
+
+size_t Prims::chunkValuesBothStages(size_t slotBytes) const {
+  const size_t alignment = std::lcm(args_.codec->alignmentValues(), args_.masterF32Codec->alignmentValues());
+  const size_t payload = slotBytes - kFrameHeaderBytes;
+  auto fits = [&](size_t values) {
+    return args_.codec->packedBytes(values) <= payload && args_.masterF32Codec->packedBytes(values) <= payload;
+  };
+  size_t units = payload / std::max(args_.codec->packedBytes(alignment), args_.masterF32Codec->packedBytes(alignment));
+  while (units > 0 && !fits(units * alignment)) --units;
+  return units * alignment;
+}
+
+void Prims::loadLocal(size_t firstIndex, size_t count, float* acc) const {
+  const ElementType type = elementTypeOf(args_.datatype);
+  if (type == ElementType::F32) {
+    std::memcpy(acc, local(firstIndex), count * sizeof(float));
+    return;
+  }
+  const unsigned char* values = local(firstIndex);
+  for (size_t i = 0; i < count; ++i) acc[i] = loadFloat(type, values, i);
+}
+
+cc_result_t Prims::postToAll(SendChannel* const* to, int nto, void* first, size_t frameBytes) {
+  // Copies are made before the first slot is posted: once posted, a slot of
+  // the local transport belongs to its receiver.
+  for (int k = 1; k < nto; ++k) {
+    void* slot = nullptr;
+    CC_CHECK(to[k]->acquire(&slot));
+    std::memcpy(slot, first, frameBytes);
+    CC_CHECK(to[k]->post(frameBytes));
+  }
+  return to[0]->post(frameBytes);
+}
+
+cc_result_t Prims::recvReduceEncodeSend(RecvChannel& from, int fromRank, uint32_t expectedStep,
+                                        const float* baseF32, SendChannel* const* to, int nto,
+                                        size_t firstIndex, size_t count, uint32_t step, bool final) {
   void* in = nullptr;
   CC_CHECK(from.wait(&in));
   const size_t payload = args_.codec->packedBytes(count);
-  CC_CHECK(checkHeader(in, from.slotBytes(), fromRank, firstIndex, count, step - 1, payload));
-  if (to != nullptr) {
-    // The packed bytes go on as they came; only the header names this hop.
-    writeHeader(in, firstIndex, count, step, payload);
-    CC_CHECK(to->forward(from, in, kFrameHeaderBytes + payload));
+  CC_CHECK(checkHeader(in, from.slotBytes(), fromRank, firstIndex, count, expectedStep, payload));
+  void* out = nullptr;
+  CC_CHECK(to[0]->acquire(&out));
+  const uint32_t divisor = final && args_.op == CC_AVG ? static_cast<uint32_t>(args_.nranks) : 1;
+  const ElementType type = elementTypeOf(args_.datatype);
+  // A float32 base goes through the float32 codec (same packed format); its
+  // decoded result lands in the output directly only for float32 users.
+  const ResidualCodecs codecs = baseF32 ? ResidualCodecs{args_.f32Codec, args_.f32Codec, ElementType::F32}
+                                        : residualCodecs();
+  const void* base = baseF32 ? static_cast<const void*>(baseF32) : static_cast<const void*>(local(firstIndex));
+  void* decodedOut = final && (baseF32 == nullptr || type == ElementType::F32) ? output(firstIndex) : nullptr;
+  if (args_.residual != nullptr) {
+    decodeAddEncodeWithResidual(codecs, payloadOf(in), base, args_.residual + firstIndex, count, firstIndex,
+                                randomFor(step), divisor, payloadOf(out), decodedOut);
+  } else {
+    codecs.codec->decodeAddEncode(payloadOf(in), base, count, firstIndex, randomFor(step), divisor,
+                                  payloadOf(out), decodedOut);
   }
-  args_.codec->decode(payloadOf(in), count, output(firstIndex));
+  if (final && decodedOut == nullptr) args_.codec->decode(payloadOf(out), count, output(firstIndex));
+  writeHeader(out, firstIndex, count, step, payload);
+  CC_CHECK(from.release());
+  return postToAll(to, nto, out, kFrameHeaderBytes + payload);
+}
+
+cc_result_t Prims::recvDecodeAccumulate(RecvChannel& from, int fromRank, uint32_t expectedStep, float* acc,
+                                        size_t firstIndex, size_t count) {
+  void* in = nullptr;
+  CC_CHECK(from.wait(&in));
+  const size_t payload = args_.codec->packedBytes(count);
+  CC_CHECK(checkHeader(in, from.slotBytes(), fromRank, firstIndex, count, expectedStep, payload));
+  args_.codec->decodeAccumulate(payloadOf(in), count, acc);
   return from.release();
+}
+
+cc_result_t Prims::encodeSumSendDecode(float* sum, size_t firstIndex, size_t count, uint32_t step,
+                                       SendChannel* const* to, int nto, float* decodedScratch) {
+  const float divisor = args_.op == CC_AVG ? static_cast<float>(args_.nranks) : 1.0f;
+  float* residual = args_.residual ? args_.residual + firstIndex : nullptr;
+  if (residual != nullptr || divisor != 1.0f) {
+    for (size_t i = 0; i < count; ++i) sum[i] = (sum[i] + (residual ? residual[i] : 0.0f)) / divisor;
+  }
+  void* out = nullptr;
+  CC_CHECK(to[0]->acquire(&out));
+  const Codec& master = *args_.masterF32Codec;
+  master.encode(sum, count, firstIndex, randomFor(step), payloadOf(out));
+  const size_t payload = master.packedBytes(count);
+  if (residual != nullptr) {
+    master.decode(payloadOf(out), count, decodedScratch);
+    for (size_t i = 0; i < count; ++i) residual[i] = divisor * (sum[i] - decodedScratch[i]);
+  }
+  decodeMaster(payloadOf(out), firstIndex, count);
+  writeHeader(out, firstIndex, count, step, payload, 0, Stage::Master);
+  return postToAll(to, nto, out, kFrameHeaderBytes + payload);
+}
+
+cc_result_t Prims::recvForwardDecode(RecvChannel& from, int fromRank, SendChannel* const* to, int nto,
+                                     size_t firstIndex, size_t count, uint32_t expectedStep, uint32_t step,
+                                     Stage stage) {
+  void* in = nullptr;
+  CC_CHECK(from.wait(&in));
+  const Codec& codec = codecOf(stage);
+  const size_t payload = codec.packedBytes(count);
+  CC_CHECK(checkHeader(in, from.slotBytes(), fromRank, firstIndex, count, expectedStep, payload, 0, stage));
+  if (nto > 0) {
+    // The packed bytes go on as they came; only the header names this hop.
+    writeHeader(in, firstIndex, count, step, payload, 0, stage);
+    for (int k = 0; k < nto; ++k) CC_CHECK(to[k]->forward(from, in, kFrameHeaderBytes + payload));
+  }
+  if (stage == Stage::Master) {
+    decodeMaster(payloadOf(in), firstIndex, count);
+  } else {
+    codec.decode(payloadOf(in), count, output(firstIndex));
+  }
+  return from.release();
+}
+
+void Prims::decodeMaster(const void* packed, size_t firstIndex, size_t count) {
+  const ElementType type = elementTypeOf(args_.datatype);
+  if (type == ElementType::F32) {
+    args_.masterF32Codec->decode(packed, count, output(firstIndex));
+    return;
+  }
+  args_.masterF32Codec->decode(packed, count, args_.masterScratch);
+  unsigned char* out = output(firstIndex);
+  for (size_t i = 0; i < count; ++i) storeFloat(type, out, i, args_.masterScratch[i]);
 }
 
 size_t Prims::fragmentBytes(size_t slotBytes) const { return slotBytes - kFrameHeaderBytes; }

@@ -53,8 +53,19 @@ struct CollectiveArgs {
   // Error feedback: when not null, every encode of this rank folds the
   // residual in and leaves what it lost there (indexed like sendbuf).
   float* residual = nullptr;
-  const Codec* f32Codec = nullptr;  // the codec for float32 values; needed with a residual
+  const Codec* f32Codec = nullptr;  // the codec for float32 values (same packed format)
+  // The master codec C_M of `direct`'s owners for float32 (the worker's
+  // f32Codec when unset), and its spec's hash.
+  const Codec* masterF32Codec = nullptr;
+  uint32_t masterSpecHash = 0;
+  // float32 values of one chunk: master-stage decodes into other types go
+  // through it (the master stage packs float32 sums with masterF32Codec).
+  float* masterScratch = nullptr;
 };
+
+// Which codec packed a frame: the worker codec C_W (every encode of ring and
+// tree, the shards of direct) or the master codec C_M (direct's owner sums).
+enum class Stage : uint8_t { Worker, Master };
 
 class Prims {
  public:
@@ -85,6 +96,36 @@ class Prims {
   cc_result_t recvForwardDecode(RecvChannel& from, int fromRank, SendChannel* to,
                                 size_t firstIndex, size_t count, uint32_t step);
 
+  // The same hop for trees and direct: expects a frame of `expectedStep`
+  // from `fromRank`; the sum D(in) + base is encoded once (step `step`) and
+  // the same packed bytes go to every channel of `to` (at least one). `base`
+  // is this rank's values when `baseF32` is null, else baseF32 (float32: this
+  // rank's values plus other inputs already decoded). When `final`, the sum
+  // is divided for AVG and also decoded into the output.
+  cc_result_t recvReduceEncodeSend(RecvChannel& from, int fromRank, uint32_t expectedStep, const float* baseF32,
+                                   SendChannel* const* to, int nto, size_t firstIndex, size_t count,
+                                   uint32_t step, bool final);
+  // acc[0..count) += D(in) for a worker-codec frame of `expectedStep`.
+  cc_result_t recvDecodeAccumulate(RecvChannel& from, int fromRank, uint32_t expectedStep, float* acc,
+                                   size_t firstIndex, size_t count);
+  // acc[0..count) <- this rank's values as float32 (without the residual).
+  void loadLocal(size_t firstIndex, size_t count, float* acc) const;
+  // direct's owner: sum (float32, this rank's values plus the decoded shards)
+  // -> C_M((sum + residual) / divisor), sent to every channel of `to` and
+  // decoded into the output; the residual keeps what C_M lost. `sum` is
+  // overwritten; `decodedScratch` holds `count` floats.
+  cc_result_t encodeSumSendDecode(float* sum, size_t firstIndex, size_t count, uint32_t step,
+                                  SendChannel* const* to, int nto, float* decodedScratch);
+  // Receives a packed result of `stage` at `expectedStep`, forwards it
+  // unchanged (as step `step`) to every channel of `to` (may be none) and
+  // decodes it into the output.
+  cc_result_t recvForwardDecode(RecvChannel& from, int fromRank, SendChannel* const* to, int nto,
+                                size_t firstIndex, size_t count, uint32_t expectedStep, uint32_t step,
+                                Stage stage);
+  // Values per chunk such that a chunk's packed form fits a slot for both
+  // codecs (direct), at the common alignment.
+  size_t chunkValuesBothStages(size_t slotBytes) const;
+
   // Byte streams (the allgather of whole-vector encodings): a stream of
   // `streamBytes` bytes travels in fragments of at most fragmentBytes(slot);
   // `offset` is the fragment's place in the stream.
@@ -105,10 +146,19 @@ class Prims {
   ResidualCodecs residualCodecs() const;
   cc_result_t fusedHop(RecvChannel& from, int fromRank, SendChannel& to, size_t firstIndex,
                        size_t count, uint32_t step, uint32_t divisor, void* decodedOut);
+  // The master stage packs and unpacks with the float32 codec: the owner's
+  // sum is float32, and an exact master keeps float32 on the wire.
+  const Codec& codecOf(Stage stage) const { return stage == Stage::Master ? *args_.masterF32Codec : *args_.codec; }
+  void decodeMaster(const void* packed, size_t firstIndex, size_t count);
+  uint32_t hashOf(Stage stage) const { return stage == Stage::Master ? args_.masterSpecHash : args_.specHash; }
   void writeHeader(void* slot, size_t firstIndex, size_t count, uint32_t step, size_t payloadBytes,
-                   size_t streamBytes = 0) const;
+                   size_t streamBytes = 0, Stage stage = Stage::Worker) const;
   cc_result_t checkHeader(const void* slot, size_t slotBytes, int fromRank, size_t firstIndex,
-                          size_t count, uint32_t step, size_t expectedPayload, size_t streamBytes = 0) const;
+                          size_t count, uint32_t step, size_t expectedPayload, size_t streamBytes = 0,
+                          Stage stage = Stage::Worker) const;
+  // Copies the frame in `first` into a fresh slot of each further channel and
+  // posts them all.
+  cc_result_t postToAll(SendChannel* const* to, int nto, void* first, size_t frameBytes);
 
   CollectiveArgs args_;
   size_t elementBytes_;

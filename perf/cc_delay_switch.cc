@@ -1,0 +1,2 @@
+// Placeholder: replaced by the delay switch.
+int main() { return 77; }

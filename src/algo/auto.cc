@@ -1,0 +1,93 @@
+// auto: predicts each algorithm's time from measured link and codec costs
+// and runs the cheapest. The model (docs/algorithms.md) is a pipeline: a
+// call is `iterations` chunks deep; each chunk crosses `hops` sequential
+// links (a latency each, paid once as the pipeline fills), and in steady
+// state a rank is busy, per chunk, with the larger of its wire time and its
+// compute time, plus a fixed cost per message it sends or receives.
+#include <algorithm>
+#include <cmath>
+
+#include "algo/algo.h"
+
+namespace cc {
+namespace {
+
+struct Pipeline {
+  double hops = 0;        // sequential link crossings per chunk
+  double iterations = 0;  // chunks, one after another
+  double messages = 0;    // sent + received by one rank per iteration
+  double wireBytes = 0;   // through one rank's busiest direction per iteration
+  double computeSeconds = 0;  // one rank's codec passes per iteration
+};
+
+double seconds(const LinkCosts& link, const Pipeline& p) {
+  if (p.iterations <= 0) return 0;
+  const double perIteration = std::max(p.wireBytes / link.bytesPerSecond, p.computeSeconds) + p.messages * link.perMessage;
+  return p.hops * link.latency + p.iterations * perIteration;
+}
+
+double ceilDiv(double a, double b) { return b <= 0 ? 0 : std::ceil(a / b); }
+
+}  // namespace
+
+double estimateSeconds(const CostModel& model, const CallShape& call, AlgoId algo) {
+  const double n = call.nranks;
+  const double count = static_cast<double>(call.count);
+  const CodecCosts& w = model.codec[static_cast<int>(call.worker)];
+  const CodecCosts& m = model.codec[static_cast<int>(call.master)];
+  const double segment = count / n;  // values each rank owns
+  Pipeline p;
+  switch (algo) {
+    case AlgoId::Ring: {
+      const double chunk = std::min<double>(segment, static_cast<double>(call.ringChunkValues));
+      p.iterations = ceilDiv(segment, chunk);
+      p.hops = 2 * (n - 1);
+      p.messages = 4 * (n - 1);
+      p.wireBytes = 2 * (n - 1) * chunk * call.workerBytesPerValue;
+      // one encode, n - 1 fused hops (the last one the owner's), n - 1 decodes
+      p.computeSeconds = chunk * (w.encode + (n - 1) * w.fused + (n - 1) * w.decode);
+      break;
+    }
+    case AlgoId::Direct: {
+      const double chunk = std::min<double>(segment, static_cast<double>(call.directChunkValues));
+      p.iterations = ceilDiv(segment, chunk);
+      p.hops = 2;
+      p.messages = 4 * (n - 1);
+      p.wireBytes = (n - 1) * chunk * (call.workerBytesPerValue + call.masterBytesPerValue);
+      p.computeSeconds = chunk * ((n - 1) * (w.encode + w.decodeAccumulate + m.decode) + m.encode);
+      break;
+    }
+    case AlgoId::Tree: {
+      const double half = count / 2;
+      const double chunk = std::min<double>(half, static_cast<double>(call.treeChunkValues));
+      const double depth = std::ceil(std::log2(n));
+      p.iterations = ceilDiv(half, chunk);
+      p.hops = 2 * depth;
+      // interior in one tree (two children), a leaf in the other
+      p.messages = 8;
+      // per chunk of each half: 4 messages out (up twice, down to two
+      // children) and 4 in
+      p.wireBytes = 4 * chunk * call.workerBytesPerValue;
+      p.computeSeconds = chunk * (w.decodeAccumulate + w.fused + 2 * w.decode + w.encode);
+      break;
+    }
+    default:
+      return INFINITY;
+  }
+  return seconds(model.link, p);
+}
+
+AlgoId cheapestAlgorithm(const CostModel& model, const CallShape& call) {
+  AlgoId best = AlgoId::Ring;
+  double bestSeconds = estimateSeconds(model, call, AlgoId::Ring);
+  for (AlgoId candidate : {AlgoId::Direct, AlgoId::Tree}) {
+    const double t = estimateSeconds(model, call, candidate);
+    if (t < bestSeconds) {
+      best = candidate;
+      bestSeconds = t;
+    }
+  }
+  return best;
+}
+
+}  // namespace cc
