@@ -2,7 +2,9 @@
 # Emulated cluster: N hosts as network namespaces joined by veth pairs to a
 # Linux bridge in a "switch" namespace, every port shaped both ways with tc tbf
 # (optionally netem delay and loss on the switch side), running COMMAND on
-# every host with the rank environment set. Always tears down: on exit, on
+# every host with the rank environment set. Where the kernel has no netem,
+# --delay swaps the bridge for a userspace delay switch (cc_delay_switch) whose
+# TAP devices become the hosts' eth0. Always tears down: on exit, on
 # failure, on INT/TERM/HUP; leftovers of a SIGKILLed run are removed by
 # `--cleanup` and by the next run. See docs/cluster.md.
 #
@@ -26,7 +28,9 @@ COMMAND in every host namespace at once and tears everything down at the end.
 
   --hosts N          number of hosts (ranks), 1..254
   --link RATE        tc rate of every port, each direction: 100mbit, 1gbit, 10gbit, ...
-  --delay DELAY      one-way host-to-host delay added by netem on the switch side (50us, 1ms)
+  --delay DELAY      one-way host-to-host delay added by netem on the switch side (50us, 1ms);
+                     without netem, by the userspace delay switch cc_delay_switch (binary:
+                     $CC_DELAY_SWITCH, else build/perf/cc_delay_switch of this source tree)
   --loss PCT         packet loss per one-way host-to-host path, percent (0.1 or 0.1%)
   --port PORT        rank 0's port in CC_COMM_ID (default 29500)
   --timeout SECONDS  wall-clock limit of the run; every rank is killed then (default 3600)
@@ -41,7 +45,8 @@ CC_SOCKET_IFNAME=eth0 CC_CLUSTER_HOSTS=N CC_CLUSTER_LINK=RATE.
 Rank 0's output goes to this script's stdout/stderr; the others' go to log
 files, whose tail is printed when a rank fails. Exit status: the first
 non-zero rank exit status (0 when all succeed), 124 on timeout, 77 when
-namespaces or the requested qdiscs cannot be created here, 2 on bad usage.
+namespaces or the requested qdiscs (or the delay switch) cannot be set up
+here, 2 on bad usage.
 EOF
 }
 
@@ -186,6 +191,8 @@ readonly SW=$RUN-sw
 created=()       # namespaces to delete, in creation order
 declare -A live=()   # rank pid -> rank, not yet reaped
 timer_pid=''
+dsw_pid=''       # the delay switch (delay-switch mode only)
+dsw_log=''
 logdir=''
 remove_logdir=0
 torn_down=0
@@ -208,7 +215,15 @@ teardown() {
       done
     } >"$keep_logs/tc-stats.txt" 2>/dev/null || true
   fi
-  for ns in "${created[@]}"; do kill_ns_procs "$ns"; done
+  # Hosts first, the switch namespace (and its delay switch) last.
+  local i
+  for ((i = ${#created[@]} - 1; i >= 0; i--)); do kill_ns_procs "${created[i]}"; done
+  if [[ -n $dsw_pid ]]; then
+    kill -TERM "$dsw_pid" 2>/dev/null || true
+    wait "$dsw_pid" 2>/dev/null || true
+    # Its counters: drops and the lateness of the delay.
+    grep -E '^cc_delay_switch: (total|lateness)' "$dsw_log" 2>/dev/null | while IFS= read -r line; do say "$line"; done
+  fi
   for ns in "${created[@]}"; do
     ip netns del "$ns" 2>/dev/null || say "could not delete namespace $ns (try: $0 --cleanup)"
   done
@@ -314,7 +329,9 @@ else
 fi
 
 # netem is optional in kernels; without it, loss falls back to a BPF
-# classifier, and delay cannot be emulated at all.
+# classifier, and delay to the userspace delay switch (which then also does
+# the loss, if any).
+switch_mode=bridge
 if [[ -n $delay || $loss_mode == netem ]]; then
   if ! ip netns add "$RUN-probe" 2>"$logdir/.ip.err"; then
     skip "'ip netns add' is not permitted: $(cat "$logdir/.ip.err")"
@@ -323,9 +340,26 @@ if [[ -n $delay || $loss_mode == netem ]]; then
   tc -n "$RUN-probe" qdisc add dev lo root netem delay 1ms 2>/dev/null || have_netem=0
   ip netns del "$RUN-probe"
   if ((!have_netem)); then
-    [[ -z $delay ]] || skip "--delay needs the netem qdisc, which this kernel lacks (CONFIG_NET_SCH_NETEM)"
-    loss_mode=bpf
+    if [[ -n $delay ]]; then
+      switch_mode=delay
+      [[ $loss_mode == none ]] || loss_mode='delay-switch'
+    else
+      loss_mode=bpf
+    fi
   fi
+fi
+
+if [[ $switch_mode == delay ]]; then
+  here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
+  dsw_bin=${CC_DELAY_SWITCH:-$here/../build/perf/cc_delay_switch}
+  [[ -x $dsw_bin && ! -d $dsw_bin ]] ||
+    skip "--delay needs the netem qdisc, which this kernel lacks (CONFIG_NET_SCH_NETEM), or the userspace delay switch: '$dsw_bin' is not an executable (build the cc_delay_switch target, or set CC_DELAY_SWITCH=/path/to/cc_delay_switch)"
+  [[ -c /dev/net/tun ]] || skip "--delay without netem needs TAP devices: /dev/net/tun is missing (CONFIG_TUN)"
+  # The tc time (bare number = microseconds, as in tc) in nanoseconds.
+  delay_ns=$(awk -v d="${delay,,}" 'BEGIN {
+    n = d + 0; u = d; sub(/^[0-9.]+/, "", u)
+    m = (u ~ /^s/) ? 1e9 : (u ~ /^ms/) ? 1e6 : 1e3
+    printf "%.0f\n", n * m }')
 fi
 
 if ! ip netns add "$SW" 2>"$logdir/.ip.err"; then
@@ -333,8 +367,37 @@ if ! ip netns add "$SW" 2>"$logdir/.ip.err"; then
 fi
 created+=("$SW")
 ip -n "$SW" link set lo up
-ip -n "$SW" link add br0 type bridge stp_state 0 forward_delay 0 mcast_snooping 0
-ip -n "$SW" link set br0 up
+if [[ $switch_mode == bridge ]]; then
+  ip -n "$SW" link add br0 type bridge stp_state 0 forward_delay 0 mcast_snooping 0
+  ip -n "$SW" link set br0 up
+else
+  # The delay switch creates TAP devices h0..h<N-1> in the switch namespace
+  # and keeps their file descriptors; each is then moved into its host
+  # namespace and becomes eth0 there (the descriptor stays bound to it). It
+  # paces every output port at the link rate (the switch-to-host direction,
+  # as the tbf behind netem would) with the tbf's bucket and queue limit.
+  dsw_ports=$(seq -s, -f 'h%.0f' 0 $((hosts - 1)))
+  dsw_args=(--ports "$dsw_ports" --delay-ns "$delay_ns" --rate "$rate_bits" --burst "$burst" --limit "$limit")
+  [[ $loss_mode != delay-switch ]] || dsw_args+=(--loss "$loss")
+  # Extra options for tuning (e.g. --spin-us 30 --poll-us 200), word-split.
+  # shellcheck disable=SC2206
+  [[ -z ${CC_DELAY_SWITCH_ARGS:-} ]] || dsw_args+=(${CC_DELAY_SWITCH_ARGS})
+  dsw_log=$logdir/delay-switch.log
+  ip netns exec "$SW" "$dsw_bin" "${dsw_args[@]}" </dev/null >"$dsw_log" 2>&1 &
+  dsw_pid=$!
+  for ((tries = 0; tries < 100; tries++)); do
+    grep -qx ready "$dsw_log" 2>/dev/null && break
+    kill -0 "$dsw_pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  if ! grep -qx ready "$dsw_log" 2>/dev/null; then
+    msg=$(tail -n 3 -- "$dsw_log" 2>/dev/null | tr '\n' ' ')
+    kill -TERM "$dsw_pid" 2>/dev/null || true
+    wait "$dsw_pid" 2>/dev/null || true
+    dsw_pid=''
+    skip "the delay switch ($dsw_bin) did not start: ${msg:-no output}"
+  fi
+fi
 
 for ((i = 0; i < hosts; i++)); do
   h=$RUN-h$i
@@ -344,17 +407,24 @@ for ((i = 0; i < hosts; i++)); do
   # IPv4 only: no link-local IPv6 address for Gloo to pick, no RS/MLD chatter.
   ip netns exec "$h" sh -c 'echo 1 >/proc/sys/net/ipv6/conf/all/disable_ipv6 &&
     echo 1 >/proc/sys/net/ipv6/conf/default/disable_ipv6' 2>/dev/null || true
-  ip -n "$SW" link add "h$i" type veth peer name eth0 netns "$h"
-  ip -n "$SW" link set "h$i" master br0
-  ip -n "$SW" link set "h$i" up
+  if [[ $switch_mode == bridge ]]; then
+    ip -n "$SW" link add "h$i" type veth peer name eth0 netns "$h"
+    ip -n "$SW" link set "h$i" master br0
+    ip -n "$SW" link set "h$i" up
+  else
+    ip -n "$SW" link set "h$i" netns "$h"
+    ip -n "$h" link set "h$i" name eth0
+    # A long TAP queue: the switch reads it, nothing should be dropped there.
+    ip -n "$h" link set eth0 mtu 1500 txqueuelen 10000
+  fi
   ip -n "$h" addr add "$SUBNET.$((i + 1))/24" dev eth0
   ip -n "$h" link set eth0 up
   shape_host "$h"
-  shape_switch_port "h$i"
+  [[ $switch_mode == delay ]] || shape_switch_port "h$i"
 done
 rm -f -- "$logdir/.tc.err" "$logdir/.ip.err"
 
-say "run $RUN: $hosts host(s) on $SUBNET.0/24, every port $link each way (tbf burst $burst B, limit $limit B)${delay:+, delay $delay one way}${loss:+, loss $loss% one way ($loss_mode)}; logs in $logdir"
+say "run $RUN: $hosts host(s) on $SUBNET.0/24, every port $link each way (tbf burst $burst B, limit $limit B)${delay:+, delay $delay one way}${loss:+, loss $loss% one way ($loss_mode)}$([[ $switch_mode == bridge ]] || echo ", switch: userspace delay switch (no netem)"); logs in $logdir"
 
 # ----------------------------------------------------------------- ranks ---
 
@@ -386,7 +456,15 @@ status=0
 in_grace=0
 while ((${#live[@]})); do
   done_pid='' rc=0
-  wait -n -p done_pid "${!live[@]}" "$timer_pid" || rc=$?
+  wait -n -p done_pid "${!live[@]}" "$timer_pid" ${dsw_pid:+"$dsw_pid"} || rc=$?
+  if [[ -n $dsw_pid && $done_pid == "$dsw_pid" ]]; then
+    dsw_pid=''
+    say "the delay switch exited (status $rc) while ranks ${live[*]} still run: stopping them"
+    say "---- last 20 lines of its log ($dsw_log) ----"
+    tail -n 20 -- "$dsw_log" >&2 || true
+    ((status != 0)) || status=1
+    break
+  fi
   if [[ $done_pid == "$timer_pid" ]]; then
     timer_pid=''
     if ((in_grace)); then

@@ -1,0 +1,2 @@
+// Placeholder: replaced by the accuracy study.
+int main() { return 0; }

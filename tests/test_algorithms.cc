@@ -1,0 +1,3 @@
+// Placeholder: replaced by the algorithm tests.
+#include <gtest/gtest.h>
+TEST(Algorithms, Placeholder) { SUCCEED(); }
