@@ -265,9 +265,41 @@ cc_result_t measureLink(SendChannel& toNext, RecvChannel& fromPrev, int rank, in
 
 // Measures, publishes and agrees: every rank ends with the slowest rank's
 // figure for every entry, so every rank's auto decides alike.
+// The cost of a message to or from another peer: every rank sends one small
+// message to each peer and waits for one from each (direct's pattern); each
+// peer beyond the first costs a send and a receive, on another connection.
+cc_result_t measureFanOut(const AlgorithmChannels& channels, int rank, int nranks, double latency, double* perMessage) {
+  if (nranks < 3) return CC_SUCCESS;
+  std::vector<double> rounds;
+  for (int round = 0; round < 8; ++round) {
+    const double start = nowSeconds();
+    for (int k = 1; k < nranks; ++k) {
+      SendChannel& to = *channels.shardTo[(rank + k) % nranks];
+      void* slot = nullptr;
+      CC_CHECK(to.acquire(&slot));
+      std::memset(slot, 0, 64);
+      CC_CHECK(to.post(64));
+    }
+    for (int k = 1; k < nranks; ++k) {
+      const int peer = (rank - k + nranks) % nranks;
+      RecvChannel& from = *channels.shardFrom[peer];
+      void* slot = nullptr;
+      cc_result_t result = from.wait(&slot);
+      if (result != CC_SUCCESS) return addErrorContext(result, "measuring the links to every peer (rank %d)", peer);
+      CC_CHECK(from.release());
+    }
+    if (round > 0) rounds.push_back(nowSeconds() - start);  // the first one warms connections up
+  }
+  std::sort(rounds.begin(), rounds.end());
+  const double fan = rounds[rounds.size() / 2];
+  *perMessage = std::max(*perMessage, (fan - latency) / (2.0 * (nranks - 2)));
+  return CC_SUCCESS;
+}
+
 cc_result_t measureCostModel(StoreClient& store, cc_comm& comm, CostModel* model) {
   CostModel mine;
   CC_CHECK(measureLink(*comm.toNext, *comm.fromPrev, comm.rank, comm.nranks, &mine.link));
+  CC_CHECK(measureFanOut(comm.channels, comm.rank, comm.nranks, mine.link.latency, &mine.link.perMessage));
   const CodecSpec& configured = comm.config.codec;
   const CodecSpec dither = configured.isDither() && configured.scope == Scope::Bucket ? configured
                                                                                       : simpleCodecSpec("dither_nat");
