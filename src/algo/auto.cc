@@ -18,13 +18,20 @@ struct Pipeline {
   double messages = 0;    // sent + received by one rank per iteration
   double wireBytes = 0;   // through one rank's busiest direction per iteration
   double computeSeconds = 0;  // one rank's codec passes per iteration
+  double fillSeconds = 0;     // store-and-forward of the first chunk beyond its first link
 };
 
-double seconds(const LinkCosts& link, const Pipeline& p) {
+// `fixed`: the measured time of a minimal call, when there is one; it
+// replaces the fill latency and the first chunk's messages.
+double seconds(const LinkCosts& link, const Pipeline& p, double fixed) {
   if (p.iterations <= 0) return 0;
-  const double perIteration = std::max(p.wireBytes / link.bytesPerSecond, p.computeSeconds) + p.messages * link.perMessage;
-  return p.hops * link.latency + p.iterations * perIteration;
+  const double busy = std::max(p.wireBytes / link.bytesPerSecond, p.computeSeconds);
+  const double perMessages = p.messages * link.perMessage;
+  if (fixed > 0) return fixed + p.fillSeconds + p.iterations * busy + (p.iterations - 1) * perMessages;
+  return p.hops * link.latency + p.fillSeconds + p.iterations * (busy + perMessages);
 }
+
+int fixedIndex(AlgoId algo) { return algo == AlgoId::Ring ? 0 : algo == AlgoId::Direct ? 1 : 2; }
 
 constexpr double kManyFlowsCost = 1.15;
 
@@ -74,12 +81,14 @@ double estimateSeconds(const CostModel& model, const CallShape& call, AlgoId alg
       // children) and 4 in
       p.wireBytes = 4 * chunk * call.workerBytesPerValue;
       p.computeSeconds = chunk * (w.decodeAccumulate + w.fused + 2 * w.decode + w.encode);
+      // a chunk is received whole before it goes on: up and down the tree
+      p.fillSeconds = (p.hops - 1) * chunk * call.workerBytesPerValue / model.link.bytesPerSecond;
       break;
     }
     default:
       return INFINITY;
   }
-  return seconds(model.link, p);
+  return seconds(model.link, p, model.fixedSeconds[fixedIndex(algo)]);
 }
 
 AlgoId cheapestAlgorithm(const CostModel& model, const CallShape& call) {
