@@ -1,3 +1,750 @@
-// Placeholder: replaced by the algorithm tests.
-#include <gtest/gtest.h>
-TEST(Algorithms, Placeholder) { SUCCEED(); }
+// The algorithms ring, direct, tree and auto through compressed_allreduce
+// (ranks as threads over the local transport): the double binary tree's
+// shape, auto's cost model, every algorithm x codec bit-identical and within
+// its bound, direct's master codec, what each algorithm refuses, and the
+// accuracy trend that motivates direct (its error does not grow with n).
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "algo/algo.h"
+#include "codec/spec.h"
+#include "codec_bounds.h"
+#include "comm/comm.h"
+#include "test_helpers.h"
+
+using namespace cctest;
+
+namespace {
+
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old, hadOld_ = true;
+    setenv(name, value, 1);
+  }
+  ~ScopedEnv() {
+    if (hadOld_) setenv(name_.c_str(), old_.c_str(), 1);
+    else unsetenv(name_.c_str());
+  }
+
+ private:
+  std::string name_, old_;
+  bool hadOld_ = false;
+};
+
+cc::CodecSpec parse(const char* text) {
+  cc::CodecSpec spec;
+  EXPECT_EQ(cc::parseCodecSpec(text, &spec), CC_SUCCESS) << cc_get_last_error(nullptr);
+  return spec;
+}
+
+// ---------------------------------------------------------------------------
+// The double binary tree.
+
+TEST(DoubleBinaryTree, TwoValidTreesOfLogDepthThatShareNoInteriorRankForEvenN) {
+  for (int n = 1; n <= 64; ++n) {
+    SCOPED_TRACE("n = " + std::to_string(n));
+    std::vector<cc::TreeNode> nodes[2];
+    for (int t = 0; t < 2; ++t) nodes[t] = binaryTreeNodes(n, t);
+    const int logN = static_cast<int>(std::ceil(std::log2(static_cast<double>(n))));
+    for (int t = 0; t < 2; ++t) {
+      SCOPED_TRACE("tree " + std::to_string(t));
+      int root = -1, roots = 0, edges = 0;
+      for (int v = 0; v < n; ++v) {
+        const cc::TreeNode& node = nodes[t][v];
+        if (node.parent < 0) {
+          root = v;
+          ++roots;
+        } else {
+          ASSERT_LT(node.parent, n);
+          ASSERT_NE(node.parent, v);
+          const cc::TreeNode& parent = nodes[t][node.parent];
+          EXPECT_TRUE(parent.child[0] == v || parent.child[1] == v)
+              << "rank " << v << "'s parent " << node.parent << " does not list it as a child";
+        }
+        EXPECT_TRUE(node.child[0] < 0 || node.child[0] != node.child[1]) << "rank " << v << " lists a child twice";
+        for (int c : node.child) {
+          if (c < 0) continue;
+          ASSERT_LT(c, n);
+          ++edges;
+          EXPECT_EQ(nodes[t][c].parent, v) << "rank " << v << " lists " << c << " whose parent is "
+                                           << nodes[t][c].parent;
+        }
+      }
+      ASSERT_EQ(roots, 1);
+      EXPECT_EQ(edges, n - 1);
+      // Connected from the root, each rank reached once (no cycles), and the
+      // depth in links: ceil(log2 n) for every n (within ceil(log2 n) + 1).
+      std::vector<int> depth(n, -1);
+      std::vector<int> stack = {root};
+      depth[root] = 0;
+      int reached = 0, maxDepth = 0;
+      while (!stack.empty()) {
+        const int v = stack.back();
+        stack.pop_back();
+        ++reached;
+        maxDepth = std::max(maxDepth, depth[v]);
+        for (int c : nodes[t][v].child) {
+          if (c < 0) continue;
+          ASSERT_EQ(depth[c], -1) << "rank " << c << " reached twice";
+          depth[c] = depth[v] + 1;
+          stack.push_back(c);
+        }
+      }
+      EXPECT_EQ(reached, n);
+      EXPECT_LE(maxDepth, logN + 1);
+      EXPECT_EQ(maxDepth, logN);
+    }
+    // NCCL's property: with the mirror (n even) no rank is interior in both
+    // trees. With the shift (n odd) exactly one is: rank 0, the root of tree
+    // 0, is interior in tree 1 too (measured for n = 3..63).
+    std::vector<int> interiorInBoth;
+    for (int v = 0; v < n; ++v) {
+      auto interior = [&](int t) { return nodes[t][v].child[0] >= 0 || nodes[t][v].child[1] >= 0; };
+      if (interior(0) && interior(1)) interiorInBoth.push_back(v);
+    }
+    if (n % 2 == 0 || n == 1) {
+      EXPECT_TRUE(interiorInBoth.empty()) << "rank " << interiorInBoth[0] << " is interior in both trees";
+    } else {
+      EXPECT_EQ(interiorInBoth, std::vector<int>{0});
+    }
+    // The roots differ (n > 1), so the two halves finish at different ranks.
+    if (n > 1) {
+      int roots[2];
+      for (int t = 0; t < 2; ++t) {
+        for (int v = 0; v < n; ++v) {
+          if (nodes[t][v].parent < 0) roots[t] = v;
+        }
+      }
+      EXPECT_NE(roots[0], roots[1]);
+    }
+  }
+}
+
+TEST(DoubleBinaryTree, BoundsOfTheTreeFollowTheRecursion) {
+  // n = 2: tree 0 is 0 -> 1: the leaf encodes (w), the root encodes the sum
+  // of 2 units plus w: w + w (2 + w), as ring's and direct's.
+  const double w = 0.125;
+  EXPECT_NEAR(treeRelativeErrorBound(w, 2), ringRelativeErrorBound(w, 2), 1e-12);
+  EXPECT_NEAR(treeRelativeErrorBound(w, 2), directRelativeErrorBound(w, 2), 1e-12);
+  // n = 4, tree 0: 0 -> 2 -> {1, 3}: leaves w each; rank 2: 2w + w (3 + 2w);
+  // root: that + w (4 + that).
+  const double v2 = 2 * w + w * (3 + 2 * w);
+  const double v0 = v2 + w * (4 + v2);
+  EXPECT_NEAR(treeRootVariance(w, 4, 0), v0, 1e-12);
+  // The tree's error grows like log n, ring's like n, direct's not at all.
+  EXPECT_LT(treeRelativeErrorBound(w, 64), ringRelativeErrorBound(w, 64));
+  EXPECT_LT(directRelativeErrorBound(w, 64), treeRelativeErrorBound(w, 64));
+  EXPECT_LT(directRelativeErrorBound(w, 64), std::sqrt(w * (2 + w)) + 1e-12);
+  EXPECT_EQ(treeRelativeErrorBound(w, 1), 0.0);
+}
+
+// ---------------------------------------------------------------------------
+// auto's cost model.
+
+cc::CostModel cheapCodecs(double latency, double bytesPerSecond) {
+  cc::CostModel model;
+  model.link.latency = latency;
+  model.link.perMessage = 2e-6;
+  model.link.bytesPerSecond = bytesPerSecond;
+  for (cc::CodecCosts& codec : model.codec) {
+    codec.encode = 1e-10;
+    codec.decode = 1e-10;
+    codec.decodeAccumulate = 1e-10;
+    codec.fused = 2e-10;
+  }
+  return model;
+}
+
+cc::CallShape natCall(int nranks, size_t count) {
+  cc::CallShape call;
+  call.nranks = nranks;
+  call.count = count;
+  call.worker = cc::CodecId::Nat;
+  call.master = cc::CodecId::Nat;
+  call.workerBytesPerValue = call.masterBytesPerValue = 1.125;
+  // 2^18 values per chunk (about 288 KiB of nat), so that segments and
+  // halves of the counts below are whole chunks; direct's slots are a
+  // 1/(n - 1) share
+  call.ringChunkValues = call.treeChunkValues = size_t(1) << 18;
+  call.directChunkValues = std::max<size_t>(4096, call.ringChunkValues / (nranks - 1));
+  return call;
+}
+
+TEST(CostModel, LargeMessagesOnASlowLinkAvoidTheTree) {
+  // 1 Gbit/s, 64 M values: wire time dominates; tree moves 2 count bytes per
+  // rank against ring's 2 (n - 1)/n count (2x at n = 2, n/(n - 1) beyond).
+  const cc::CostModel model = cheapCodecs(50e-6, 125e6);
+  for (int n : {2, 4, 8, 16}) {
+    const cc::CallShape call = natCall(n, size_t(64) << 20);
+    const double ring = cc::estimateSeconds(model, call, cc::AlgoId::Ring);
+    const double direct = cc::estimateSeconds(model, call, cc::AlgoId::Direct);
+    const double tree = cc::estimateSeconds(model, call, cc::AlgoId::Tree);
+    const cc::AlgoId best = cc::cheapestAlgorithm(model, call);
+    EXPECT_TRUE(best == cc::AlgoId::Ring || best == cc::AlgoId::Direct) << "n " << n << ": " << cc::algoName(best);
+    EXPECT_GT(tree, ring) << "n " << n;
+    EXPECT_GT(direct, 0.0);
+    if (n == 2) {
+      EXPECT_GT(tree, 1.8 * ring);
+    }
+    // The wire time is what they all pay: about 2 x 1.125 x 64 M bytes / 125 MB/s.
+    const double wire = 2.0 * (n - 1) / n * 1.125 * (size_t(64) << 20) / 125e6;
+    EXPECT_GT(ring, 0.9 * wire) << "n " << n;
+    EXPECT_LT(ring, 1.5 * wire) << "n " << n;
+  }
+}
+
+TEST(CostModel, TinyMessagesWithHighLatencyAvoidTheRing) {
+  // 1 ms per hop, 1024 values: ring's 2 (n - 1) = 14 hops lose to direct's 2
+  // and tree's 2 log2 n = 6.
+  const cc::CostModel model = cheapCodecs(1e-3, 1e9);
+  const cc::CallShape call = natCall(8, 1024);
+  const double ring = cc::estimateSeconds(model, call, cc::AlgoId::Ring);
+  const double direct = cc::estimateSeconds(model, call, cc::AlgoId::Direct);
+  const double tree = cc::estimateSeconds(model, call, cc::AlgoId::Tree);
+  EXPECT_LT(direct, ring);
+  EXPECT_LT(tree, ring);
+  EXPECT_NEAR(ring, 14e-3, 2e-3);
+  EXPECT_NEAR(direct, 2e-3, 1e-3);
+  EXPECT_NEAR(tree, 6e-3, 1e-3);
+  const cc::AlgoId best = cc::cheapestAlgorithm(model, call);
+  EXPECT_TRUE(best == cc::AlgoId::Direct || best == cc::AlgoId::Tree) << cc::algoName(best);
+  // The cheapest is the minimum of the three estimates.
+  EXPECT_EQ(cc::estimateSeconds(model, call, best), std::min({ring, direct, tree}));
+}
+
+TEST(CostModel, EstimatesGrowWithTheCount) {
+  for (const cc::CostModel& model : {cheapCodecs(50e-6, 1.25e9), cheapCodecs(1e-3, 125e6)}) {
+    for (int n : {2, 3, 8, 16}) {
+      for (cc::AlgoId algo : {cc::AlgoId::Ring, cc::AlgoId::Direct, cc::AlgoId::Tree}) {
+        double previous = 0;
+        for (size_t count = 1024; count <= (size_t(1) << 28); count *= 4) {
+          const double t = cc::estimateSeconds(model, natCall(n, count), algo);
+          EXPECT_TRUE(std::isfinite(t));
+          EXPECT_GT(t, previous) << cc::algoName(algo) << " n " << n << " count " << count;
+          previous = t;
+        }
+      }
+    }
+  }
+  // Slower codecs cost more; allgather and auto are not modelled.
+  cc::CostModel slow = cheapCodecs(50e-6, 1e12);
+  const cc::CallShape call = natCall(4, size_t(1) << 24);
+  const double fast = cc::estimateSeconds(slow, call, cc::AlgoId::Ring);
+  slow.codec[static_cast<int>(cc::CodecId::Nat)].fused = 1e-8;
+  EXPECT_GT(cc::estimateSeconds(slow, call, cc::AlgoId::Ring), fast);
+  EXPECT_FALSE(std::isfinite(cc::estimateSeconds(slow, call, cc::AlgoId::Allgather)));
+}
+
+// ---------------------------------------------------------------------------
+// Every algorithm x codec x n x count x dtype x op.
+
+struct MatrixCase {
+  const char* algo;
+  int nranks;
+};
+
+const char* const kMatrixSpecs[] = {"nat",      "nat_det",         "qsgd:s=16", "dither_nat:s=8,norm=nat",
+                                    "terngrad", "randk:ratio=0.5+nat", "none"};
+// Below 32 n, not multiples of 32, and several chunks of a 4096-byte slot.
+const size_t kMatrixCounts[] = {7, 100, 3001, 40003};
+
+class AlgorithmMatrix : public testing::TestWithParam<MatrixCase> {};
+
+TEST_P(AlgorithmMatrix, BitIdenticalAndWithinTheBound) {
+  const MatrixCase& c = GetParam();
+  const int n = c.nranks;
+  const std::string forced = c.algo;
+  const cc_datatype_t dtypes[] = {CC_FLOAT32, CC_BFLOAT16};
+  const cc_red_op_t ops[] = {CC_SUM, CC_AVG};
+  constexpr size_t kCounts = sizeof(kMatrixCounts) / sizeof(kMatrixCounts[0]);
+  auto callsFor = [](size_t count) { return count < 1000 ? 8 : count < 10000 ? 4 : 2; };
+
+  // Inputs (bf16: truncated, the reference sums the values as sent).
+  std::vector<std::vector<std::vector<float>>> f32(kCounts), bf16Wide(kCounts);
+  std::vector<std::vector<std::vector<uint16_t>>> bf16(kCounts);
+  std::vector<std::vector<double>> exactF32(kCounts), exactBf16(kCounts);
+  for (size_t k = 0; k < kCounts; ++k) {
+    const size_t count = kMatrixCounts[k];
+    exactF32[k].assign(count, 0.0);
+    exactBf16[k].assign(count, 0.0);
+    for (int rank = 0; rank < n; ++rank) {
+      f32[k].push_back(makeInput(count, rank, k));
+      bf16[k].emplace_back(count);
+      bf16Wide[k].emplace_back(count);
+      for (size_t i = 0; i < count; ++i) {
+        bf16[k][rank][i] = toBfloat16(f32[k][rank][i]);
+        bf16Wide[k][rank][i] = fromBfloat16(bf16[k][rank][i]);
+        exactF32[k][i] += f32[k][rank][i];
+        exactBf16[k][i] += bf16Wide[k][rank][i];
+      }
+    }
+  }
+
+  struct Record {
+    std::vector<uint64_t> digests;
+    std::vector<std::string> algorithms;
+    std::vector<double> squaredErrors;  // rank 0
+  };
+  std::vector<Record> records(n);
+  RankOptions options;
+  options.algo = c.algo;
+  options.chunkBytes = 4096;
+  options.timeoutMs = 30000;
+  runRanks(n, options, [&](int rank, cc_comm_t comm) {
+    Record& record = records[rank];
+    std::vector<float> out32;
+    std::vector<uint16_t> out16;
+    for (const char* spec : kMatrixSpecs) {
+      for (size_t k = 0; k < kCounts; ++k) {
+        const size_t count = kMatrixCounts[k];
+        for (cc_datatype_t dtype : dtypes) {
+          for (cc_red_op_t op : ops) {
+            const std::vector<double>& exact = dtype == CC_FLOAT32 ? exactF32[k] : exactBf16[k];
+            const double divisor = op == CC_AVG ? n : 1;
+            for (int call = 0; call < callsFor(count); ++call) {
+              out32.assign(count, 0.0f);
+              out16.assign(count, 0);
+              const void* send = dtype == CC_FLOAT32 ? static_cast<const void*>(f32[k][rank].data())
+                                                     : static_cast<const void*>(bf16[k][rank].data());
+              void* out = dtype == CC_FLOAT32 ? static_cast<void*>(out32.data()) : static_cast<void*>(out16.data());
+              const cc_result_t result =
+                  compressed_allreduce_ex(send, out, count, dtype, op, comm, nullptr, spec, nullptr);
+              if (result != CC_SUCCESS) {
+                ADD_FAILURE() << "rank " << rank << ", " << spec << " count " << count << ": "
+                              << cc_get_last_error(comm);
+                return;
+              }
+              record.digests.push_back(dtype == CC_FLOAT32 ? fnv64(out32.data(), count * 4)
+                                                           : fnv64(out16.data(), count * 2));
+              record.algorithms.push_back(comm->lastAlgorithm);
+              if (rank != 0) continue;
+              if (dtype == CC_BFLOAT16) {
+                for (size_t i = 0; i < count; ++i) out32[i] = fromBfloat16(out16[i]);
+              }
+              double diff = 0, norm = 0;
+              for (size_t i = 0; i < count; ++i) {
+                const double expected = exact[i] / divisor;
+                diff += (out32[i] - expected) * (out32[i] - expected);
+                norm += expected * expected;
+              }
+              record.squaredErrors.push_back(diff / norm);
+            }
+          }
+        }
+      }
+    }
+  });
+  for (int rank = 0; rank < n; ++rank) {
+    ASSERT_EQ(records[rank].digests.size(), records[0].digests.size()) << "rank " << rank;
+  }
+
+  // Walk the calls in the order they were made.
+  size_t index = 0;
+  for (const char* specText : kMatrixSpecs) {
+    const cc::CodecSpec spec = parse(specText);
+    const bool exactSpec = spec.quantizer == cc::Quantizer::Exact && spec.selector == cc::Selector::None;
+    for (size_t k = 0; k < kCounts; ++k) {
+      const size_t count = kMatrixCounts[k];
+      for (cc_datatype_t dtype : dtypes) {
+        for (cc_red_op_t op : ops) {
+          const std::string where = std::string(specText) + " count " + std::to_string(count) +
+                                    (dtype == CC_FLOAT32 ? " float32 " : " bfloat16 ") +
+                                    (op == CC_SUM ? "sum" : "avg") + " on " + forced + " n " + std::to_string(n);
+          double meanSquared = 0, worstBound = 0;
+          const int calls = callsFor(count);
+          for (int call = 0; call < calls; ++call, ++index) {
+            for (int rank = 1; rank < n; ++rank) {
+              ASSERT_EQ(records[rank].digests[index], records[0].digests[index])
+                  << where << ": rank " << rank << " differs from rank 0 in call " << call;
+            }
+            const std::string& ran = records[0].algorithms[index];
+            // bfloat16 without compression is not a float32 sum: it stays on
+            // ring. randk with nothing kept runs no algorithm at all.
+            const bool exactBf16 = exactSpec && dtype == CC_BFLOAT16;
+            if (exactBf16) {
+              EXPECT_EQ(ran, "ring") << where;
+            } else if (spec.selector != cc::Selector::RandK || count >= 1000) {
+              if (forced == "auto") {
+                EXPECT_TRUE(ran == "ring" || ran == "direct" || ran == "tree") << where << ": " << ran;
+              } else {
+                EXPECT_EQ(ran, forced) << where;
+              }
+            }
+            const std::string boundAlgo = ran == "ring" || ran == "direct" || ran == "tree" ? ran : "ring";
+            worstBound = std::max(worstBound, relativeErrorBound(spec, boundAlgo, n, count));
+            meanSquared += records[0].squaredErrors[index] / calls;
+          }
+          const double error = std::sqrt(meanSquared);
+          if (exactSpec) {
+            // float32 sums in a different order than the double reference;
+            // bfloat16 rounds every hop and the output to 8 bits.
+            EXPECT_LE(error, dtype == CC_FLOAT32 ? 1e-6 : 2e-2) << where;
+          } else {
+            // The bounds hold in expectation over i.i.d. inputs: a few
+            // hundred values fluctuate more (measured up to 1.26x with 8
+            // calls of 100 values; 0.99x with 100 calls).
+            const double slack = count < 1000 ? 2.0 : 1.15;
+            EXPECT_LE(error, slack * worstBound) << where;
+            EXPECT_GT(error, 0.0) << where << ": a compressed call lost nothing";
+          }
+        }
+      }
+    }
+  }
+  EXPECT_EQ(index, records[0].digests.size());
+}
+
+std::vector<MatrixCase> matrixCases() {
+  std::vector<MatrixCase> cases;
+  for (const char* algo : {"ring", "direct", "tree", "auto"}) {
+    for (int n : {2, 3, 5, 8}) cases.push_back({algo, n});
+  }
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Algorithms, AlgorithmMatrix, testing::ValuesIn(matrixCases()),
+                         [](const testing::TestParamInfo<MatrixCase>& info) {
+                           return std::string(info.param.algo) + "_n" + std::to_string(info.param.nranks);
+                         });
+
+// In place (sendbuf == recvbuf) gives the same bits as out of place: two
+// communicators with the same seed draw the same random bits, and the
+// algorithm is forced (auto's choice rests on timings measured at init).
+TEST(InPlace, EqualsOutOfPlaceOnEveryAlgorithm) {
+  const int n = 5;
+  const size_t count = 20003;
+  for (const char* algo : {"ring", "direct", "tree"}) {
+    for (cc_datatype_t dtype : {CC_FLOAT32, CC_BFLOAT16}) {
+      SCOPED_TRACE(std::string(algo) + (dtype == CC_FLOAT32 ? " float32" : " bfloat16"));
+      const size_t bytes = count * (dtype == CC_FLOAT32 ? 4 : 2);
+      std::vector<std::vector<unsigned char>> inputs(n), outOfPlace(n), inPlace(n);
+      for (int rank = 0; rank < n; ++rank) {
+        const std::vector<float> values = makeInput(count, rank);
+        inputs[rank].resize(bytes);
+        for (size_t i = 0; i < count; ++i) {
+          if (dtype == CC_FLOAT32) {
+            std::memcpy(&inputs[rank][4 * i], &values[i], 4);
+          } else {
+            const uint16_t raw = toBfloat16(values[i]);
+            std::memcpy(&inputs[rank][2 * i], &raw, 2);
+          }
+        }
+      }
+      RankOptions options;
+      options.algo = algo;
+      options.chunkBytes = 4096;
+      runRanks(n, options, [&](int rank, cc_comm_t comm) {
+        outOfPlace[rank].resize(bytes);
+        ASSERT_EQ(compressed_allreduce(inputs[rank].data(), outOfPlace[rank].data(), count, dtype, CC_AVG, comm,
+                                       nullptr),
+                  CC_SUCCESS)
+            << cc_get_last_error(comm);
+        EXPECT_EQ(comm->lastAlgorithm, algo);
+      });
+      runRanks(n, options, [&](int rank, cc_comm_t comm) {
+        inPlace[rank] = inputs[rank];
+        ASSERT_EQ(compressed_allreduce(inPlace[rank].data(), inPlace[rank].data(), count, dtype, CC_AVG, comm,
+                                       nullptr),
+                  CC_SUCCESS)
+            << cc_get_last_error(comm);
+      });
+      for (int rank = 0; rank < n; ++rank) {
+        EXPECT_EQ(inPlace[rank], outOfPlace[rank]) << "rank " << rank;
+        EXPECT_EQ(outOfPlace[rank], outOfPlace[0]) << "rank " << rank;
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// direct's master codec.
+
+// n ranks run `calls` float32 SUM calls of `count` values on direct with the
+// communicator's codec; returns the RMS relative error and checks that every
+// rank is bit-identical.
+double directErrorWithMaster(int n, const RankOptions& options, size_t count, int calls) {
+  std::vector<std::vector<uint64_t>> digests(n);
+  std::vector<double> squared;
+  std::vector<std::vector<float>> inputs(n);
+  std::vector<double> exact(count, 0.0);
+  for (int rank = 0; rank < n; ++rank) {
+    inputs[rank] = makeInput(count, rank, 77);
+    for (size_t i = 0; i < count; ++i) exact[i] += inputs[rank][i];
+  }
+  runRanks(n, options, [&](int rank, cc_comm_t comm) {
+    std::vector<float> out(count);
+    for (int call = 0; call < calls; ++call) {
+      ASSERT_EQ(compressed_allreduce(inputs[rank].data(), out.data(), count, CC_FLOAT32, CC_SUM, comm, nullptr),
+                CC_SUCCESS)
+          << cc_get_last_error(comm);
+      EXPECT_EQ(comm->lastAlgorithm, "direct");
+      digests[rank].push_back(fnv64(out.data(), count * sizeof(float)));
+      if (rank == 0) {
+        const double error = relativeError(out, exact);
+        squared.push_back(error * error);
+      }
+    }
+  });
+  for (int rank = 1; rank < n; ++rank) EXPECT_EQ(digests[rank], digests[0]) << "rank " << rank;
+  double mean = 0;
+  for (double s : squared) mean += s / squared.size();
+  return std::sqrt(mean);
+}
+
+TEST(MasterCodec, NatMasterOverQsgdWorkersIsBitIdenticalAndWithinTheTwoOmegaBound) {
+  const int n = 5;
+  const size_t count = 20011;
+  const cc::CodecSpec worker = parse("qsgd:s=16"), master = parse("nat");
+  const double bound = relativeErrorBound(worker, master, "direct", n, count);
+  // The two-omega bound sits between nat's and qsgd's alone.
+  EXPECT_LT(bound, relativeErrorBound(worker, "direct", n, count));
+  EXPECT_GT(bound, relativeErrorBound(master, "direct", n, count));
+  EXPECT_NEAR(bound,
+              directRelativeErrorBound(cc::theoreticalOmega(worker, 512), cc::theoreticalOmega(master, count), n),
+              1e-12);
+  RankOptions options;
+  options.codec = "qsgd:s=16";
+  options.algo = "direct";
+  options.chunkBytes = 4096;
+  options.masterCodec = "nat";
+  const double withConfig = directErrorWithMaster(n, options, count, 4);
+  EXPECT_LE(withConfig, 1.15 * bound);
+  // The same through CC_MASTER_CODEC, and the master makes a difference:
+  // without it the owners re-encode with qsgd.
+  options.masterCodec = nullptr;
+  double withEnvironment = 0;
+  {
+    ScopedEnv env("CC_MASTER_CODEC", "nat");
+    withEnvironment = directErrorWithMaster(n, options, count, 4);
+  }
+  EXPECT_LE(withEnvironment, 1.15 * bound);
+  const double qsgdOnly = directErrorWithMaster(n, options, count, 4);
+  EXPECT_LE(qsgdOnly, 1.15 * relativeErrorBound(worker, "direct", n, count));
+  EXPECT_NE(withEnvironment, qsgdOnly);
+  std::printf("direct n=%d qsgd:s=16 workers: nat master %.4f (config) %.4f (env), qsgd master %.4f; bound %.4f\n",
+              n, withConfig, withEnvironment, qsgdOnly, bound);
+}
+
+TEST(MasterCodec, SpecsThatCannotBeAMasterAreRefusedAtInit) {
+  for (const char* master : {"topk:ratio=0.1", "randk:ratio=0.5+nat", "dither_nat:s=4,scope=tensor",
+                             "topk:ratio=0.01+nat"}) {
+    SCOPED_TRACE(master);
+    cc_unique_id_t id;
+    ASSERT_EQ(cc_get_unique_id(&id), CC_SUCCESS) << cc_get_last_error(nullptr);
+    RankOptions options;
+    options.algo = "direct";
+    options.masterCodec = master;
+    cc_config_t config = makeConfig(options);
+    cc_comm_t comm = nullptr;
+    EXPECT_EQ(cc_comm_init_rank(&comm, 1, id, 0, &config), CC_INVALID_ARGUMENT);
+    EXPECT_EQ(comm, nullptr);
+    const std::string message = cc_get_last_error(nullptr);
+    EXPECT_NE(message.find("config.master_codec"), std::string::npos) << message;
+    EXPECT_NE(message.find(master), std::string::npos) << message;
+    EXPECT_NE(message.find("cannot be a master codec"), std::string::npos) << message;
+    EXPECT_NE(message.find("without randk or topk"), std::string::npos) << message;
+    // Through the environment too.
+    ScopedEnv env("CC_MASTER_CODEC", master);
+    options.masterCodec = nullptr;
+    config = makeConfig(options);
+    EXPECT_EQ(cc_comm_init_rank(&comm, 1, id, 0, &config), CC_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(cc_get_last_error(nullptr)).find("CC_MASTER_CODEC"), std::string::npos)
+        << cc_get_last_error(nullptr);
+  }
+  // A spec that does not parse names the variable.
+  cc_unique_id_t id;
+  ASSERT_EQ(cc_get_unique_id(&id), CC_SUCCESS);
+  RankOptions options;
+  options.masterCodec = "zstd";
+  cc_config_t config = makeConfig(options);
+  cc_comm_t comm = nullptr;
+  EXPECT_EQ(cc_comm_init_rank(&comm, 1, id, 0, &config), CC_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(cc_get_last_error(nullptr)).find("config.master_codec"), std::string::npos)
+      << cc_get_last_error(nullptr);
+}
+
+// ---------------------------------------------------------------------------
+// What direct and tree refuse, and what they leave to ring.
+
+TEST(AlgorithmSupport, DirectAndTreeRefuseWholeVectorSpecsNamingAllgather) {
+  for (const char* algo : {"direct", "tree"}) {
+    for (const char* spec : {"topk:ratio=0.01+nat", "dither_nat:s=4,scope=tensor"}) {
+      SCOPED_TRACE(std::string(algo) + " " + spec);
+      RankOptions options;
+      options.codec = spec;
+      options.algo = algo;
+      runRanks(3, options, [&](int, cc_comm_t comm) {
+        std::vector<float> values(1000, 1.0f);
+        EXPECT_EQ(compressed_allreduce(values.data(), values.data(), values.size(), CC_FLOAT32, CC_SUM, comm,
+                                       nullptr),
+                  CC_UNSUPPORTED);
+        const std::string message = cc_get_last_error(comm);
+        EXPECT_NE(message.find(std::string("cannot run on ") + algo), std::string::npos) << message;
+        EXPECT_NE(message.find("allgather"), std::string::npos) << message;
+        // The communicator still works: the refusal happens before any message.
+        EXPECT_EQ(compressed_allreduce_ex(values.data(), values.data(), values.size(), CC_FLOAT32, CC_SUM, comm,
+                                          nullptr, "nat", nullptr),
+                  CC_SUCCESS)
+            << cc_get_last_error(comm);
+        EXPECT_EQ(comm->lastAlgorithm, algo);
+      });
+    }
+  }
+}
+
+TEST(AlgorithmSupport, ExactReductionsThatAreNotFloatSumsRunOnRing) {
+  const int n = 5;
+  const size_t count = 3001;
+  for (const char* algo : {"direct", "tree"}) {
+    SCOPED_TRACE(algo);
+    RankOptions options;
+    options.algo = algo;
+    options.chunkBytes = 4096;
+    std::vector<std::vector<int32_t>> ints(n);
+    std::vector<std::vector<float>> floats(n);
+    for (int rank = 0; rank < n; ++rank) {
+      floats[rank] = makeInput(count, rank, 5);
+      for (size_t i = 0; i < count; ++i) ints[rank].push_back(static_cast<int32_t>(floats[rank][i] * 1000) + rank);
+    }
+    std::vector<int32_t> intSum(count, 0);
+    std::vector<float> floatMax(count, -INFINITY);
+    for (int rank = 0; rank < n; ++rank) {
+      for (size_t i = 0; i < count; ++i) {
+        intSum[i] += ints[rank][i];
+        floatMax[i] = std::max(floatMax[i], floats[rank][i]);
+      }
+    }
+    runRanks(n, options, [&](int rank, cc_comm_t comm) {
+      std::vector<int32_t> intOut(count);
+      ASSERT_EQ(compressed_allreduce(ints[rank].data(), intOut.data(), count, CC_INT32, CC_SUM, comm, nullptr),
+                CC_SUCCESS)
+          << cc_get_last_error(comm);
+      EXPECT_EQ(intOut, intSum) << "rank " << rank;
+      EXPECT_EQ(comm->lastAlgorithm, "ring");
+      std::vector<float> floatOut(count);
+      ASSERT_EQ(compressed_allreduce(floats[rank].data(), floatOut.data(), count, CC_FLOAT32, CC_MAX, comm, nullptr),
+                CC_SUCCESS)
+          << cc_get_last_error(comm);
+      EXPECT_EQ(floatOut, floatMax) << "rank " << rank;
+      EXPECT_EQ(comm->lastAlgorithm, "ring");
+      // float32 SUM with the exact spec is a float32 sum: it stays on the
+      // requested algorithm and is exact up to rounding.
+      ASSERT_EQ(compressed_allreduce_ex(floats[rank].data(), floatOut.data(), count, CC_FLOAT32, CC_SUM, comm,
+                                        nullptr, "none", nullptr),
+                CC_SUCCESS)
+          << cc_get_last_error(comm);
+      EXPECT_EQ(comm->lastAlgorithm, algo);
+      for (size_t i = 0; i < count; ++i) {
+        double exact = 0;
+        for (int r = 0; r < n; ++r) exact += floats[r][i];
+        ASSERT_NEAR(floatOut[i], exact, 1e-5 * (1 + std::fabs(exact))) << "value " << i;
+      }
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Accuracy trend: direct's error does not grow with n, ring's does as its
+// recursion predicts with the per-encode omega that nat really has.
+
+std::vector<float> gaussianInput(size_t count, int rank) {
+  std::mt19937_64 generator(1000 + rank);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> values(count);
+  for (float& value : values) value = normal(generator);
+  return values;
+}
+
+// The RMS relative error of `calls` nat float32 SUM calls on `algo` with n ranks.
+double natError(const char* algo, int n, size_t count, int calls) {
+  std::vector<std::vector<float>> inputs(n);
+  std::vector<double> exact(count, 0.0);
+  for (int rank = 0; rank < n; ++rank) {
+    inputs[rank] = gaussianInput(count, rank);
+    for (size_t i = 0; i < count; ++i) exact[i] += inputs[rank][i];
+  }
+  std::vector<double> squared;
+  RankOptions options;
+  options.codec = "nat";
+  options.algo = algo;
+  runRanks(n, options, [&](int rank, cc_comm_t comm) {
+    std::vector<float> out(count);
+    for (int call = 0; call < calls; ++call) {
+      ASSERT_EQ(compressed_allreduce(inputs[rank].data(), out.data(), count, CC_FLOAT32, CC_SUM, comm, nullptr),
+                CC_SUCCESS)
+          << cc_get_last_error(comm);
+      if (rank == 0) {
+        const double error = relativeError(out, exact);
+        squared.push_back(error * error);
+      }
+    }
+  });
+  double mean = 0;
+  for (double s : squared) mean += s / squared.size();
+  return std::sqrt(mean);
+}
+
+TEST(AccuracyTrend, DirectStaysFlatRingGrowsAsPredicted) {
+  const size_t count = size_t(1) << 18;
+  const int calls = 3;
+  // One encode of Gaussian values: allgather at n = 2 has Var = w n units
+  // against n units of sum, so its squared relative error is nat's w.
+  const double allgather2 = natError("allgather", 2, count, calls);
+  const double omega = allgather2 * allgather2;
+  const double ring2 = natError("ring", 2, count, calls), ring16 = natError("ring", 16, count, calls);
+  const double direct2 = natError("direct", 2, count, calls), direct16 = natError("direct", 16, count, calls);
+  const double tree2 = natError("tree", 2, count, calls), tree16 = natError("tree", 16, count, calls);
+  std::printf("nat, 2^18 Gaussian float32, RMS of %d calls: measured omega %.4f (REFERENCE bound 0.125)\n", calls,
+              omega);
+  std::printf("  ring   n=2 %.4f  n=16 %.4f  (predicted %.4f, %.4f)\n", ring2, ring16,
+              ringRelativeErrorBound(omega, 2), ringRelativeErrorBound(omega, 16));
+  std::printf("  direct n=2 %.4f  n=16 %.4f  (predicted %.4f, %.4f)\n", direct2, direct16,
+              directRelativeErrorBound(omega, 2), directRelativeErrorBound(omega, 16));
+  std::printf("  tree   n=2 %.4f  n=16 %.4f  (predicted %.4f, %.4f)\n", tree2, tree16,
+              treeRelativeErrorBound(omega, 2), treeRelativeErrorBound(omega, 16));
+
+  // nat's true omega on Gaussian data (measured 0.082) is well below
+  // REFERENCE's worst case 1/8 (Benford-distributed mantissas would give
+  // (1.5 - 2 ln 2) / 1.5 = 0.076).
+  EXPECT_GT(omega, 0.06);
+  EXPECT_LT(omega, 0.10);
+  // The acceptance: direct at 16 ranks beats ring at 16 and stays within
+  // 1.3x of itself at 2 ranks; the tree sits in between.
+  EXPECT_LT(direct16, ring16);
+  EXPECT_LT(direct16, 1.3 * direct2);
+  EXPECT_LT(tree16, ring16);
+  EXPECT_GT(tree16, direct16);
+  // At n = 2 the three algorithms encode alike (a worker's values, then the
+  // sum once more): Var = 3w + w^2, as measured.
+  for (double measured : {ring2, direct2, tree2}) {
+    EXPECT_NEAR(measured, ringRelativeErrorBound(omega, 2), 0.05 * measured);
+  }
+  // direct's two encodes are of fresh values and of a smooth sum: its formula
+  // holds with the measured omega.
+  EXPECT_NEAR(direct16, directRelativeErrorBound(omega, 16), 0.05 * direct16);
+  // Ring and tree re-encode partial sums D(C(S)) + x whose decoded part sits
+  // on nat's power-of-two lattice; near a power of two nat loses less, so the
+  // recursion with the measured omega (which charges every re-encode the full
+  // w) overestimates a little: measured 0.83x (ring, 16 encodes) and 0.97x
+  // (tree, 5 encodes on the longest path) of it.
+  const double predictedGrowth = ringRelativeErrorBound(omega, 16) / ringRelativeErrorBound(omega, 2);
+  EXPECT_NEAR(ring16 / ring2, predictedGrowth, 0.25 * predictedGrowth);
+  EXPECT_GT(ring16 / ring2, 2.0);  // clearly growing: the formula's sqrt(n)-like growth
+  EXPECT_LE(ring16, 1.02 * ringRelativeErrorBound(omega, 16));
+  EXPECT_GE(ring16, 0.75 * ringRelativeErrorBound(omega, 16));
+  EXPECT_LE(tree16, 1.02 * treeRelativeErrorBound(omega, 16));
+  EXPECT_GE(tree16, 0.90 * treeRelativeErrorBound(omega, 16));
+  // And all stay below REFERENCE's worst case.
+  EXPECT_LT(ring16, ringRelativeErrorBound(0.125, 16));
+  EXPECT_LT(direct16, directRelativeErrorBound(0.125, 16));
+  EXPECT_LT(tree16, treeRelativeErrorBound(0.125, 16));
+}
+
+}  // namespace

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <thread>
 #include <string>
+#include <utility>
 
 #include "api/config.h"
 #include "compressedcoll.h"
@@ -97,7 +98,7 @@ TEST(Config, UnknownValuesListTheValidOnes) {
   {
     ScopedEnv env("CC_ALGO", "butterfly");
     EXPECT_EQ(cc::resolveConfig(nullptr, &resolved), CC_INVALID_ARGUMENT);
-    EXPECT_NE(lastError().find("valid: ring, allgather, auto"), std::string::npos) << lastError();
+    EXPECT_NE(lastError().find("valid: ring, direct, tree, allgather, auto"), std::string::npos) << lastError();
   }
   {
     ScopedEnv env("CC_TRANSPORT", "carrier-pigeon");
@@ -123,6 +124,73 @@ TEST(Config, UnknownValuesListTheValidOnes) {
     EXPECT_EQ(cc::resolveConfig(nullptr, &resolved), CC_INVALID_ARGUMENT);
     EXPECT_NE(lastError().find("between"), std::string::npos) << lastError();
   }
+}
+
+TEST(Config, AlgorithmsByName) {
+  const std::pair<const char*, cc::AlgoId> names[] = {{"ring", cc::AlgoId::Ring},
+                                                       {"direct", cc::AlgoId::Direct},
+                                                       {"tree", cc::AlgoId::Tree},
+                                                       {"allgather", cc::AlgoId::Allgather},
+                                                       {"auto", cc::AlgoId::Auto},
+                                                       {"DIRECT", cc::AlgoId::Direct}};
+  for (const auto& [name, id] : names) {
+    cc::ResolvedConfig resolved;
+    {
+      ScopedEnv env("CC_ALGO", name);
+      ASSERT_EQ(cc::resolveConfig(nullptr, &resolved), CC_SUCCESS) << lastError();
+      EXPECT_EQ(resolved.algo, id) << name;
+    }
+    cc_config_t config = CC_CONFIG_INITIALIZER;
+    config.algo = name;
+    ScopedEnv env("CC_ALGO", "ring");  // the field wins
+    ASSERT_EQ(cc::resolveConfig(&config, &resolved), CC_SUCCESS) << lastError();
+    EXPECT_EQ(resolved.algo, id) << name;
+  }
+  EXPECT_STREQ(cc::algoName(cc::AlgoId::Direct), "direct");
+  EXPECT_STREQ(cc::algoName(cc::AlgoId::Tree), "tree");
+}
+
+TEST(Config, MasterCodecFromTheFieldOrTheEnvironment) {
+  cc::ResolvedConfig resolved;
+  ASSERT_EQ(cc::resolveConfig(nullptr, &resolved), CC_SUCCESS) << lastError();
+  EXPECT_FALSE(resolved.hasMasterCodec);  // unset: the call's own spec
+  {
+    ScopedEnv env("CC_MASTER_CODEC", "qsgd:s=64");
+    ASSERT_EQ(cc::resolveConfig(nullptr, &resolved), CC_SUCCESS) << lastError();
+    EXPECT_TRUE(resolved.hasMasterCodec);
+    cc::CodecSpec expected;
+    ASSERT_EQ(cc::parseCodecSpec("qsgd:s=64", &expected), CC_SUCCESS);
+    EXPECT_EQ(resolved.masterCodec.canonical, expected.canonical);
+    cc_config_t config = CC_CONFIG_INITIALIZER;
+    config.master_codec = "nat";
+    ASSERT_EQ(cc::resolveConfig(&config, &resolved), CC_SUCCESS) << lastError();
+    EXPECT_EQ(resolved.masterCodec.canonical, "nat");
+  }
+  for (const char* master : {"none", "nat", "nat_det", "dither_nat:s=4", "dither_std:s=3", "terngrad"}) {
+    cc_config_t config = CC_CONFIG_INITIALIZER;
+    config.master_codec = master;
+    EXPECT_EQ(cc::resolveConfig(&config, &resolved), CC_SUCCESS) << master << ": " << lastError();
+    EXPECT_TRUE(resolved.hasMasterCodec);
+  }
+}
+
+TEST(Config, MasterCodecsThatCannotEncodeAChunkAreRefused) {
+  cc::ResolvedConfig resolved;
+  for (const char* master : {"topk:ratio=0.1", "topk:ratio=0.01+nat", "randk:ratio=0.5+nat", "randk:ratio=0.25",
+                             "dither_nat:s=4,scope=tensor", "qsgd:s=8,scope=model"}) {
+    cc_config_t config = CC_CONFIG_INITIALIZER;
+    config.master_codec = master;
+    EXPECT_EQ(cc::resolveConfig(&config, &resolved), CC_INVALID_ARGUMENT) << master;
+    EXPECT_NE(lastError().find("config.master_codec"), std::string::npos) << lastError();
+    EXPECT_NE(lastError().find(master), std::string::npos) << lastError();
+    EXPECT_NE(lastError().find("cannot be a master codec"), std::string::npos) << lastError();
+    ScopedEnv env("CC_MASTER_CODEC", master);
+    EXPECT_EQ(cc::resolveConfig(nullptr, &resolved), CC_INVALID_ARGUMENT) << master;
+    EXPECT_NE(lastError().find("CC_MASTER_CODEC"), std::string::npos) << lastError();
+  }
+  ScopedEnv env("CC_MASTER_CODEC", "zstd");
+  EXPECT_EQ(cc::resolveConfig(nullptr, &resolved), CC_INVALID_ARGUMENT);
+  EXPECT_NE(lastError().find("CC_MASTER_CODEC"), std::string::npos) << lastError();
 }
 
 TEST(Config, VersionAndErrorStrings) {

@@ -19,6 +19,7 @@ struct RankOptions {
   const char* transport = "local";
   const char* codec = "nat";
   const char* algo = nullptr;  // nullptr: CC_ALGO, else auto
+  const char* masterCodec = nullptr;  // direct's C_M; nullptr: CC_MASTER_CODEC, else the call's spec
   int timeoutMs = 60000;
   long long chunkBytes = CC_CONFIG_UNSET_INT;
   bool hasSeed = true;
@@ -30,6 +31,7 @@ inline cc_config_t makeConfig(const RankOptions& options) {
   config.transport = options.transport;
   config.codec = options.codec;
   config.algo = options.algo;
+  config.master_codec = options.masterCodec;
   config.timeout_ms = options.timeoutMs;
   config.chunk_bytes = options.chunkBytes;
   config.has_seed = options.hasSeed ? 1 : 0;
@@ -76,6 +78,27 @@ inline std::vector<float> makeInput(size_t count, int rank, uint64_t salt = 0) {
     values[i] = static_cast<float>((sum - 2.0) * 1.7);
   }
   return values;
+}
+
+// bfloat16 by truncation, and back.
+inline uint16_t toBfloat16(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, 4);
+  return static_cast<uint16_t>(bits >> 16);
+}
+inline float fromBfloat16(uint16_t raw) {
+  const uint32_t bits = static_cast<uint32_t>(raw) << 16;
+  float value;
+  std::memcpy(&value, &bits, 4);
+  return value;
+}
+
+// FNV-1a over bytes: a digest to compare ranks' outputs.
+inline uint64_t fnv64(const void* data, size_t bytes) {
+  const unsigned char* p = static_cast<const unsigned char*>(data);
+  uint64_t hash = 1469598103934665603ull;
+  for (size_t i = 0; i < bytes; ++i) hash = (hash ^ p[i]) * 1099511628211ull;
+  return hash;
 }
 
 // ||a - b|| / ||b||

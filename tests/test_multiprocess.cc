@@ -1,6 +1,6 @@
 // Ranks as processes over Gloo TCP on loopback: the acceptance run of the
-// spine (4 processes, 16 M float32 values), plus bootstrap failures seen
-// through the C API.
+// spine (4 processes, 16 M float32 values), every algorithm x codec at up to
+// 16 processes, plus bootstrap failures seen through the C API.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -13,15 +13,20 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include <new>
+#include <string>
+#include <vector>
+
 #include "codec/spec.h"
 #include "codec_bounds.h"
+#include "comm/comm.h"
 #include "test_helpers.h"
 
 using namespace cctest;
 
 namespace {
 
-constexpr int kMaxRanks = 8;
+constexpr int kMaxRanks = 16;
 
 struct SharedResults {
   int status[kMaxRanks];
@@ -29,23 +34,18 @@ struct SharedResults {
   double singleError;
   double meanError;
   char message[kMaxRanks][512];
+  char ran[16];  // rank 0: the algorithm of the last call
 };
 
-uint64_t fnv64(const void* data, size_t bytes) {
-  const unsigned char* p = static_cast<const unsigned char*>(data);
-  uint64_t hash = 1469598103934665603ull;
-  for (size_t i = 0; i < bytes; ++i) hash = (hash ^ p[i]) * 1099511628211ull;
-  return hash;
-}
-
 // Forks one process per rank, runs `body` in each, waits (killing stragglers
-// after the deadline) and returns the shared results.
-template <typename Body>
-SharedResults* runProcesses(int nranks, int deadlineSeconds, Body body) {
-  void* memory = mmap(nullptr, sizeof(SharedResults), PROT_READ | PROT_WRITE,
+// after the deadline) and returns the shared results (any struct with a
+// `status` per rank).
+template <typename Results = SharedResults, typename Body>
+Results* runProcesses(int nranks, int deadlineSeconds, Body body) {
+  void* memory = mmap(nullptr, sizeof(Results), PROT_READ | PROT_WRITE,
                       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (memory == MAP_FAILED) return nullptr;
-  auto* results = new (memory) SharedResults();
+  auto* results = new (memory) Results();
   cc_unique_id_t id;
   if (cc_get_unique_id(&id) != CC_SUCCESS) return nullptr;
   std::vector<pid_t> children;
@@ -71,11 +71,14 @@ SharedResults* runProcesses(int nranks, int deadlineSeconds, Body body) {
   return results;
 }
 
+// `algo` null: CC_ALGO, else auto.
+template <typename Results = SharedResults>
 bool initTcp(int rank, int nranks, const cc_unique_id_t& id, const char* codec, cc_comm_t* comm,
-             SharedResults* results) {
+             Results* results, const char* algo = nullptr) {
   cc_config_t config = CC_CONFIG_INITIALIZER;
   config.transport = "tcp";
   config.codec = codec;
+  config.algo = algo;
   config.timeout_ms = 120000;
   if (cc_comm_init_rank(comm, nranks, id, rank, &config) != CC_SUCCESS) {
     std::snprintf(results->message[rank], sizeof(results->message[rank]), "%s",
@@ -85,7 +88,8 @@ bool initTcp(int rank, int nranks, const cc_unique_id_t& id, const char* codec, 
   return true;
 }
 
-void expectAllRanksSucceeded(const SharedResults* results, int nranks) {
+template <typename Results = SharedResults>
+void expectAllRanksSucceeded(const Results* results, int nranks) {
   ASSERT_NE(results, nullptr);
   for (int rank = 0; rank < nranks; ++rank) {
     EXPECT_EQ(results->status[rank], 0) << "rank " << rank << ": " << results->message[rank];
@@ -95,13 +99,14 @@ void expectAllRanksSucceeded(const SharedResults* results, int nranks) {
 // Each of n processes runs `calls` SUM allreduces of its makeInput(count);
 // every rank records the digest of its first output, rank 0 the first call's
 // relative error and that of the mean over all calls. The codec comes from
-// the config, or from CC_CODEC when `fromEnvironment`.
+// the config, or from CC_CODEC when `fromEnvironment`; the algorithm from
+// `algo` (null: CC_ALGO, else auto), and rank 0 records which one ran.
 SharedResults* runRepeatedAllreduce(int n, size_t count, int calls, int deadlineSeconds, const char* codec,
-                                    bool fromEnvironment) {
+                                    bool fromEnvironment, const char* algo = nullptr) {
   return runProcesses(n, deadlineSeconds, [&](int rank, const cc_unique_id_t& id, SharedResults* shared) {
     if (fromEnvironment) setenv("CC_CODEC", codec, 1);
     cc_comm_t comm = nullptr;
-    if (!initTcp(rank, n, id, fromEnvironment ? nullptr : codec, &comm, shared)) return false;
+    if (!initTcp(rank, n, id, fromEnvironment ? nullptr : codec, &comm, shared, algo)) return false;
     std::vector<float> input = makeInput(count, rank), output(count);
     std::vector<double> exact, meanOutput;
     if (rank == 0) {
@@ -130,6 +135,7 @@ SharedResults* runRepeatedAllreduce(int n, size_t count, int calls, int deadline
         norm += exact[i] * exact[i];
       }
       shared->meanError = std::sqrt(diff / norm);
+      std::snprintf(shared->ran, sizeof(shared->ran), "%s", comm->lastAlgorithm.c_str());
     }
     return cc_comm_destroy(comm) == CC_SUCCESS;
   });
@@ -138,9 +144,10 @@ SharedResults* runRepeatedAllreduce(int n, size_t count, int calls, int deadline
 TEST(MultiProcess, FourRanks16MFloatsNatRing) {
   const int n = 4;
   const int calls = 64;
-  SharedResults* results = runRepeatedAllreduce(n, size_t(16) << 20, calls, 900, "nat", false);
+  SharedResults* results = runRepeatedAllreduce(n, size_t(16) << 20, calls, 900, "nat", false, "ring");
   expectAllRanksSucceeded(results, n);
   for (int rank = 1; rank < n; ++rank) EXPECT_EQ(results->digest[rank], results->digest[0]) << "rank " << rank;
+  EXPECT_EQ(std::string(results->ran), "ring");
   EXPECT_LE(results->singleError, ringNatErrorBound(n));
   EXPECT_LT(results->meanError, results->singleError / 4);
   std::printf("4 processes x 16M float32, nat ring: relative error %.4f (bound %.4f), mean of %d calls %.4f\n",
@@ -189,7 +196,14 @@ TEST_P(MultiProcessCodec, FourRanksBitIdenticalUnbiasedAndBounded) {
   SharedResults* results = runRepeatedAllreduce(n, count, calls, 600, specText, true);
   expectAllRanksSucceeded(results, n);
   for (int rank = 1; rank < n; ++rank) EXPECT_EQ(results->digest[rank], results->digest[0]) << "rank " << rank;
-  const std::string algo = spec.hopReencodable() ? "ring" : "allgather";
+  // auto: allgather for what a hop cannot re-encode, else the cheapest of
+  // ring, direct and tree; the bound is that of the algorithm that ran.
+  const std::string algo = results->ran;
+  if (spec.hopReencodable()) {
+    EXPECT_TRUE(algo == "ring" || algo == "direct" || algo == "tree") << algo;
+  } else {
+    EXPECT_EQ(algo, "allgather");
+  }
   const double bound = relativeErrorBound(spec, algo, n, count);
   EXPECT_LE(results->singleError, 1.1 * bound);
   // Unbiased: 16 independent calls average to an error 4x smaller (3x asserted).
@@ -210,6 +224,171 @@ INSTANTIATE_TEST_SUITE_P(Specs, MultiProcessCodec,
                            }
                            return name;
                          });
+
+// Every algorithm x codec over processes: for each (algorithm, n) one group
+// of n processes whose communicator forces the algorithm through the config's
+// `algo` field runs every codec through compressed_allreduce_ex: ranks
+// bit-identical, the mean of independent calls converging on the exact sum
+// (unbiased specs), and the RMS error within the algorithm's bound.
+const char* const kAlgorithmSpecs[] = {"nat",      "dither_nat:p=2,s=8,norm=nat", "qsgd:s=16", "randk:ratio=0.5+nat",
+                                       "terngrad", "nat_det",                     "topk:ratio=0.01+nat"};
+constexpr int kAlgorithmSpecCount = sizeof(kAlgorithmSpecs) / sizeof(kAlgorithmSpecs[0]);
+
+struct AlgorithmResults {
+  int status[kMaxRanks];
+  char message[kMaxRanks][512];
+  uint64_t digest[kAlgorithmSpecCount][kMaxRanks];  // over all calls' outputs
+  double rmsError[kAlgorithmSpecCount];              // rank 0: RMS over calls of the relative error
+  double meanError[kAlgorithmSpecCount];             // rank 0: relative error of the mean output
+  char ran[kAlgorithmSpecCount][16];                 // rank 0: the algorithm of the last call
+};
+
+struct AlgorithmCase {
+  const char* algo;
+  int nranks;
+};
+
+// Which specs an algorithm runs here: top-k only on allgather (and auto, which
+// picks allgather for it); allgather runs top-k and nat.
+bool runsOn(const std::string& algo, const cc::CodecSpec& spec) {
+  if (algo == "allgather") return !spec.hopReencodable() || spec.canonical == "nat";
+  return spec.hopReencodable() || algo == "auto";
+}
+
+class MultiProcessAlgorithms : public testing::TestWithParam<AlgorithmCase> {};
+
+TEST_P(MultiProcessAlgorithms, EveryCodecBitIdenticalUnbiasedAndBounded) {
+  const AlgorithmCase& c = GetParam();
+  const int n = c.nranks;
+  const std::string algo = c.algo;
+  const size_t count = size_t(1) << 16;
+  const int calls = 8;
+  std::vector<cc::CodecSpec> specs(kAlgorithmSpecCount);
+  std::vector<bool> selected(kAlgorithmSpecCount);
+  for (int s = 0; s < kAlgorithmSpecCount; ++s) {
+    ASSERT_EQ(cc::parseCodecSpec(kAlgorithmSpecs[s], &specs[s]), CC_SUCCESS);
+    selected[s] = runsOn(algo, specs[s]);
+  }
+  const auto start = std::chrono::steady_clock::now();
+  AlgorithmResults* results =
+      runProcesses<AlgorithmResults>(n, 300, [&](int rank, const cc_unique_id_t& id, AlgorithmResults* shared) {
+        cc_comm_t comm = nullptr;
+        if (!initTcp(rank, n, id, "nat", &comm, shared, c.algo)) return false;
+        std::vector<float> input = makeInput(count, rank), output(count);
+        std::vector<double> exact, meanOutput;
+        if (rank == 0) {
+          exact.assign(count, 0.0);
+          for (int r = 0; r < n; ++r) {
+            auto other = makeInput(count, r);
+            for (size_t i = 0; i < count; ++i) exact[i] += other[i];
+          }
+        }
+        for (int s = 0; s < kAlgorithmSpecCount; ++s) {
+          if (!selected[s]) continue;
+          uint64_t digest = 0;
+          double squared = 0;
+          meanOutput.assign(rank == 0 ? count : 0, 0.0);
+          for (int call = 0; call < calls; ++call) {
+            if (compressed_allreduce_ex(input.data(), output.data(), count, CC_FLOAT32, CC_SUM, comm, nullptr,
+                                        kAlgorithmSpecs[s], nullptr) != CC_SUCCESS) {
+              std::snprintf(shared->message[rank], sizeof(shared->message[rank]), "%s: %s", kAlgorithmSpecs[s],
+                            cc_get_last_error(comm));
+              return false;
+            }
+            digest = digest * 1099511628211ull ^ fnv64(output.data(), count * sizeof(float));
+            if (rank == 0) {
+              const double error = relativeError(output, exact);
+              squared += error * error / calls;
+              for (size_t i = 0; i < count; ++i) meanOutput[i] += output[i] / calls;
+            }
+          }
+          shared->digest[s][rank] = digest;
+          if (rank == 0) {
+            shared->rmsError[s] = std::sqrt(squared);
+            std::vector<float> mean(meanOutput.begin(), meanOutput.end());
+            shared->meanError[s] = relativeError(mean, exact);
+            std::snprintf(shared->ran[s], sizeof(shared->ran[s]), "%s", comm->lastAlgorithm.c_str());
+          }
+        }
+        return cc_comm_destroy(comm) == CC_SUCCESS;
+      });
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  expectAllRanksSucceeded(results, n);
+  for (int s = 0; s < kAlgorithmSpecCount; ++s) {
+    if (!selected[s]) continue;
+    const cc::CodecSpec& spec = specs[s];
+    const std::string where = std::string(kAlgorithmSpecs[s]) + " on " + algo + ", " + std::to_string(n) + " processes";
+    for (int rank = 1; rank < n; ++rank) {
+      EXPECT_EQ(results->digest[s][rank], results->digest[s][0]) << where << ": rank " << rank;
+    }
+    const std::string ran = results->ran[s];
+    if (algo == "auto") {
+      if (spec.hopReencodable()) {
+        EXPECT_TRUE(ran == "ring" || ran == "direct" || ran == "tree") << where << ": " << ran;
+      } else {
+        EXPECT_EQ(ran, "allgather") << where;
+      }
+    } else {
+      EXPECT_EQ(ran, algo) << where;
+    }
+    const double bound = relativeErrorBound(spec, ran, n, count);
+    EXPECT_LE(results->rmsError[s], 1.15 * bound) << where;
+    EXPECT_GT(results->rmsError[s], 0.0) << where;
+    // Unbiased: 8 independent calls average to an error sqrt(8) = 2.8x
+    // smaller (2x asserted).
+    if (spec.unbiased()) {
+      EXPECT_LT(results->meanError[s], results->rmsError[s] / 2) << where;
+    }
+    std::printf("%2d processes x 64K float32, %-28s on %-9s (ran %-9s): relative error %.4f (bound %.4f), mean of %d "
+                "calls %.4f\n",
+                n, kAlgorithmSpecs[s], algo.c_str(), ran.c_str(), results->rmsError[s], bound, calls,
+                results->meanError[s]);
+  }
+  std::printf("%s with %d processes: %.1f s\n", algo.c_str(), n, seconds);
+}
+
+std::vector<AlgorithmCase> multiProcessAlgorithmCases() {
+  std::vector<AlgorithmCase> cases;
+  for (const char* algo : {"ring", "direct", "tree", "auto", "allgather"}) {
+    for (int n : {2, 5, 8, 16}) cases.push_back({algo, n});
+  }
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Algorithms, MultiProcessAlgorithms, testing::ValuesIn(multiProcessAlgorithmCases()),
+                         [](const testing::TestParamInfo<AlgorithmCase>& info) {
+                           return std::string(info.param.algo) + "_n" + std::to_string(info.param.nranks);
+                         });
+
+// top-k cannot run on the chunked algorithms: forced, the call fails with
+// CC_UNSUPPORTED naming allgather, on every rank alike, and the communicator
+// goes on working.
+TEST(MultiProcessAlgorithmSupport, TopkForcedOnDirectIsUnsupported) {
+  const int n = 3;
+  SharedResults* results = runProcesses(n, 120, [&](int rank, const cc_unique_id_t& id, SharedResults* shared) {
+    cc_comm_t comm = nullptr;
+    if (!initTcp(rank, n, id, "topk:ratio=0.01+nat", &comm, shared, "direct")) return false;
+    std::vector<float> values = makeInput(4096, rank);
+    const cc_result_t refused =
+        compressed_allreduce(values.data(), values.data(), values.size(), CC_FLOAT32, CC_SUM, comm, nullptr);
+    const std::string message = cc_get_last_error(comm);
+    if (refused != CC_UNSUPPORTED || message.find("cannot run on direct") == std::string::npos ||
+        message.find("allgather") == std::string::npos) {
+      std::snprintf(shared->message[rank], sizeof(shared->message[rank]), "expected CC_UNSUPPORTED naming allgather, got %d: %s",
+                    static_cast<int>(refused), message.c_str());
+      return false;
+    }
+    if (compressed_allreduce_ex(values.data(), values.data(), values.size(), CC_FLOAT32, CC_SUM, comm, nullptr, "nat",
+                                nullptr) != CC_SUCCESS) {
+      std::snprintf(shared->message[rank], sizeof(shared->message[rank]), "%s", cc_get_last_error(comm));
+      return false;
+    }
+    shared->digest[rank] = fnv64(values.data(), values.size() * sizeof(float));
+    return cc_comm_destroy(comm) == CC_SUCCESS;
+  });
+  expectAllRanksSucceeded(results, n);
+  for (int rank = 1; rank < n; ++rank) EXPECT_EQ(results->digest[rank], results->digest[0]) << "rank " << rank;
+}
 
 TEST(MultiProcess, UnreachableRootFailsWithinTheTimeout) {
   // A port nobody listens on: bind one, read its number, close it.
