@@ -137,6 +137,7 @@ struct FeedbackCase {
   cc_red_op_t op;
   cc_datatype_t datatype;
   const char* algo = nullptr;  // nullptr: CC_ALGO, else auto
+  const char* master = nullptr;  // direct's master codec; nullptr: the call's spec
 };
 
 class ErrorFeedback : public testing::TestWithParam<FeedbackCase> {};
@@ -144,7 +145,8 @@ class ErrorFeedback : public testing::TestWithParam<FeedbackCase> {};
 std::string feedbackName(const testing::TestParamInfo<FeedbackCase>& info) {
   std::string name = std::string(info.param.spec) + (info.param.op == CC_AVG ? "_avg" : "_sum") +
                      (info.param.datatype == CC_BFLOAT16 ? "_bf16" : "") +
-                     (info.param.algo ? std::string("_") + info.param.algo : std::string());
+                     (info.param.algo ? std::string("_") + info.param.algo : std::string()) +
+                     (info.param.master ? std::string("_master_") + info.param.master : std::string());
   for (char& ch : name) {
     if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
   }
@@ -175,6 +177,7 @@ TEST_P(ErrorFeedback, OutputsSumToKTimesExactMinusResiduals) {
   RankOptions options;
   options.codec = "nat";  // the per-call spec overrides it
   options.algo = c.algo;
+  options.masterCodec = c.master;
   // Several chunks per segment, shard and half, so the pipelines run.
   if (c.algo != nullptr) options.chunkBytes = 4096;
   std::vector<std::string> ran(n);
@@ -264,6 +267,10 @@ std::vector<FeedbackCase> feedbackAlgorithmCases() {
     cases.push_back({"nat", CC_AVG, CC_BFLOAT16, algo});
     cases.push_back({"none", CC_SUM, CC_FLOAT32, algo});
   }
+  // direct's owners fold the master codec's loss into their residual.
+  cases.push_back({"qsgd:s=4", CC_SUM, CC_FLOAT32, "direct", "nat"});
+  cases.push_back({"nat", CC_AVG, CC_FLOAT32, "direct", "qsgd:s=64"});
+  cases.push_back({"nat", CC_AVG, CC_BFLOAT16, "direct", "dither_nat:s=8"});
   return cases;
 }
 
@@ -322,6 +329,10 @@ TEST(AlgorithmSupport, RingRefusesWhatItCannotReencode) {
 
 TEST(PerCallSpec, RanksThatDisagreeFailWithTheSpecNamed) {
   RankOptions options;
+  // On ring every rank sends before it receives, so both see the other's
+  // frame. (Under auto the ranks may choose different algorithms for their
+  // different specs; test_algorithms covers direct and tree.)
+  options.algo = "ring";
   runRanks(2, options, [&](int rank, cc_comm_t comm) {
     std::vector<float> values(4096, 1.0f);
     const char* spec = rank == 0 ? "qsgd:s=8" : "qsgd:s=4";
