@@ -30,6 +30,7 @@
 #include "api/error.h"
 #include "comm/bootstrap.h"
 #include "comm/store_protocol.h"
+#include "test_helpers.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 // A fork()ed child sees the parent's store threads' heap blocks without their
@@ -43,6 +44,8 @@ extern "C" int __lsan_is_turned_off() { return gInForkedChild; }
 #endif
 
 namespace cc {
+using cctest::ScopedEnv;
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -54,34 +57,6 @@ long long millisecondsSince(Clock::time_point start) {
   return std::chrono::duration_cast<milliseconds>(Clock::now() - start).count();
 }
 
-// Sets (or unsets, for nullptr) an environment variable for one scope.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    const char* old = std::getenv(name);
-    hadValue_ = old != nullptr;
-    if (hadValue_) oldValue_ = old;
-    if (value != nullptr) {
-      setenv(name, value, 1);
-    } else {
-      unsetenv(name);
-    }
-  }
-  ~ScopedEnv() {
-    if (hadValue_) {
-      setenv(name_.c_str(), oldValue_.c_str(), 1);
-    } else {
-      unsetenv(name_.c_str());
-    }
-  }
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  std::string name_;
-  bool hadValue_ = false;
-  std::string oldValue_;
-};
 
 std::vector<char> bytes(const std::string& text) { return std::vector<char>(text.begin(), text.end()); }
 std::string text(const std::vector<char>& data) { return std::string(data.begin(), data.end()); }

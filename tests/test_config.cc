@@ -10,24 +10,12 @@
 
 #include "api/config.h"
 #include "compressedcoll.h"
+#include "test_helpers.h"
+
+using cctest::ScopedEnv;
 
 namespace {
 
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old, hadOld_ = true;
-    setenv(name, value, 1);
-  }
-  ~ScopedEnv() {
-    if (hadOld_) setenv(name_.c_str(), old_.c_str(), 1);
-    else unsetenv(name_.c_str());
-  }
-
- private:
-  std::string name_, old_;
-  bool hadOld_ = false;
-};
 
 std::string lastError() { return cc_get_last_error(nullptr); }
 

@@ -78,7 +78,8 @@ struct TreeNode {
 // NCCL's double binary tree: tree 0 is the in-order binary tree rooted at
 // rank 0 (leaves are the odd ranks), tree 1 its mirror (n even) or its shift
 // by one rank (n odd), so that a rank interior in one tree is a leaf in the
-// other and every link carries half of the vector each way.
+// other (for even n; with odd n rank 0 is interior in both) and every link
+// carries about half of the vector each way.
 void doubleBinaryTree(int nranks, int rank, TreeNode trees[2]);
 
 struct TreeChannels {

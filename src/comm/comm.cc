@@ -405,6 +405,8 @@ cc_result_t commInit(cc_comm_t* out, int nranks, const cc_unique_id_t& id, int r
   CC_CHECK(store->barrier("cc/init/ready"));
   if (nranks > 1 && config.algo == AlgoId::Auto) {
     CC_CHECK(measureCostModel(*store, *comm, &comm->costModel));
+    // The timing calls ran on every rank alike; the user's first collective is #0.
+    comm->collectiveSeq = 0;
     const LinkCosts& link = comm->costModel.link;
     const double* fixed = comm->costModel.fixedSeconds;
     CC_INFO("rank %d: auto's model: latency %.1f us, %.1f us per message, %.3f GB/s; minimal call ring %.1f us, "
@@ -814,7 +816,9 @@ cc_result_t commAllreduce(cc_comm_t comm, const TensorCall* tensors, size_t nten
     comm->transport->abort();
     return addErrorContext(result, "compressed_allreduce #%llu (%zu x %s, %s, codec %s, %s) on rank %d",
                            static_cast<unsigned long long>(firstSeq), run.count, datatypeName(datatype),
-                           opName(op), compresses ? spec.canonical.c_str() : "none", algoName(algo), comm->rank);
+                           opName(op), compresses ? spec.canonical.c_str() : "none",
+                           // runAlgorithm names what auto resolved to
+                           algo == AlgoId::Auto ? comm->lastAlgorithm.c_str() : algoName(algo), comm->rank);
   }
   if (fused) {
     const unsigned char* values = static_cast<const unsigned char*>(run.output);
