@@ -160,4 +160,62 @@ TEST(Frames, ImpostorSenderIsNamed) {
   EXPECT_NE(message.find("claims to come from rank 5"), std::string::npos) << message;
 }
 
+// auto's announcements (direct and tree announce themselves on the ring
+// channel): rank 1 sends what `sender` does, rank 0 expects `expected`'s
+// announcement and then a data frame of step 1.
+cc_result_t announceThenReceive(const std::function<cc_result_t(cc::Prims&, cc::SendChannel&)>& sender,
+                                const char* expected, std::string* message) {
+  static uint64_t key = 0xA110;
+  Link link = makeLink(++key);
+  Collective senderSide, receiverSide;
+  cc::Prims senderPrims(senderSide.args(1));
+  EXPECT_EQ(sender(senderPrims, *link.send), CC_SUCCESS);
+  cc::Prims receiver(receiverSide.args(0));
+  receiver.expectAnnouncement(*link.recv, 1, expected);
+  const cc_result_t result = receiver.recvForwardDecode(*link.recv, 1, nullptr, 0, 64, 1);
+  *message = cc_get_last_error(nullptr);
+  return result;
+}
+
+TEST(Announcements, AMatchingAnnouncementIsConsumedBeforeTheData) {
+  std::string message;
+  const cc_result_t result = announceThenReceive(
+      [](cc::Prims& prims, cc::SendChannel& to) {
+        cc_result_t announced = prims.announce(to, "tree");
+        return announced != CC_SUCCESS ? announced : prims.encodeSend(to, 0, 64, 0);
+      },
+      "tree", &message);
+  EXPECT_EQ(result, CC_SUCCESS) << message;
+}
+
+TEST(Announcements, ADifferentAlgorithmIsNamed) {
+  std::string message;
+  const cc_result_t result = announceThenReceive(
+      [](cc::Prims& prims, cc::SendChannel& to) { return prims.announce(to, "direct"); }, "tree", &message);
+  EXPECT_EQ(result, CC_REMOTE_ERROR);
+  EXPECT_NE(message.find("rank 1 runs direct"), std::string::npos) << message;
+  EXPECT_NE(message.find("this rank runs tree"), std::string::npos) << message;
+}
+
+TEST(Announcements, ADataFrameWhereAnAnnouncementWasExpectedIsNamed) {
+  std::string message;
+  const cc_result_t result = announceThenReceive(
+      [](cc::Prims& prims, cc::SendChannel& to) { return prims.encodeSend(to, 0, 64, 0); }, "direct", &message);
+  EXPECT_EQ(result, CC_REMOTE_ERROR);
+  EXPECT_NE(message.find("expected its announcement"), std::string::npos) << message;
+}
+
+TEST(Announcements, AnAnnouncementWhereDataWasExpectedIsNamed) {
+  static uint64_t key = 0xB110;
+  Link link = makeLink(++key);
+  Collective senderSide, receiverSide;
+  cc::Prims sender(senderSide.args(1));
+  ASSERT_EQ(sender.announce(*link.send, "tree"), CC_SUCCESS);
+  cc::Prims receiver(receiverSide.args(0));
+  EXPECT_EQ(receiver.recvForwardDecode(*link.recv, 1, nullptr, 0, 64, 1), CC_REMOTE_ERROR);
+  const std::string message = cc_get_last_error(nullptr);
+  EXPECT_NE(message.find("rank 1 announced tree"), std::string::npos) << message;
+  for (float value : receiverSide.output) EXPECT_EQ(value, -7.0f);
+}
+
 }  // namespace

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <numeric>
+#include <string>
 
 #include "codec/elements.h"
 
@@ -118,6 +119,9 @@ cc_result_t Prims::checkHeader(const void* slot, size_t slotBytes, int fromRank,
                     args_.count, static_cast<int>(args_.datatype), static_cast<int>(args_.op),
                     codecName(codecOf(stage).id()), hashOf(stage));
   }
+  if ((header.step == kAnnouncementStep) != (step == kAnnouncementStep)) {
+    return announcementMismatch(header, slot, slotBytes, fromRank, step);
+  }
   if (header.step != step || header.firstIndex != firstIndex || header.count != count ||
       header.payloadBytes != expectedPayload || header.streamBytes != streamBytes ||
       kFrameHeaderBytes + expectedPayload > slotBytes) {
@@ -149,7 +153,7 @@ cc_result_t Prims::encodeSend(SendChannel& to, size_t firstIndex, size_t count, 
 cc_result_t Prims::fusedHop(RecvChannel& from, int fromRank, SendChannel& to, size_t firstIndex,
                             size_t count, uint32_t step, uint32_t divisor, void* decodedOut) {
   void* in = nullptr;
-  CC_CHECK(from.wait(&in));
+  CC_CHECK(receive(from, &in));
   const size_t payload = args_.codec->packedBytes(count);
   CC_CHECK(checkHeader(in, from.slotBytes(), fromRank, firstIndex, count, step - 1, payload));
   void* out = nullptr;
@@ -221,7 +225,7 @@ cc_result_t Prims::recvReduceEncodeSend(RecvChannel& from, int fromRank, uint32_
                                         const float* baseF32, SendChannel* const* to, int nto,
                                         size_t firstIndex, size_t count, uint32_t step, bool final) {
   void* in = nullptr;
-  CC_CHECK(from.wait(&in));
+  CC_CHECK(receive(from, &in));
   const size_t payload = args_.codec->packedBytes(count);
   CC_CHECK(checkHeader(in, from.slotBytes(), fromRank, firstIndex, count, expectedStep, payload));
   void* out = nullptr;
@@ -250,7 +254,7 @@ cc_result_t Prims::recvReduceEncodeSend(RecvChannel& from, int fromRank, uint32_
 cc_result_t Prims::recvDecodeAccumulate(RecvChannel& from, int fromRank, uint32_t expectedStep, float* acc,
                                         size_t firstIndex, size_t count) {
   void* in = nullptr;
-  CC_CHECK(from.wait(&in));
+  CC_CHECK(receive(from, &in));
   const size_t payload = args_.codec->packedBytes(count);
   CC_CHECK(checkHeader(in, from.slotBytes(), fromRank, firstIndex, count, expectedStep, payload));
   args_.codec->decodeAccumulate(payloadOf(in), count, acc);
@@ -282,7 +286,7 @@ cc_result_t Prims::recvForwardDecode(RecvChannel& from, int fromRank, SendChanne
                                      size_t firstIndex, size_t count, uint32_t expectedStep, uint32_t step,
                                      Stage stage) {
   void* in = nullptr;
-  CC_CHECK(from.wait(&in));
+  CC_CHECK(receive(from, &in));
   const Codec& codec = codecOf(stage);
   const size_t payload = codec.packedBytes(count);
   CC_CHECK(checkHeader(in, from.slotBytes(), fromRank, firstIndex, count, expectedStep, payload, 0, stage));
@@ -324,7 +328,7 @@ cc_result_t Prims::sendFragment(SendChannel& to, const void* stream, size_t offs
 cc_result_t Prims::recvForwardFragment(RecvChannel& from, int fromRank, SendChannel* to, void* stream,
                                        size_t offset, size_t bytes, size_t streamBytes, uint32_t step) {
   void* in = nullptr;
-  CC_CHECK(from.wait(&in));
+  CC_CHECK(receive(from, &in));
   CC_CHECK(checkHeader(in, from.slotBytes(), fromRank, offset, bytes, step - 1, bytes, streamBytes));
   std::memcpy(static_cast<unsigned char*>(stream) + offset, payloadOf(in), bytes);
   if (to != nullptr) {
@@ -332,6 +336,78 @@ cc_result_t Prims::recvForwardFragment(RecvChannel& from, int fromRank, SendChan
     CC_CHECK(to->forward(from, in, kFrameHeaderBytes + bytes));
   }
   return from.release();
+}
+
+namespace {
+
+constexpr size_t kAnnouncementNameBytes = 16;
+
+// The algorithm named in an announcement's payload, or "?" when it does not fit.
+std::string announcedName(const FrameHeader& header, const void* slot, size_t slotBytes) {
+  if (header.payloadBytes != kAnnouncementNameBytes || kFrameHeaderBytes + kAnnouncementNameBytes > slotBytes) {
+    return "?";
+  }
+  const char* name = reinterpret_cast<const char*>(payloadOf(const_cast<void*>(slot)));
+  return std::string(name, strnlen(name, kAnnouncementNameBytes));
+}
+
+}  // namespace
+
+cc_result_t Prims::announce(SendChannel& to, const char* algorithm) {
+  algorithm_ = algorithm;
+  void* slot = nullptr;
+  CC_CHECK(to.acquire(&slot));
+  std::memset(payloadOf(slot), 0, kAnnouncementNameBytes);
+  std::memcpy(payloadOf(slot), algorithm, strnlen(algorithm, kAnnouncementNameBytes - 1));
+  writeHeader(slot, 0, 0, kAnnouncementStep, kAnnouncementNameBytes);
+  return to.post(kFrameHeaderBytes + kAnnouncementNameBytes);
+}
+
+void Prims::expectAnnouncement(RecvChannel& from, int fromRank, const char* algorithm) {
+  algorithm_ = algorithm;
+  announcementFrom_ = &from;
+  announcementRank_ = fromRank;
+}
+
+cc_result_t Prims::settleAnnouncement() {
+  if (announcementFrom_ == nullptr) return CC_SUCCESS;
+  RecvChannel& from = *announcementFrom_;
+  announcementFrom_ = nullptr;
+  void* in = nullptr;
+  CC_CHECK(from.wait(&in));
+  CC_CHECK(checkHeader(in, from.slotBytes(), announcementRank_, 0, 0, kAnnouncementStep, kAnnouncementNameBytes));
+  FrameHeader header;
+  std::memcpy(&header, in, sizeof(header));
+  const std::string theirs = announcedName(header, in, from.slotBytes());
+  if (theirs != algorithm_) {
+    return setError(CC_REMOTE_ERROR,
+                    "rank %d runs %s for collective #%llu but this rank runs %s: auto chose differently for the "
+                    "same call (count %zu, codec spec hash 0x%08x)",
+                    announcementRank_, theirs.c_str(), static_cast<unsigned long long>(args_.collectiveSeq),
+                    algorithm_, args_.count, args_.specHash);
+  }
+  return from.release();
+}
+
+cc_result_t Prims::receive(RecvChannel& from, void** slot) {
+  CC_CHECK(settleAnnouncement());
+  return from.wait(slot);
+}
+
+cc_result_t Prims::announcementMismatch(const FrameHeader& header, const void* slot, size_t slotBytes,
+                                        int fromRank, uint32_t expectedStep) const {
+  const unsigned long long seq = static_cast<unsigned long long>(args_.collectiveSeq);
+  if (expectedStep == kAnnouncementStep) {
+    return setError(CC_REMOTE_ERROR,
+                    "rank %d sent a data frame (step %u) for collective #%llu where this rank, running %s under "
+                    "auto, expected its announcement: rank %d runs ring or allgather, auto chose differently "
+                    "for the same call",
+                    fromRank, header.step, seq, algorithm_ ? algorithm_ : "?", fromRank);
+  }
+  return setError(CC_REMOTE_ERROR,
+                  "rank %d announced %s for collective #%llu but this rank runs an algorithm that expected its "
+                  "data frame of step %u (ring or allgather): auto chose differently for the same call",
+                  fromRank, announcedName(header, slot, slotBytes).c_str(), seq, expectedStep);
 }
 
 void Prims::copyInputToOutput() {

@@ -140,6 +140,19 @@ class Prims {
   // The output of a one-rank collective: the input, unchanged.
   void copyInputToOutput();
 
+  // auto picks an algorithm per call from the call's count and codec, so
+  // ranks given different calls may pick algorithms whose channels never meet
+  // and would wait for each other until the timeout. Under auto, direct and
+  // tree therefore announce themselves on the ring channel (a frame of step
+  // kAnnouncementStep naming the algorithm), and every rank checks its ring
+  // predecessor's frame before its first receive: a disagreement between any
+  // two neighbours fails the call at once with CC_REMOTE_ERROR.
+  static constexpr uint32_t kAnnouncementStep = 0xfffffff0u;
+  cc_result_t announce(SendChannel& to, const char* algorithm);
+  void expectAnnouncement(RecvChannel& from, int fromRank, const char* algorithm);
+  // Checks the expected announcement now if no receive did yet.
+  cc_result_t settleAnnouncement();
+
  private:
   const unsigned char* local(size_t firstIndex) const;
   unsigned char* output(size_t firstIndex) const;
@@ -159,9 +172,18 @@ class Prims {
   // Copies the frame in `first` into a fresh slot of each further channel and
   // posts them all.
   cc_result_t postToAll(SendChannel* const* to, int nto, void* first, size_t frameBytes);
+  // Every receive of a frame: the pending announcement first, then `from`.
+  cc_result_t receive(RecvChannel& from, void** slot);
+  // What a frame that does not belong to this rank's algorithm says instead
+  // of a step mismatch.
+  cc_result_t announcementMismatch(const FrameHeader& header, const void* slot, size_t slotBytes, int fromRank,
+                                   uint32_t expectedStep) const;
 
   CollectiveArgs args_;
   size_t elementBytes_;
+  RecvChannel* announcementFrom_ = nullptr;  // pending until the first receive
+  int announcementRank_ = -1;
+  const char* algorithm_ = nullptr;  // set when this rank announced itself
 };
 
 }  // namespace cc
