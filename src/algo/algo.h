@@ -124,6 +124,13 @@ struct CostModel {
   // measured at init: each algorithm's fixed cost (its hops, messages and
   // wake-ups on this transport and machine). 0: use hops x latency.
   double fixedSeconds[3] = {0, 0, 0};
+  // Per algorithm, the bytes its busiest link passes in one call before the
+  // link's rate applies: a shaped link (a token bucket such as tc's tbf, a
+  // switch port's buffer) lets a burst through at once and refills while the
+  // link waits on other hops, which helps the tree (idle between levels) more
+  // than ring or direct (busy throughout). Fitted at init to one measured
+  // call of each algorithm (fitBurst); 0 on an unshaped link.
+  double burstBytes[3] = {0, 0, 0};
 };
 
 // One call as the model sees it.
@@ -139,5 +146,12 @@ struct CallShape {
 double estimateSeconds(const CostModel& model, const CallShape& call, AlgoId algo);
 // The cheapest of ring, direct and tree.
 AlgoId cheapestAlgorithm(const CostModel& model, const CallShape& call);
+// The burst (model.burstBytes of `algo`) with which the model predicts
+// `measuredSeconds` for `call`: 0 when even no burst predicts less, the
+// call's whole wire bytes when even those predict more.
+double fitBurst(const CostModel& model, const CallShape& call, AlgoId algo, double measuredSeconds);
+// Values of the calls fitBurst is fitted to: past a typical burst on every
+// algorithm's busiest link (about 150-300 KB of nat at n = 4..16).
+constexpr size_t kBurstCalibrationValues = size_t(1) << 17;
 
 }  // namespace cc

@@ -1,9 +1,9 @@
 // auto: predicts each algorithm's time from measured link and codec costs
 // and runs the cheapest. The model (docs/algorithms.md) is a pipeline: a
-// call is `iterations` chunks deep; each chunk crosses `hops` sequential
-// links (a latency each, paid once as the pipeline fills), and in steady
-// state a rank is busy, per chunk, with the larger of its wire time and its
-// compute time, plus a fixed cost per message it sends or receives.
+// call is `iterations` chunks deep; in steady state a rank is busy with the
+// larger of its wire time and its codec time, plus a fixed cost per message
+// it sends or receives; a tree also waits for its first chunk to be stored
+// and forwarded up and down before every link is busy.
 #include <algorithm>
 #include <cmath>
 
@@ -13,33 +13,37 @@ namespace cc {
 namespace {
 
 struct Pipeline {
-  double hops = 0;        // sequential link crossings per chunk
-  double iterations = 0;  // chunks, one after another
-  double messages = 0;    // sent + received by one rank per iteration
-  double wireBytes = 0;   // through one rank's busiest direction per iteration
-  double computeSeconds = 0;  // one rank's codec passes per iteration
-  double fillSeconds = 0;     // store-and-forward of the first chunk beyond its first link
+  double hops = 0;            // sequential link crossings per chunk
+  double iterations = 0;      // chunks, one after another
+  double messages = 0;        // sent + received by one rank per iteration
+  double wireBytes = 0;       // through one rank's busiest direction, whole call
+  double computeSeconds = 0;  // one rank's codec passes, whole call
+  double fillBytes = 0;       // store-and-forward of the first chunk beyond its first link
 };
 
 // `fixed`: the measured time of a minimal call, when there is one; it
-// replaces the fill latency and the first chunk's messages.
-double seconds(const LinkCosts& link, const Pipeline& p, double fixed) {
+// replaces the hops' latency and the first chunk's messages. `burst`: the
+// bytes the busiest link passes before its rate applies.
+double seconds(const LinkCosts& link, const Pipeline& p, double fixed, double burst) {
   if (p.iterations <= 0) return 0;
-  const double busy = std::max(p.wireBytes / link.bytesPerSecond, p.computeSeconds);
+  const double rated = std::max(0.0, p.wireBytes - burst);
+  const double busy = std::max(rated / link.bytesPerSecond, p.computeSeconds);
+  // Store-and-forward waits on the rate only for the share of the bytes
+  // beyond the burst.
+  const double fill = p.wireBytes > 0 ? p.fillBytes / link.bytesPerSecond * (rated / p.wireBytes) : 0;
   const double perMessages = p.messages * link.perMessage;
-  if (fixed > 0) return fixed + p.fillSeconds + p.iterations * busy + (p.iterations - 1) * perMessages;
-  return p.hops * link.latency + p.fillSeconds + p.iterations * (busy + perMessages);
+  if (fixed > 0) return fixed + fill + busy + (p.iterations - 1) * perMessages;
+  return p.hops * link.latency + fill + busy + p.iterations * perMessages;
 }
 
-int fixedIndex(AlgoId algo) { return algo == AlgoId::Ring ? 0 : algo == AlgoId::Direct ? 1 : 2; }
+int modelIndex(AlgoId algo) { return algo == AlgoId::Ring ? 0 : algo == AlgoId::Direct ? 1 : 2; }
 
 constexpr double kManyFlowsCost = 1.15;
 
 double ceilDiv(double a, double b) { return b <= 0 ? 0 : std::ceil(a / b); }
 
-}  // namespace
-
-double estimateSeconds(const CostModel& model, const CallShape& call, AlgoId algo) {
+// The pipeline of `algo` for `call`; false for algorithms the model does not know.
+bool pipelineOf(const CostModel& model, const CallShape& call, AlgoId algo, Pipeline* out) {
   const double n = call.nranks;
   const double count = static_cast<double>(call.count);
   const CodecCosts& w = model.codec[static_cast<int>(call.worker)];
@@ -48,25 +52,24 @@ double estimateSeconds(const CostModel& model, const CallShape& call, AlgoId alg
   Pipeline p;
   switch (algo) {
     case AlgoId::Ring: {
-      const double chunk = std::min<double>(segment, static_cast<double>(call.ringChunkValues));
-      p.iterations = ceilDiv(segment, chunk);
+      // Every segment moves at once, so every link is busy from the start: no fill.
+      p.iterations = ceilDiv(segment, static_cast<double>(call.ringChunkValues));
       p.hops = 2 * (n - 1);
       p.messages = 4 * (n - 1);
-      p.wireBytes = 2 * (n - 1) * chunk * call.workerBytesPerValue;
+      p.wireBytes = 2 * (n - 1) * segment * call.workerBytesPerValue;
       // one encode, n - 1 fused hops (the last one the owner's), n - 1 decodes
-      p.computeSeconds = chunk * (w.encode + (n - 1) * w.fused + (n - 1) * w.decode);
+      p.computeSeconds = segment * (w.encode + (n - 1) * w.fused + (n - 1) * w.decode);
       break;
     }
     case AlgoId::Direct: {
-      const double chunk = std::min<double>(segment, static_cast<double>(call.directChunkValues));
-      p.iterations = ceilDiv(segment, chunk);
+      p.iterations = ceilDiv(segment, static_cast<double>(call.directChunkValues));
       p.hops = 2;
       p.messages = 4 * (n - 1);
       // n - 1 concurrent flows into each shaped host link reach less of it
       // than ring's one: 1.15x the bytes, measured on the emulated cluster
       // (docs/results.md, 1-4 MiB at 4 x 1 Gbit/s)
-      p.wireBytes = kManyFlowsCost * (n - 1) * chunk * (call.workerBytesPerValue + call.masterBytesPerValue);
-      p.computeSeconds = chunk * ((n - 1) * (w.encode + w.decodeAccumulate + m.decode) + m.encode);
+      p.wireBytes = kManyFlowsCost * (n - 1) * segment * (call.workerBytesPerValue + call.masterBytesPerValue);
+      p.computeSeconds = segment * ((n - 1) * (w.encode + w.decodeAccumulate + m.decode) + m.encode);
       break;
     }
     case AlgoId::Tree: {
@@ -77,18 +80,44 @@ double estimateSeconds(const CostModel& model, const CallShape& call, AlgoId alg
       p.hops = 2 * depth;
       // interior in one tree (two children), a leaf in the other
       p.messages = 8;
-      // per chunk of each half: 4 messages out (up twice, down to two
-      // children) and 4 in
-      p.wireBytes = 4 * chunk * call.workerBytesPerValue;
-      p.computeSeconds = chunk * (w.decodeAccumulate + w.fused + 2 * w.decode + w.encode);
+      // per value of each half: up twice (once per tree) and down to two
+      // children, so 4 packed values leave the busiest rank
+      p.wireBytes = 4 * half * call.workerBytesPerValue;
+      p.computeSeconds = half * (w.decodeAccumulate + w.fused + 2 * w.decode + w.encode);
       // a chunk is received whole before it goes on: up and down the tree
-      p.fillSeconds = (p.hops - 1) * chunk * call.workerBytesPerValue / model.link.bytesPerSecond;
+      p.fillBytes = (p.hops - 1) * chunk * call.workerBytesPerValue;
       break;
     }
     default:
-      return INFINITY;
+      return false;
   }
-  return seconds(model.link, p, model.fixedSeconds[fixedIndex(algo)]);
+  *out = p;
+  return true;
+}
+
+}  // namespace
+
+double estimateSeconds(const CostModel& model, const CallShape& call, AlgoId algo) {
+  Pipeline p;
+  if (!pipelineOf(model, call, algo, &p)) return INFINITY;
+  const int index = modelIndex(algo);
+  return seconds(model.link, p, model.fixedSeconds[index], model.burstBytes[index]);
+}
+
+double fitBurst(const CostModel& model, const CallShape& call, AlgoId algo, double measuredSeconds) {
+  Pipeline p;
+  if (!pipelineOf(model, call, algo, &p)) return 0;
+  const int index = modelIndex(algo);
+  auto predict = [&](double burst) { return seconds(model.link, p, model.fixedSeconds[index], burst); };
+  // The prediction falls as the burst grows: bisect.
+  double low = 0, high = p.wireBytes;
+  if (predict(low) <= measuredSeconds) return low;
+  if (predict(high) >= measuredSeconds) return high;
+  for (int i = 0; i < 50; ++i) {
+    const double middle = 0.5 * (low + high);
+    (predict(middle) > measuredSeconds ? low : high) = middle;
+  }
+  return 0.5 * (low + high);
 }
 
 AlgoId cheapestAlgorithm(const CostModel& model, const CallShape& call) {

@@ -262,6 +262,7 @@ cc_result_t measureLink(SendChannel& toNext, RecvChannel& fromPrev, int rank, in
   out->perMessage = std::max(0.0, (median(burst) - out->latency) / (2.0 * (kSlotsPerChannel - 1)));
   const double bulkSeconds = std::max(1e-9, median(bulk) - out->latency);
   out->bytesPerSecond = static_cast<double>(bulkBytes) * kSlotsPerChannel / bulkSeconds;
+
   return CC_SUCCESS;
 }
 
@@ -298,13 +299,22 @@ cc_result_t measureFanOut(const AlgorithmChannels& channels, int rank, int nrank
   return CC_SUCCESS;
 }
 
-// Times a minimal call (1024 nat values) of each algorithm; defined below
-// with the algorithms' driver.
-cc_result_t measureFixedCosts(cc_comm& comm, double fixedSeconds[3]);
+// Measured calls of nat float32 SUM on ring, direct and tree (in that order).
+struct AlgorithmCalls {
+  double minimalSeconds[3];      // 1024 values
+  double calibrationSeconds[3];  // kBurstCalibrationValues
+  CallShape calibrationShape;    // how the model sees those
+};
+// Defined below with the algorithms' driver.
+cc_result_t measureAlgorithmCalls(cc_comm& comm, AlgorithmCalls* out);
 
 cc_result_t measureCostModel(StoreClient& store, cc_comm& comm, CostModel* model) {
   CostModel mine;
-  CC_CHECK(measureFixedCosts(comm, mine.fixedSeconds));
+  AlgorithmCalls calls;
+  CC_CHECK(measureAlgorithmCalls(comm, &calls));
+  std::copy(calls.minimalSeconds, calls.minimalSeconds + 3, mine.fixedSeconds);
+  // Published in place of the bursts, which are fitted once the figures are agreed.
+  std::copy(calls.calibrationSeconds, calls.calibrationSeconds + 3, mine.burstBytes);
   CC_CHECK(measureLink(*comm.toNext, *comm.fromPrev, comm.rank, comm.nranks, &mine.link));
   CC_CHECK(measureFanOut(comm.channels, comm.rank, comm.nranks, mine.link.latency, &mine.link.perMessage));
   const CodecSpec& configured = comm.config.codec;
@@ -333,7 +343,10 @@ cc_result_t measureCostModel(StoreClient& store, cc_comm& comm, CostModel* model
     model->link.latency = std::max(model->link.latency, other.link.latency);
     model->link.perMessage = std::max(model->link.perMessage, other.link.perMessage);
     model->link.bytesPerSecond = std::min(model->link.bytesPerSecond, other.link.bytesPerSecond);
-    for (int a = 0; a < 3; ++a) model->fixedSeconds[a] = std::max(model->fixedSeconds[a], other.fixedSeconds[a]);
+    for (int a = 0; a < 3; ++a) {
+      model->fixedSeconds[a] = std::max(model->fixedSeconds[a], other.fixedSeconds[a]);
+      model->burstBytes[a] = std::max(model->burstBytes[a], other.burstBytes[a]);
+    }
     for (int f = 0; f < kCodecFamilies; ++f) {
       CodecCosts& agreed = model->codec[f];
       agreed.encode = std::max(agreed.encode, other.codec[f].encode);
@@ -341,6 +354,14 @@ cc_result_t measureCostModel(StoreClient& store, cc_comm& comm, CostModel* model
       agreed.decodeAccumulate = std::max(agreed.decodeAccumulate, other.codec[f].decodeAccumulate);
       agreed.fused = std::max(agreed.fused, other.codec[f].fused);
     }
+  }
+  // Every rank fits the same agreed figures alike, so the bursts agree too.
+  const AlgoId algos[3] = {AlgoId::Ring, AlgoId::Direct, AlgoId::Tree};
+  double agreedCalibration[3];
+  std::copy(model->burstBytes, model->burstBytes + 3, agreedCalibration);
+  std::fill(model->burstBytes, model->burstBytes + 3, 0.0);
+  for (int a = 0; a < 3; ++a) {
+    model->burstBytes[a] = fitBurst(*model, calls.calibrationShape, algos[a], agreedCalibration[a]);
   }
   return CC_SUCCESS;
 }
@@ -409,9 +430,11 @@ cc_result_t commInit(cc_comm_t* out, int nranks, const cc_unique_id_t& id, int r
     comm->collectiveSeq = 0;
     const LinkCosts& link = comm->costModel.link;
     const double* fixed = comm->costModel.fixedSeconds;
-    CC_INFO("rank %d: auto's model: latency %.1f us, %.1f us per message, %.3f GB/s; minimal call ring %.1f us, "
-            "direct %.1f us, tree %.1f us",
-            rank, link.latency * 1e6, link.perMessage * 1e6, link.bytesPerSecond * 1e-9, fixed[0] * 1e6,
+    const double* burst = comm->costModel.burstBytes;
+    CC_INFO("rank %d: auto's model: latency %.1f us, %.1f us per message, %.3f GB/s; bursts ring %.0f, direct %.0f, "
+            "tree %.0f KiB; minimal call ring %.1f us, direct %.1f us, tree %.1f us",
+            rank, link.latency * 1e6, link.perMessage * 1e6, link.bytesPerSecond * 1e-9, burst[0] / 1024,
+            burst[1] / 1024, burst[2] / 1024, fixed[0] * 1e6,
             fixed[1] * 1e6, fixed[2] * 1e6);
   }
   CC_INFO("rank %d/%d ready: codec %s (%s), algorithm %s, transport %s via %s, chunk %zu bytes, "
@@ -539,7 +562,9 @@ CallShape callShape(cc_comm_t comm, const Prims& prims, const CollectiveArgs& ar
   return call;
 }
 
-cc_result_t runAlgorithm(cc_comm_t comm, SpecCodecs& codecs, AlgoId algo, bool compresses, const AlgorithmRun& run) {
+// The primitives' view of one run as the next collective of `comm`.
+cc_result_t collectiveArgs(cc_comm_t comm, SpecCodecs& codecs, bool compresses, const AlgorithmRun& run,
+                           CollectiveArgs* out) {
   const Codec* codec = nullptr;
   CC_CHECK(blockCodec(codecs, run.datatype, run.op, &codec));
   const Codec* f32Codec = nullptr;
@@ -557,6 +582,13 @@ cc_result_t runAlgorithm(cc_comm_t comm, SpecCodecs& codecs, AlgoId algo, bool c
     CC_CHECK(blockCodec(*master, CC_FLOAT32, run.op, &args.masterF32Codec));
     args.masterSpecHash = master->spec.hash;
   }
+  *out = args;
+  return CC_SUCCESS;
+}
+
+cc_result_t runAlgorithm(cc_comm_t comm, SpecCodecs& codecs, AlgoId algo, bool compresses, const AlgorithmRun& run) {
+  CollectiveArgs args;
+  CC_CHECK(collectiveArgs(comm, codecs, compresses, run, &args));
 
   // direct and tree sum in float32: other exact reductions stay on ring.
   const bool float32Sums = float32SumPath(run.datatype, run.op, compresses);
@@ -583,10 +615,15 @@ cc_result_t runAlgorithm(cc_comm_t comm, SpecCodecs& codecs, AlgoId algo, bool c
   comm->lastAlgorithm = algoName(algo);
   if (algo == AlgoId::Ring) return ringAllreduce(prims, args, channels);
   const AlgorithmChannels& open = comm->channels;
+  if (comm->config.algo == AlgoId::Auto && (algo == AlgoId::Direct || algo == AlgoId::Tree)) {
+    CC_CHECK(prims.announce(*comm->toNext, algoName(algo)));
+    prims.expectAnnouncement(*comm->fromPrev, (comm->rank + comm->nranks - 1) % comm->nranks, algoName(algo));
+  }
   if (algo == AlgoId::Direct) {
     const DirectChannels direct{open.directSlotBytes, open.shardToView.data(), open.shardFromView.data(),
                                 open.sumToView.data(),  open.sumFromView.data(),  open.sumToOthers.data()};
-    return directAllreduce(prims, args, direct, chunkSums);
+    CC_CHECK(directAllreduce(prims, args, direct, chunkSums));
+    return prims.settleAnnouncement();
   }
   if (algo == AlgoId::Tree) {
     TreeChannels tree{};
@@ -599,7 +636,8 @@ cc_result_t runAlgorithm(cc_comm_t comm, SpecCodecs& codecs, AlgoId algo, bool c
         tree.toChild[t][c] = open.treeToChild[t][c].get();
       }
     }
-    return treeAllreduce(prims, args, open.trees, tree, chunkSums);
+    CC_CHECK(treeAllreduce(prims, args, open.trees, tree, chunkSums));
+    return prims.settleAnnouncement();
   }
   if (codecs.spec.selector == Selector::TopK && run.count > 0xffffffffull) {
     return setError(CC_UNSUPPORTED, "topk carries 32-bit indices: a call of %zu values is too large; split it",
@@ -636,26 +674,40 @@ cc_result_t runAlgorithm(cc_comm_t comm, SpecCodecs& codecs, AlgoId algo, bool c
   return CC_SUCCESS;
 }
 
-cc_result_t measureFixedCosts(cc_comm& comm, double fixedSeconds[3]) {
-  constexpr size_t kValues = 1024;
-  constexpr int kWarmup = 2, kTimed = 7;
+cc_result_t measureAlgorithmCalls(cc_comm& comm, AlgorithmCalls* out) {
   SpecCodecs* codecs = nullptr;
   CC_CHECK(specFor(&comm, "nat", &codecs));
-  std::vector<float> input(kValues, 1.0f), output(kValues);
-  const size_t offsets[2] = {0, kValues};
-  AlgorithmRun run{input.data(), output.data(), kValues, CC_FLOAT32, CC_SUM, nullptr, TensorLayout{kValues, offsets, 1}};
   const AlgoId algos[3] = {AlgoId::Ring, AlgoId::Direct, AlgoId::Tree};
-  for (int a = 0; a < 3; ++a) {
-    std::vector<double> times;
-    for (int i = 0; i < kWarmup + kTimed; ++i) {
-      const double start = nowSeconds();
-      cc_result_t result = runAlgorithm(&comm, *codecs, algos[a], true, run);
-      if (result != CC_SUCCESS) return addErrorContext(result, "timing %s at init", algoName(algos[a]));
-      if (i >= kWarmup) times.push_back(nowSeconds() - start);
+  // The fastest of `timed` calls of `count` values per algorithm, after
+  // `warmup`. The algorithms take turns, so a burst of load on a shared host
+  // hits them alike; the fastest call is the one least disturbed.
+  auto timeCalls = [&](size_t count, int warmup, int timed, double seconds[3]) -> cc_result_t {
+    std::vector<float> input(count, 1.0f), output(count);
+    const size_t offsets[2] = {0, count};
+    AlgorithmRun run{input.data(), output.data(), count, CC_FLOAT32, CC_SUM, nullptr, TensorLayout{count, offsets, 1}};
+    std::fill(seconds, seconds + 3, INFINITY);
+    for (int i = 0; i < warmup + timed; ++i) {
+      for (int a = 0; a < 3; ++a) {
+        const double start = nowSeconds();
+        cc_result_t result = runAlgorithm(&comm, *codecs, algos[a], true, run);
+        if (result != CC_SUCCESS) {
+          return addErrorContext(result, "timing %s at init (%zu values)", algoName(algos[a]), count);
+        }
+        if (i >= warmup) seconds[a] = std::min(seconds[a], nowSeconds() - start);
+      }
     }
-    std::sort(times.begin(), times.end());
-    fixedSeconds[a] = times[times.size() / 2];
-  }
+    return CC_SUCCESS;
+  };
+  CC_CHECK(timeCalls(1024, 2, 7, out->minimalSeconds));
+  CC_CHECK(timeCalls(kBurstCalibrationValues, 1, 4, out->calibrationSeconds));
+  std::vector<float> values(1);
+  const size_t offsets[2] = {0, kBurstCalibrationValues};
+  const AlgorithmRun shapeOnly{values.data(), values.data(), kBurstCalibrationValues, CC_FLOAT32, CC_SUM,
+                               nullptr, TensorLayout{kBurstCalibrationValues, offsets, 1}};
+  CollectiveArgs args;
+  CC_CHECK(collectiveArgs(&comm, *codecs, true, shapeOnly, &args));
+  const Prims sizing(args);
+  out->calibrationShape = callShape(&comm, sizing, args);
   return CC_SUCCESS;
 }
 
