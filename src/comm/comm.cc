@@ -595,7 +595,15 @@ cc_result_t runAlgorithm(cc_comm_t comm, SpecCodecs& codecs, AlgoId algo, bool c
   if (!float32Sums && algo != AlgoId::Ring) algo = AlgoId::Ring;
   if (algo == AlgoId::Auto) {
     const Prims sizing(args);
-    algo = cheapestAlgorithm(comm->costModel, callShape(comm, sizing, args));
+    const CallShape call = callShape(comm, sizing, args);
+    algo = cheapestAlgorithm(comm->costModel, call);
+    if (logLevel() >= LogLevel::Info && comm->rank == 0 && comm->autoLogged.size() < 64 &&
+        comm->autoLogged.emplace(call.count, call.worker).second) {
+      CC_INFO("auto: %zu values of %s: predicted ring %.1f us, direct %.1f us, tree %.1f us: runs %s", call.count,
+              codecName(call.worker), estimateSeconds(comm->costModel, call, AlgoId::Ring) * 1e6,
+              estimateSeconds(comm->costModel, call, AlgoId::Direct) * 1e6,
+              estimateSeconds(comm->costModel, call, AlgoId::Tree) * 1e6, algoName(algo));
+    }
   }
   float* chunkSums = nullptr;
   if (algo == AlgoId::Direct || algo == AlgoId::Tree) {
@@ -678,14 +686,15 @@ cc_result_t measureAlgorithmCalls(cc_comm& comm, AlgorithmCalls* out) {
   SpecCodecs* codecs = nullptr;
   CC_CHECK(specFor(&comm, "nat", &codecs));
   const AlgoId algos[3] = {AlgoId::Ring, AlgoId::Direct, AlgoId::Tree};
-  // The fastest of `timed` calls of `count` values per algorithm, after
+  // The median of `timed` calls of `count` values per algorithm, after
   // `warmup`. The algorithms take turns, so a burst of load on a shared host
-  // hits them alike; the fastest call is the one least disturbed.
+  // hits them alike; the median is what a call typically takes (the fastest
+  // call flatters the algorithms with more messages, which vary more).
   auto timeCalls = [&](size_t count, int warmup, int timed, double seconds[3]) -> cc_result_t {
     std::vector<float> input(count, 1.0f), output(count);
     const size_t offsets[2] = {0, count};
     AlgorithmRun run{input.data(), output.data(), count, CC_FLOAT32, CC_SUM, nullptr, TensorLayout{count, offsets, 1}};
-    std::fill(seconds, seconds + 3, INFINITY);
+    std::vector<double> times[3];
     for (int i = 0; i < warmup + timed; ++i) {
       for (int a = 0; a < 3; ++a) {
         const double start = nowSeconds();
@@ -693,13 +702,17 @@ cc_result_t measureAlgorithmCalls(cc_comm& comm, AlgorithmCalls* out) {
         if (result != CC_SUCCESS) {
           return addErrorContext(result, "timing %s at init (%zu values)", algoName(algos[a]), count);
         }
-        if (i >= warmup) seconds[a] = std::min(seconds[a], nowSeconds() - start);
+        if (i >= warmup) times[a].push_back(nowSeconds() - start);
       }
+    }
+    for (int a = 0; a < 3; ++a) {
+      std::sort(times[a].begin(), times[a].end());
+      seconds[a] = times[a][times[a].size() / 2];
     }
     return CC_SUCCESS;
   };
-  CC_CHECK(timeCalls(1024, 2, 7, out->minimalSeconds));
-  CC_CHECK(timeCalls(kBurstCalibrationValues, 1, 4, out->calibrationSeconds));
+  CC_CHECK(timeCalls(1024, 2, 9, out->minimalSeconds));
+  CC_CHECK(timeCalls(kBurstCalibrationValues, 1, 5, out->calibrationSeconds));
   std::vector<float> values(1);
   const size_t offsets[2] = {0, kBurstCalibrationValues};
   const AlgorithmRun shapeOnly{values.data(), values.data(), kBurstCalibrationValues, CC_FLOAT32, CC_SUM,

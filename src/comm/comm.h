@@ -7,7 +7,9 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "algo/algo.h"
@@ -87,6 +89,7 @@ struct cc_comm {
   std::map<std::string, std::unique_ptr<cc::SpecCodecs>> specs;
   cc::CallScratch scratch;
   std::string lastAlgorithm;   // which algorithm the last collective ran (perf tool)
+  std::set<std::pair<size_t, cc::CodecId>> autoLogged;  // call shapes whose choice INFO showed
   std::mutex callMutex;        // collectives on one communicator run one at a time
   std::atomic<int> asyncError{CC_SUCCESS};
   std::atomic<bool> finalized{false};
