@@ -119,6 +119,11 @@ constexpr int kRingTag = 0;
 constexpr int kShardTag = 1;  // direct: worker shards to their owners
 constexpr int kSumTag = 2;    // direct: owners' sums to everyone
 constexpr int kTreeTag[2] = {3, 4};
+constexpr int kAnnounceTag = 5;  // auto: each call's algorithm, to the next rank
+// Many small slots: the gloo transport then returns them in batches of 8, so
+// an announcement costs one message.
+constexpr int kAnnounceSlots = 64;
+constexpr size_t kAnnounceSlotBytes = kFrameHeaderBytes + 64;
 
 // Opens direct's and tree's channels. direct sends n - 1 messages per step,
 // so its slots are a 1/(n - 1) share of the chunk (not below the minimum
@@ -421,6 +426,12 @@ cc_result_t commInit(cc_comm_t* out, int nranks, const cc_unique_id_t& id, int r
     if (mayUseDirectOrTree) {
       CC_CHECK(openAlgorithmChannels(*comm->transport, rank, nranks, config.chunkBytes, &comm->channels));
     }
+    if (config.algo == AlgoId::Auto) {
+      CC_CHECK(comm->transport->openSend((rank + 1) % nranks, kAnnounceTag, kAnnounceSlotBytes, kAnnounceSlots,
+                                         &comm->announceToNext));
+      CC_CHECK(comm->transport->openRecv((rank + nranks - 1) % nranks, kAnnounceTag, kAnnounceSlotBytes,
+                                         kAnnounceSlots, &comm->announceFromPrev));
+    }
   }
   // Every receive slot is registered before anyone sends into it.
   CC_CHECK(store->barrier("cc/init/ready"));
@@ -586,6 +597,10 @@ cc_result_t collectiveArgs(cc_comm_t comm, SpecCodecs& codecs, bool compresses, 
   return CC_SUCCESS;
 }
 
+// The algorithm's own part of runAlgorithm, once `algo` is known.
+cc_result_t runChosenAlgorithm(cc_comm_t comm, SpecCodecs& codecs, AlgoId algo, const AlgorithmRun& run,
+                               const CollectiveArgs& args, Prims& prims, float* chunkSums);
+
 cc_result_t runAlgorithm(cc_comm_t comm, SpecCodecs& codecs, AlgoId algo, bool compresses, const AlgorithmRun& run) {
   CollectiveArgs args;
   CC_CHECK(collectiveArgs(comm, codecs, compresses, run, &args));
@@ -619,19 +634,24 @@ cc_result_t runAlgorithm(cc_comm_t comm, SpecCodecs& codecs, AlgoId algo, bool c
   }
   ++comm->collectiveSeq;
   Prims prims(args);
-  const RingChannels channels{comm->toNext.get(), comm->fromPrev.get()};
   comm->lastAlgorithm = algoName(algo);
+  if (comm->config.algo == AlgoId::Auto) {
+    prims.expectAnnouncement(*comm->announceFromPrev, (comm->rank + comm->nranks - 1) % comm->nranks,
+                             algoName(algo), comm->announceToNext.get());
+  }
+  CC_CHECK(runChosenAlgorithm(comm, codecs, algo, run, args, prims, chunkSums));
+  return prims.settleAnnouncement();
+}
+
+cc_result_t runChosenAlgorithm(cc_comm_t comm, SpecCodecs& codecs, AlgoId algo, const AlgorithmRun& run,
+                               const CollectiveArgs& args, Prims& prims, float* chunkSums) {
+  const RingChannels channels{comm->toNext.get(), comm->fromPrev.get()};
   if (algo == AlgoId::Ring) return ringAllreduce(prims, args, channels);
   const AlgorithmChannels& open = comm->channels;
-  if (comm->config.algo == AlgoId::Auto && (algo == AlgoId::Direct || algo == AlgoId::Tree)) {
-    CC_CHECK(prims.announce(*comm->toNext, algoName(algo)));
-    prims.expectAnnouncement(*comm->fromPrev, (comm->rank + comm->nranks - 1) % comm->nranks, algoName(algo));
-  }
   if (algo == AlgoId::Direct) {
     const DirectChannels direct{open.directSlotBytes, open.shardToView.data(), open.shardFromView.data(),
                                 open.sumToView.data(),  open.sumFromView.data(),  open.sumToOthers.data()};
-    CC_CHECK(directAllreduce(prims, args, direct, chunkSums));
-    return prims.settleAnnouncement();
+    return directAllreduce(prims, args, direct, chunkSums);
   }
   if (algo == AlgoId::Tree) {
     TreeChannels tree{};
@@ -644,8 +664,7 @@ cc_result_t runAlgorithm(cc_comm_t comm, SpecCodecs& codecs, AlgoId algo, bool c
         tree.toChild[t][c] = open.treeToChild[t][c].get();
       }
     }
-    CC_CHECK(treeAllreduce(prims, args, open.trees, tree, chunkSums));
-    return prims.settleAnnouncement();
+    return treeAllreduce(prims, args, open.trees, tree, chunkSums);
   }
   if (codecs.spec.selector == Selector::TopK && run.count > 0xffffffffull) {
     return setError(CC_UNSUPPORTED, "topk carries 32-bit indices: a call of %zu values is too large; split it",
@@ -686,23 +705,27 @@ cc_result_t measureAlgorithmCalls(cc_comm& comm, AlgorithmCalls* out) {
   SpecCodecs* codecs = nullptr;
   CC_CHECK(specFor(&comm, "nat", &codecs));
   const AlgoId algos[3] = {AlgoId::Ring, AlgoId::Direct, AlgoId::Tree};
-  // The median of `timed` calls of `count` values per algorithm, after
-  // `warmup`. The algorithms take turns, so a burst of load on a shared host
-  // hits them alike; the median is what a call typically takes (the fastest
-  // call flatters the algorithms with more messages, which vary more).
-  auto timeCalls = [&](size_t count, int warmup, int timed, double seconds[3]) -> cc_result_t {
+  // The median per algorithm of `rounds` x `timed` calls of `count` values.
+  // The algorithms take turns by rounds, so a spell of load on a shared host
+  // hits them alike; within a round each first runs an untimed call, which
+  // absorbs what the previous algorithm left in flight (credits, the engine's
+  // queues). The median is what a call typically takes (the fastest call
+  // would flatter the algorithms with more messages, whose times vary more).
+  auto timeCalls = [&](size_t count, int rounds, int timed, double seconds[3]) -> cc_result_t {
     std::vector<float> input(count, 1.0f), output(count);
     const size_t offsets[2] = {0, count};
     AlgorithmRun run{input.data(), output.data(), count, CC_FLOAT32, CC_SUM, nullptr, TensorLayout{count, offsets, 1}};
     std::vector<double> times[3];
-    for (int i = 0; i < warmup + timed; ++i) {
+    for (int round = 0; round < rounds; ++round) {
       for (int a = 0; a < 3; ++a) {
-        const double start = nowSeconds();
-        cc_result_t result = runAlgorithm(&comm, *codecs, algos[a], true, run);
-        if (result != CC_SUCCESS) {
-          return addErrorContext(result, "timing %s at init (%zu values)", algoName(algos[a]), count);
+        for (int i = 0; i <= timed; ++i) {
+          const double start = nowSeconds();
+          cc_result_t result = runAlgorithm(&comm, *codecs, algos[a], true, run);
+          if (result != CC_SUCCESS) {
+            return addErrorContext(result, "timing %s at init (%zu values)", algoName(algos[a]), count);
+          }
+          if (i > 0) times[a].push_back(nowSeconds() - start);
         }
-        if (i >= warmup) times[a].push_back(nowSeconds() - start);
       }
     }
     for (int a = 0; a < 3; ++a) {
@@ -711,8 +734,8 @@ cc_result_t measureAlgorithmCalls(cc_comm& comm, AlgorithmCalls* out) {
     }
     return CC_SUCCESS;
   };
-  CC_CHECK(timeCalls(1024, 2, 9, out->minimalSeconds));
-  CC_CHECK(timeCalls(kBurstCalibrationValues, 1, 5, out->calibrationSeconds));
+  CC_CHECK(timeCalls(1024, 3, 3, out->minimalSeconds));
+  CC_CHECK(timeCalls(kBurstCalibrationValues, 3, 2, out->calibrationSeconds));
   std::vector<float> values(1);
   const size_t offsets[2] = {0, kBurstCalibrationValues};
   const AlgorithmRun shapeOnly{values.data(), values.data(), kBurstCalibrationValues, CC_FLOAT32, CC_SUM,

@@ -82,6 +82,9 @@ struct cc_comm {
   std::unique_ptr<cc::Transport> transport;
   std::unique_ptr<cc::SendChannel> toNext;
   std::unique_ptr<cc::RecvChannel> fromPrev;
+  // auto's announcements (prims.h): every call's algorithm, to the next rank
+  std::unique_ptr<cc::SendChannel> announceToNext;
+  std::unique_ptr<cc::RecvChannel> announceFromPrev;
   cc::AlgorithmChannels channels;
   cc::CostModel costModel;     // what auto decides with; identical on every rank
   uint64_t collectiveSeq = 0;  // collectives issued so far; identical on every rank

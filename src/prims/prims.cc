@@ -363,13 +363,19 @@ cc_result_t Prims::announce(SendChannel& to, const char* algorithm) {
   return to.post(kFrameHeaderBytes + kAnnouncementNameBytes);
 }
 
-void Prims::expectAnnouncement(RecvChannel& from, int fromRank, const char* algorithm) {
+void Prims::expectAnnouncement(RecvChannel& from, int fromRank, const char* algorithm, SendChannel* announceTo) {
   algorithm_ = algorithm;
   announcementFrom_ = &from;
   announcementRank_ = fromRank;
+  announceTo_ = announceTo;
 }
 
 cc_result_t Prims::settleAnnouncement() {
+  if (announceTo_ != nullptr) {
+    SendChannel& to = *announceTo_;
+    announceTo_ = nullptr;
+    CC_CHECK(announce(to, algorithm_));
+  }
   if (announcementFrom_ == nullptr) return CC_SUCCESS;
   RecvChannel& from = *announcementFrom_;
   announcementFrom_ = nullptr;

@@ -142,15 +142,20 @@ class Prims {
 
   // auto picks an algorithm per call from the call's count and codec, so
   // ranks given different calls may pick algorithms whose channels never meet
-  // and would wait for each other until the timeout. Under auto, direct and
-  // tree therefore announce themselves on the ring channel (a frame of step
-  // kAnnouncementStep naming the algorithm), and every rank checks its ring
-  // predecessor's frame before its first receive: a disagreement between any
-  // two neighbours fails the call at once with CC_REMOTE_ERROR.
+  // and would wait for each other until the timeout. Under auto, every call
+  // therefore announces its algorithm to the next rank (a frame of step
+  // kAnnouncementStep naming it, on a channel of its own), and every rank
+  // checks its predecessor's before its first receive: ranks that disagree
+  // have two neighbours that disagree, and the call fails at once with
+  // CC_REMOTE_ERROR.
   static constexpr uint32_t kAnnouncementStep = 0xfffffff0u;
   cc_result_t announce(SendChannel& to, const char* algorithm);
-  void expectAnnouncement(RecvChannel& from, int fromRank, const char* algorithm);
-  // Checks the expected announcement now if no receive did yet.
+  // The announcement `from` must deliver before this rank's first receive.
+  // With `announceTo`, this rank's own announcement goes out then too: after
+  // the algorithm's first sends, so that it does not delay them, and before
+  // any wait, so that a rank that disagrees always gets it.
+  void expectAnnouncement(RecvChannel& from, int fromRank, const char* algorithm, SendChannel* announceTo = nullptr);
+  // Sends and checks the announcements now if no receive did yet.
   cc_result_t settleAnnouncement();
 
  private:
@@ -182,6 +187,7 @@ class Prims {
   CollectiveArgs args_;
   size_t elementBytes_;
   RecvChannel* announcementFrom_ = nullptr;  // pending until the first receive
+  SendChannel* announceTo_ = nullptr;        // likewise
   int announcementRank_ = -1;
   const char* algorithm_ = nullptr;  // set when this rank announced itself
 };

@@ -69,7 +69,7 @@ class GlooChannelEnd {
  protected:
   GlooChannelEnd(int peer, size_t slotBytes, int numSlots, BrokenFlag broken)
       : broken_(std::move(broken)), peer_(peer), slotBytes_(slotBytes), numSlots_(numSlots),
-        slots_(slotBytes * numSlots), credits_(kCreditBytes) {}
+        creditBatch_(numSlots >= 16 ? numSlots / 8 : 1), slots_(slotBytes * numSlots), credits_(kCreditBytes) {}
 
   cc_result_t registerBuffers(gloo::transport::Pair& pair, bool sender, int self, int tag) {
     if (!slots_.data || !credits_.data) {
@@ -105,6 +105,10 @@ class GlooChannelEnd {
   int peer_;
   size_t slotBytes_;
   int numSlots_;
+  // Slots one credit returns: 1 for the few-slot channels that pipeline
+  // chunks, more for channels of many small messages (auto's
+  // announcements), which then cost one message each instead of two.
+  int creditBatch_;
   AlignedMemory slots_;
   AlignedMemory credits_;
   std::unique_ptr<gloo::transport::Buffer> data_;
@@ -123,7 +127,7 @@ class GlooRecvChannel : public RecvChannel, private GlooChannelEnd {
   ~GlooRecvChannel() override {
     if (broken_->load()) return;
     try {
-      while (creditSendsDone_ < released_) {
+      while (creditSendsDone_ < creditsSent_) {
         creditBuffer_->waitSend();
         ++creditSendsDone_;
       }
@@ -148,20 +152,22 @@ class GlooRecvChannel : public RecvChannel, private GlooChannelEnd {
     if (!holding_) {
       return setError(CC_INTERNAL_ERROR, "release() without a message from rank %d", peer_);
     }
+    holding_ = false;
+    ++released_;
+    if (released_ % creditBatch_ != 0) return CC_SUCCESS;
     try {
       // The credit's content is irrelevant (the sender counts arrivals), so
       // credits in flight may share the same 8 bytes. Bound how many are
       // outstanding so the engine's queues stay short.
-      while (released_ - creditSendsDone_ >= static_cast<uint64_t>(numSlots_)) {
+      while (creditsSent_ - creditSendsDone_ >= static_cast<uint64_t>(numSlots_)) {
         creditBuffer_->waitSend();
         ++creditSendsDone_;
       }
       creditBuffer_->send(0, kCreditBytes, 0);
+      ++creditsSent_;
     } catch (const std::exception& error) {
       return failed(error, "returning a slot to");
     }
-    holding_ = false;
-    ++released_;
     return CC_SUCCESS;
   }
 
@@ -173,6 +179,7 @@ class GlooRecvChannel : public RecvChannel, private GlooChannelEnd {
 
  private:
   uint64_t released_ = 0;
+  uint64_t creditsSent_ = 0;
   uint64_t creditSendsDone_ = 0;
   bool holding_ = false;
 };
@@ -199,7 +206,7 @@ class GlooSendChannel : public SendChannel, private GlooChannelEnd {
         data_->waitSend();
         ++dataSendsDone_;
       }
-      while (creditsReceived_ < posted_) {
+      while (creditsReceived_ < posted_ / creditBatch_) {
         creditBuffer_->waitRecv();
         ++creditsReceived_;
       }
@@ -263,11 +270,11 @@ class GlooSendChannel : public SendChannel, private GlooChannelEnd {
 
  private:
   // Message m goes to the receiver's slot m % numSlots, free once the
-  // receiver released message m - numSlots.
+  // receiver released message m - numSlots (each credit returns creditBatch_).
   cc_result_t waitForCredit() {
     const uint64_t needed = posted_ + 1 > static_cast<uint64_t>(numSlots_) ? posted_ + 1 - numSlots_ : 0;
     try {
-      while (creditsReceived_ < needed) {
+      while (creditsReceived_ * creditBatch_ < needed) {
         creditBuffer_->waitRecv();
         ++creditsReceived_;
       }
