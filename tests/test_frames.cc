@@ -214,7 +214,7 @@ TEST(Announcements, AnAnnouncementWhereDataWasExpectedIsNamed) {
   cc::Prims receiver(receiverSide.args(0));
   EXPECT_EQ(receiver.recvForwardDecode(*link.recv, 1, nullptr, 0, 64, 1), CC_REMOTE_ERROR);
   const std::string message = cc_get_last_error(nullptr);
-  EXPECT_NE(message.find("rank 1 announced tree"), std::string::npos) << message;
+  EXPECT_NE(message.find("rank 1 sent its announcement of tree"), std::string::npos) << message;
   for (float value : receiverSide.output) EXPECT_EQ(value, -7.0f);
 }
 

@@ -131,6 +131,9 @@ struct CostModel {
   // than ring or direct (busy throughout). Fitted at init to one measured
   // call of each algorithm (fitBurst); 0 on an unshaped link.
   double burstBytes[3] = {0, 0, 0};
+  // The seconds of the calls of kBurstCalibrationValues nat values the
+  // bursts are fitted to, as measured at init.
+  double calibrationSeconds[3] = {0, 0, 0};
 };
 
 // One call as the model sees it.

@@ -318,8 +318,7 @@ cc_result_t measureCostModel(StoreClient& store, cc_comm& comm, CostModel* model
   AlgorithmCalls calls;
   CC_CHECK(measureAlgorithmCalls(comm, &calls));
   std::copy(calls.minimalSeconds, calls.minimalSeconds + 3, mine.fixedSeconds);
-  // Published in place of the bursts, which are fitted once the figures are agreed.
-  std::copy(calls.calibrationSeconds, calls.calibrationSeconds + 3, mine.burstBytes);
+  std::copy(calls.calibrationSeconds, calls.calibrationSeconds + 3, mine.calibrationSeconds);
   CC_CHECK(measureLink(*comm.toNext, *comm.fromPrev, comm.rank, comm.nranks, &mine.link));
   CC_CHECK(measureFanOut(comm.channels, comm.rank, comm.nranks, mine.link.latency, &mine.link.perMessage));
   const CodecSpec& configured = comm.config.codec;
@@ -350,7 +349,7 @@ cc_result_t measureCostModel(StoreClient& store, cc_comm& comm, CostModel* model
     model->link.bytesPerSecond = std::min(model->link.bytesPerSecond, other.link.bytesPerSecond);
     for (int a = 0; a < 3; ++a) {
       model->fixedSeconds[a] = std::max(model->fixedSeconds[a], other.fixedSeconds[a]);
-      model->burstBytes[a] = std::max(model->burstBytes[a], other.burstBytes[a]);
+      model->calibrationSeconds[a] = std::max(model->calibrationSeconds[a], other.calibrationSeconds[a]);
     }
     for (int f = 0; f < kCodecFamilies; ++f) {
       CodecCosts& agreed = model->codec[f];
@@ -362,11 +361,8 @@ cc_result_t measureCostModel(StoreClient& store, cc_comm& comm, CostModel* model
   }
   // Every rank fits the same agreed figures alike, so the bursts agree too.
   const AlgoId algos[3] = {AlgoId::Ring, AlgoId::Direct, AlgoId::Tree};
-  double agreedCalibration[3];
-  std::copy(model->burstBytes, model->burstBytes + 3, agreedCalibration);
-  std::fill(model->burstBytes, model->burstBytes + 3, 0.0);
   for (int a = 0; a < 3; ++a) {
-    model->burstBytes[a] = fitBurst(*model, calls.calibrationShape, algos[a], agreedCalibration[a]);
+    model->burstBytes[a] = fitBurst(*model, calls.calibrationShape, algos[a], model->calibrationSeconds[a]);
   }
   return CC_SUCCESS;
 }

@@ -405,14 +405,13 @@ cc_result_t Prims::announcementMismatch(const FrameHeader& header, const void* s
   const unsigned long long seq = static_cast<unsigned long long>(args_.collectiveSeq);
   if (expectedStep == kAnnouncementStep) {
     return setError(CC_REMOTE_ERROR,
-                    "rank %d sent a data frame (step %u) for collective #%llu where this rank, running %s under "
-                    "auto, expected its announcement: rank %d runs ring or allgather, auto chose differently "
-                    "for the same call",
-                    fromRank, header.step, seq, algorithm_ ? algorithm_ : "?", fromRank);
+                    "rank %d sent a data frame (step %u) for collective #%llu where this rank, running %s, "
+                    "expected its announcement of the algorithm",
+                    fromRank, header.step, seq, algorithm_ ? algorithm_ : "?");
   }
   return setError(CC_REMOTE_ERROR,
-                  "rank %d announced %s for collective #%llu but this rank runs an algorithm that expected its "
-                  "data frame of step %u (ring or allgather): auto chose differently for the same call",
+                  "rank %d sent its announcement of %s for collective #%llu where this rank expected a data frame "
+                  "of step %u",
                   fromRank, announcedName(header, slot, slotBytes).c_str(), seq, expectedStep);
 }
 
