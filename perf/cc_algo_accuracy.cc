@@ -46,6 +46,7 @@
 #include "codec/theory.h"
 #include "comm/comm.h"
 #include "compressedcoll.h"
+#include "perf/perf_text.h"
 
 namespace {
 
@@ -70,22 +71,10 @@ struct Options {
   std::exit(2);
 }
 
-std::vector<std::string> split(const std::string& text, char separator) {
-  std::vector<std::string> parts;
-  size_t start = 0;
-  while (start <= text.size()) {
-    size_t end = text.find(separator, start);
-    if (end == std::string::npos) end = text.size();
-    if (end > start) parts.push_back(text.substr(start, end - start));
-    start = end + 1;
-  }
-  return parts;
-}
-
 // "2-16", "2,4,8" or a mix: "2-4,8,16".
 std::vector<int> parseRanks(const std::string& text) {
   std::vector<int> ranks;
-  for (const std::string& part : split(text, ',')) {
+  for (const std::string& part : ccperf::splitOn(text, ',')) {
     const size_t dash = part.find('-');
     const int lo = std::atoi(part.substr(0, dash).c_str());
     const int hi = dash == std::string::npos ? lo : std::atoi(part.substr(dash + 1).c_str());
@@ -105,8 +94,8 @@ Options parse(int argc, char** argv) {
       return argv[++i];
     };
     if (arg == "--ranks") options.ranks = parseRanks(value());
-    else if (arg == "--algos") options.algos = split(value(), ',');
-    else if (arg == "--codecs") options.codecs = split(value(), ';');
+    else if (arg == "--algos") options.algos = ccperf::splitOn(value(), ',');
+    else if (arg == "--codecs") options.codecs = ccperf::splitOn(value(), ';');
     else if (arg == "--master") options.master = value();
     else if (arg == "--count") options.count = std::strtoull(value(), nullptr, 0);
     else if (arg == "--calls") options.calls = std::atoi(value());

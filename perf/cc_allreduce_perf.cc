@@ -30,6 +30,7 @@
 #include "comm/bootstrap.h"
 #include "compressedcoll.h"
 #include "transports/gloo/gloo_context.h"
+#include "perf/perf_text.h"
 
 #ifndef CC_SOURCE_DIR
 #define CC_SOURCE_DIR "."
@@ -91,23 +92,11 @@ size_t parseBytes(const char* text) {
   return static_cast<size_t>(value);
 }
 
-std::vector<std::string> splitOn(const std::string& text, char separator) {
-  std::vector<std::string> parts;
-  size_t start = 0;
-  while (start <= text.size()) {
-    size_t end = text.find(separator, start);
-    if (end == std::string::npos) end = text.size();
-    if (end > start) parts.push_back(text.substr(start, end - start));
-    start = end + 1;
-  }
-  return parts;
-}
-
 // Specs are separated by ';' (a spec's own parameters use ','); a list of
 // plain names may also use ',' ("nat,none").
 std::vector<std::string> splitCodecs(const std::string& text) {
-  if (text.find(';') != std::string::npos || text.find(':') != std::string::npos) return splitOn(text, ';');
-  return splitOn(text, ',');
+  if (text.find(';') != std::string::npos || text.find(':') != std::string::npos) return ccperf::splitOn(text, ';');
+  return ccperf::splitOn(text, ',');
 }
 
 // Bytes on the wire per value of one rank's contribution.
@@ -155,7 +144,7 @@ Options parseOptions(int argc, char** argv, std::vector<std::string>* forwarded)
       else if (arg == "--codec") options.codecs = splitCodecs(value());
       else if (arg == "--algo") {
         const std::string text = value();
-        options.algos = splitOn(text, text.find(';') != std::string::npos ? ';' : ',');
+        options.algos = ccperf::splitOn(text, text.find(';') != std::string::npos ? ';' : ',');
       }
       else if (arg == "--transport") options.transport = value();
       else if (arg == "--no-check") options.check = false;
@@ -386,15 +375,6 @@ std::string joined(const std::vector<std::string>& parts) {
   return out;
 }
 
-std::string jsonEscape(const std::string& text) {
-  std::string out;
-  for (char c : text) {
-    if (c == '"' || c == '\\') out += '\\';
-    out += c;
-  }
-  return out;
-}
-
 int runRank(const Launch& launch, const Options& options) {
   const int rank = launch.rank, nranks = launch.nranks;
   std::vector<std::unique_ptr<Engine>> engines;
@@ -522,8 +502,8 @@ int runRank(const Launch& launch, const Options& options) {
                      "\"link\": \"%s\", \"time_us\": %.3f, \"algbw_gbs\": %.6f, \"busbw_gbs\": %.6f, "
                      "\"wire_bytes_per_value\": %.4f, \"relative_error\": %.6g, "
                      "\"speedup_vs_gloo\": %.4f, \"speedup_vs_none\": %.4f, \"identical\": %s}",
-                     firstRow ? "" : ",\n", count * sizeof(float), count, jsonEscape(name).c_str(),
-                     algo, nranks, options.transport.c_str(), link ? jsonEscape(link).c_str() : "loopback",
+                     firstRow ? "" : ",\n", count * sizeof(float), count, ccperf::jsonEscape(name).c_str(),
+                     algo, nranks, options.transport.c_str(), link ? ccperf::jsonEscape(link).c_str() : "loopback",
                      rows[e].seconds * 1e6, algbw, busbw, wire, rows[e].relativeError, vsGloo, vsNone,
                      rows[e].identical ? "true" : "false");
         firstRow = false;

@@ -29,6 +29,7 @@
 #include "codec/randk.h"
 #include "codec/spec.h"
 #include "cuda/nat_math.h"
+#include "perf/perf_text.h"
 
 namespace {
 
@@ -366,21 +367,9 @@ SpecRow benchSpec(const Options& options, const std::string& text, const std::ve
   return row;
 }
 
-std::vector<std::string> splitSpecs(const std::string& list) {
-  std::vector<std::string> specs;
-  size_t begin = 0;
-  while (begin <= list.size()) {
-    const size_t end = std::min(list.find(';', begin), list.size());
-    const std::string item = list.substr(begin, end - begin);
-    if (!item.empty()) specs.push_back(item);
-    begin = end + 1;
-  }
-  return specs;
-}
-
 // Returns false when a spec failed.
 bool specTable(const Options& options) {
-  const std::vector<std::string> specs = splitSpecs(options.specs);
+  const std::vector<std::string> specs = ccperf::splitOn(options.specs, ';');
   if (specs.empty()) return true;
   const size_t n = options.count;
   cc::forceScalarCodecs(false);

@@ -22,6 +22,7 @@
 
 #include "compressedcoll.h"
 #include "comm/comm.h"
+#include "perf/perf_text.h"
 
 namespace {
 
@@ -68,18 +69,6 @@ std::vector<Layer> syntheticModel(double scale) {
   std::exit(2);
 }
 
-std::vector<std::string> splitSemicolons(const std::string& text) {
-  std::vector<std::string> parts;
-  size_t start = 0;
-  while (start <= text.size()) {
-    size_t end = text.find(';', start);
-    if (end == std::string::npos) end = text.size();
-    if (end > start) parts.push_back(text.substr(start, end - start));
-    start = end + 1;
-  }
-  return parts;
-}
-
 Options parse(int argc, char** argv) {
   Options options;
   for (int i = 1; i < argc; ++i) {
@@ -92,7 +81,7 @@ Options parse(int argc, char** argv) {
     else if (arg == "--steps") options.steps = std::atoi(value());
     else if (arg == "--scale") options.scale = std::atof(value());
     else if (arg == "--transport") options.transport = value();
-    else if (arg == "--specs") options.specs = splitSemicolons(value());
+    else if (arg == "--specs") options.specs = ccperf::splitOn(value(), ';');
     else if (arg == "--json") options.jsonPath = value();
     else if (arg == "-h" || arg == "--help") usage(nullptr);
     else usage(("unknown option " + arg).c_str());

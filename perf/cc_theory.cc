@@ -31,6 +31,7 @@
 #include "codec/randk.h"
 #include "codec/spec.h"
 #include "codec/theory.h"
+#include "perf/perf_text.h"
 
 namespace {
 
@@ -365,15 +366,6 @@ std::string factorCell(double value) {
 
 bool near(double computed, double printed) { return std::fabs(computed - printed) <= 0.01 * std::fabs(printed); }
 
-std::string jsonEscape(const std::string& text) {
-  std::string out;
-  for (char c : text) {
-    if (c == '"' || c == '\\') out += '\\';
-    out += c;
-  }
-  return out;
-}
-
 std::string jsonNumber(double value) {
   if (!std::isfinite(value)) return "null";
   char text[64];
@@ -601,8 +593,8 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < rows.size(); ++i) {
       const Row& row = rows[i];
       std::fprintf(file, "    {\"row\": \"%s\", \"spec\": \"%s\", \"canonical\": \"%s\", \"biased\": %s, ",
-                   jsonEscape(row.name).c_str(), jsonEscape(row.specText).c_str(),
-                   jsonEscape(row.formulaOnly ? "" : row.spec.canonical).c_str(),
+                   ccperf::jsonEscape(row.name).c_str(), ccperf::jsonEscape(row.specText).c_str(),
+                   ccperf::jsonEscape(row.formulaOnly ? "" : row.spec.canonical).c_str(),
                    !row.formulaOnly && !row.unbiased ? "true" : "false");
       std::fprintf(file, "\"theory_factor\": %s, \"paper_bits\": %s, \"speedup_theta1\": %s, \"speedup_theta0\": %s",
                    row.formulaOnly ? "null" : jsonNumber(row.theory.factor).c_str(),
@@ -617,7 +609,7 @@ int main(int argc, char** argv) {
                      jsonNumber(row.measured.stdError[1]).c_str(), jsonNumber(row.measured.stdError[2]).c_str(),
                      jsonNumber(row.measured.bits).c_str(), row.measured.path);
       }
-      if (!row.note.empty()) std::fprintf(file, ", \"note\": \"%s\"", jsonEscape(row.note).c_str());
+      if (!row.note.empty()) std::fprintf(file, ", \"note\": \"%s\"", ccperf::jsonEscape(row.note).c_str());
       std::fprintf(file, "}%s\n", i + 1 < rows.size() ? "," : "");
     }
     std::fprintf(file, "  ],\n  \"reference_check_failures\": %d\n}\n", failures);

@@ -44,11 +44,7 @@ TEST_P(AllreduceSweep, AllRanksBitIdenticalAndWithinBound) {
   // squared error over several calls (fresh randomness each).
   const int calls = c.count < 50000 ? 16 : 1;
   std::vector<std::vector<std::vector<float>>> outputs(calls, std::vector<std::vector<float>>(c.nranks));
-  std::vector<double> exact(c.count, 0.0);
-  for (int rank = 0; rank < c.nranks; ++rank) {
-    auto input = makeInput(c.count, rank);
-    for (size_t i = 0; i < c.count; ++i) exact[i] += input[i];
-  }
+  const std::vector<double> exact = exactSum(c.count, c.nranks);
   runRanks(c.nranks, options, [&](int rank, cc_comm_t comm) {
     auto input = makeInput(c.count, rank);
     for (int call = 0; call < calls; ++call) {
@@ -155,11 +151,7 @@ TEST(Allreduce, EveryCallDrawsFreshRandomnessAndTheMeanIsUnbiased) {
   const int n = 4;
   const size_t count = 2048;
   const int calls = 64;
-  std::vector<double> exact(count, 0.0);
-  for (int rank = 0; rank < n; ++rank) {
-    auto input = makeInput(count, rank);
-    for (size_t i = 0; i < count; ++i) exact[i] += input[i];
-  }
+  const std::vector<double> exact = exactSum(count, n);
   std::vector<std::vector<float>> results(calls);
   RankOptions options;
   runRanks(n, options, [&](int rank, cc_comm_t comm) {

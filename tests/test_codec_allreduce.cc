@@ -37,15 +37,6 @@ cc::CodecSpec parse(const char* text) {
   return spec;
 }
 
-std::vector<double> exactSum(size_t count, int nranks, uint64_t salt = 0) {
-  std::vector<double> exact(count, 0.0);
-  for (int rank = 0; rank < nranks; ++rank) {
-    auto input = makeInput(count, rank, salt);
-    for (size_t i = 0; i < count; ++i) exact[i] += input[i];
-  }
-  return exact;
-}
-
 class CodecFamily : public testing::TestWithParam<FamilyCase> {};
 
 TEST_P(CodecFamily, BitIdenticalUnbiasedAndBounded) {

@@ -111,6 +111,16 @@ inline std::vector<float> makeInput(size_t count, int rank, uint64_t salt = 0) {
   return values;
 }
 
+// The exact sum over `nranks` ranks of makeInput(count, rank, salt).
+inline std::vector<double> exactSum(size_t count, int nranks, uint64_t salt = 0) {
+  std::vector<double> exact(count, 0.0);
+  for (int rank = 0; rank < nranks; ++rank) {
+    const std::vector<float> input = makeInput(count, rank, salt);
+    for (size_t i = 0; i < count; ++i) exact[i] += input[i];
+  }
+  return exact;
+}
+
 // bfloat16 by truncation, and back.
 inline uint16_t toBfloat16(float value) {
   uint32_t bits;

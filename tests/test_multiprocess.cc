@@ -112,11 +112,7 @@ SharedResults* runRepeatedAllreduce(int n, size_t count, int calls, int deadline
     std::vector<float> input = makeInput(count, rank), output(count);
     std::vector<double> exact, meanOutput;
     if (rank == 0) {
-      exact.assign(count, 0.0);
-      for (int r = 0; r < n; ++r) {
-        auto other = makeInput(count, r);
-        for (size_t i = 0; i < count; ++i) exact[i] += other[i];
-      }
+      exact = exactSum(count, n);
       meanOutput.assign(count, 0.0);
     }
     for (int call = 0; call < calls; ++call) {
@@ -227,12 +223,7 @@ TEST(MultiProcess, FourRanks16MFloatsExactPath) {
     }
     shared->digest[rank] = fnv64(buffer.data(), count * sizeof(float));
     if (rank == 0) {
-      std::vector<double> exact(count, 0.0);
-      for (int r = 0; r < n; ++r) {
-        auto other = makeInput(count, r);
-        for (size_t i = 0; i < count; ++i) exact[i] += other[i];
-      }
-      shared->singleError = relativeError(buffer, exact);
+      shared->singleError = relativeError(buffer, exactSum(count, n));
     }
     return cc_comm_destroy(comm) == CC_SUCCESS;
   });
@@ -336,13 +327,7 @@ TEST_P(MultiProcessAlgorithms, EveryCodecBitIdenticalUnbiasedAndBounded) {
         if (!initTcp(rank, n, id, "nat", &comm, shared, c.algo)) return false;
         std::vector<float> input = makeInput(count, rank), output(count);
         std::vector<double> exact, meanOutput;
-        if (rank == 0) {
-          exact.assign(count, 0.0);
-          for (int r = 0; r < n; ++r) {
-            auto other = makeInput(count, r);
-            for (size_t i = 0; i < count; ++i) exact[i] += other[i];
-          }
-        }
+        if (rank == 0) exact = exactSum(count, n);
         for (int s = 0; s < kAlgorithmSpecCount; ++s) {
           if (!selected[s]) continue;
           uint64_t digest = 0;
