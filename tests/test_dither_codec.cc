@@ -1036,6 +1036,38 @@ TEST(DitherCodec, FusedHopEqualsDecodeAddEncodeBitForBit) {
   });
 }
 
+// Error feedback encodes a dithering message whole: its norms lead the
+// message, so tiles encoded one after the other would not be one message
+// (and, with one-byte norms, would run past packedBytes).
+TEST(DitherCodec, ErrorFeedbackEncodesOneWholeMessage) {
+  const std::vector<Config> configs = {
+      makeConfig(Quantizer::DitherNat, 8, NormKind::L2, false, 512),
+      makeConfig(Quantizer::DitherStd, 4, NormKind::Max, true, 96),
+      makeConfig(Quantizer::DitherNat, 5, NormKind::L2, false, 0),
+  };
+  uint64_t seed = 900;
+  for (const Config& config : configs) {
+    SCOPED_TRACE(config.name());
+    auto codec = codecFor(config, ElementType::F32);
+    const size_t count = 16512;  // several of residual.cc's 4096-value tiles
+    const uint64_t firstIndex = config.bucket == 0 ? 64 : config.bucket * 3;
+    const std::vector<float> local = drawValues(Distribution::Gaussian, count, ++seed);
+    const RandomStream stream{seed, makeStreamId(seed, 2, 3)};
+    const size_t guard = 64;
+    std::vector<unsigned char> withResidual(codec->packedBytes(count) + guard, 0xab);
+    std::vector<float> residual(count, 0.0f);
+    encodeWithResidual(ResidualCodecs{codec.get(), codec.get(), ElementType::F32}, local.data(), residual.data(), count,
+                       firstIndex, stream, withResidual.data());
+    std::vector<unsigned char> plain(codec->packedBytes(count));
+    codec->encode(local.data(), count, firstIndex, stream, plain.data());
+    // A zero residual adds nothing: the bytes are those of a plain encode.
+    EXPECT_EQ(0, std::memcmp(withResidual.data(), plain.data(), plain.size()));
+    for (size_t i = plain.size(); i < withResidual.size(); ++i) {
+      ASSERT_EQ(withResidual[i], 0xab) << "byte " << i - plain.size() << " past packedBytes was written";
+    }
+  }
+}
+
 TEST(DitherCodec, HopReadsPadLanesAsZero) {
   const Config config = makeConfig(Quantizer::DitherNat, 4, NormKind::L2, false, 64);
   auto codec = codecFor(config);

@@ -55,6 +55,13 @@ class RecvChannel {
   // receiver may rewrite it, until release(). Messages arrive in the order
   // they were posted.
   virtual cc_result_t wait(void** slot) = 0;
+  // wait() for engines that must be told a message's size before it arrives
+  // (NCCL's ncclRecv): the caller knows it, since sizes are a deterministic
+  // function of the call. Other engines ignore it.
+  virtual cc_result_t waitBytes(size_t bytes, void** slot) {
+    (void)bytes;
+    return wait(slot);
+  }
   // Hands the slot of the last wait() back to the sender.
   virtual cc_result_t release() = 0;
   virtual size_t slotBytes() const = 0;
@@ -75,6 +82,16 @@ class Transport {
   // Breaks every connection; waits on this rank and on peers fail instead of
   // running into the timeout.
   virtual void abort() = 0;
+
+  // Transports of device memory are stream-ordered: acquire, post, wait and
+  // release enqueue on the stream of the collective in progress (a
+  // cudaStream_t) and return without waiting for the GPU, and a slot is ready
+  // for the next kernel enqueued on that stream. Host transports ignore both.
+  virtual void setStream(void* stream) { (void)stream; }
+  // Enqueues whatever the engine still holds back (NCCL's sends wait for the
+  // next receive, to go out in one group with it); called at the end of a
+  // collective.
+  virtual cc_result_t flush() { return CC_SUCCESS; }
 };
 
 inline cc_result_t SendChannel::forward(RecvChannel&, const void* slot, size_t bytes) {
@@ -97,6 +114,15 @@ struct TransportSetup {
 
 // Ranks as threads of one process.
 cc_result_t createLocalTransport(const TransportSetup& setup, std::unique_ptr<Transport>* out);
+// Ranks as threads of one process on device memory: slots on the GPU,
+// ordered across the ranks' streams by CUDA events (several ranks may share
+// one GPU). Needs a CUDA build; CC_UNSUPPORTED otherwise.
+cc_result_t createLocalDeviceTransport(const TransportSetup& setup, std::unique_ptr<Transport>* out);
+// NCCL on device memory, one GPU per rank; the NCCL communicator is made
+// from rank 0's id, passed through the store. Builds with NCCL only.
+cc_result_t createNcclTransport(const TransportSetup& setup, std::unique_ptr<Transport>* out);
+// NCCL's asynchronous error for a transport made by createNcclTransport.
+cc_result_t ncclTransportAsyncError(Transport& transport);
 // Gloo's tcp or ibverbs device, both through bound buffers.
 cc_result_t createGlooTransport(const TransportSetup& setup, bool ibverbs,
                                 std::unique_ptr<Transport>* out);

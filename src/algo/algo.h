@@ -17,7 +17,7 @@ struct RingChannels {
 // Bandwidth-optimal ring: reduce-scatter with a fused decode-add-encode per
 // hop, the owner's final encode, then an allgather that forwards packed bytes.
 // Chunks of `chunkValues` pipeline through the slots of each link.
-cc_result_t ringAllreduce(Prims& prims, const CollectiveArgs& args, const RingChannels& channels);
+cc_result_t ringAllreduce(RingPrims& prims, const CollectiveArgs& args, const RingChannels& channels);
 
 // How the ring splits `count` values into one segment per rank and chunks;
 // exposed for tests (sizes beyond 2^31 are checked without allocating).

@@ -34,7 +34,7 @@ void RingLayout::range(int segment, size_t iteration, size_t* first, size_t* cou
   *count = std::min(segmentEnd, begin + chunkValues_) - begin;
 }
 
-cc_result_t ringAllreduce(Prims& prims, const CollectiveArgs& args, const RingChannels& channels) {
+cc_result_t ringAllreduce(RingPrims& prims, const CollectiveArgs& args, const RingChannels& channels) {
   const int n = args.nranks;
   const int rank = args.rank;
   const int prev = (rank + n - 1) % n;

@@ -11,6 +11,9 @@
 #include "codec/codec.h"
 #include "comm/bootstrap.h"
 #include "comm/comm.h"
+#ifdef CC_HAVE_CUDA
+#include "cuda/device_runtime.h"
+#endif
 
 namespace cc {
 namespace {
@@ -26,6 +29,8 @@ struct PendingAllreduce {
   cc_comm_t comm;
   std::string spec;  // "" = the communicator's codec
   cc_residual_t residual;
+  bool onDevice = false;  // device buffers: enqueued on `stream`, never fused
+  void* stream = nullptr;
 };
 
 thread_local int tlsGroupDepth = 0;
@@ -75,11 +80,15 @@ cc_result_t checkAllreduceArgs(const void* sendbuf, void* recvbuf, size_t count,
                     "compressed_allreduce: count %zu overflows size_t for datatype %s", count,
                     datatypeName(datatype));
   }
+#ifndef CC_HAVE_CUDA
   if (stream != nullptr) {
     return setError(CC_UNSUPPORTED,
-                    "compressed_allreduce: CUDA streams are not supported by this build; pass "
+                    "compressed_allreduce: this build has no CUDA, so no streams; pass "
                     "stream = NULL with host buffers");
   }
+#else
+  (void)stream;
+#endif
   if (count == 0) return CC_SUCCESS;
   if (sendbuf == nullptr) return setError(CC_INVALID_ARGUMENT, "compressed_allreduce: sendbuf is NULL");
   if (recvbuf == nullptr) return setError(CC_INVALID_ARGUMENT, "compressed_allreduce: recvbuf is NULL");
@@ -114,7 +123,29 @@ cc_result_t checkResidual(cc_residual_t residual, size_t count, cc_datatype_t da
 }
 
 bool sameCollective(const PendingAllreduce& a, const PendingAllreduce& b) {
-  return a.comm == b.comm && a.datatype == b.datatype && a.op == b.op && a.spec == b.spec;
+  return !a.onDevice && !b.onDevice && a.comm == b.comm && a.datatype == b.datatype && a.op == b.op &&
+         a.spec == b.spec;
+}
+
+// Where a call's buffers live: device buffers take the GPU path (pointer
+// attributes decide, as in NCCL-based frameworks), host buffers the host path.
+cc_result_t locateBuffers(const void* sendbuf, void* recvbuf, size_t count, bool* onDevice) {
+  *onDevice = false;
+#ifdef CC_HAVE_CUDA
+  if (count == 0) return CC_SUCCESS;
+  const bool sendOnDevice = isDeviceMemory(sendbuf);
+  const bool recvOnDevice = sendbuf == recvbuf ? sendOnDevice : isDeviceMemory(recvbuf);
+  if (sendOnDevice != recvOnDevice) {
+    return setError(CC_INVALID_ARGUMENT, "compressed_allreduce: sendbuf is %s memory but recvbuf %s memory",
+                    sendOnDevice ? "device" : "host", recvOnDevice ? "device" : "host");
+  }
+  *onDevice = sendOnDevice;
+#else
+  (void)sendbuf;
+  (void)recvbuf;
+  (void)count;
+#endif
+  return CC_SUCCESS;
 }
 
 // Runs `calls` (same communicator, datatype, op and spec) as one collective.
@@ -126,6 +157,18 @@ cc_result_t runFused(const std::vector<const PendingAllreduce*>& calls) {
   if (tensors.empty()) return CC_SUCCESS;
   const PendingAllreduce& first = *calls.front();
   CallGuard guard(first.comm);
+#ifdef CC_HAVE_CUDA
+  if (first.onDevice) {
+    return deviceAllreduce(first.comm, first.sendbuf, first.recvbuf, first.count, first.datatype, first.op,
+                           first.spec.empty() ? nullptr : first.spec.c_str(), first.residual, first.stream);
+  }
+  // Host buffers after work on a stream (a copy into pinned memory, say) wait
+  // for it; an error-feedback residual last used on the GPU comes back.
+  for (const PendingAllreduce* call : calls) {
+    if (call->stream != nullptr) CC_CHECK(synchronizeStream(call->stream));
+    if (call->residual != nullptr) CC_CHECK(residualToHost(call->residual));
+  }
+#endif
   return commAllreduce(first.comm, tensors.data(), tensors.size(), first.datatype, first.op,
                        first.spec.empty() ? nullptr : first.spec.c_str());
 }
@@ -142,6 +185,8 @@ cc_result_t submitAllreduce(const void* sendbuf, void* recvbuf, size_t count, cc
     CC_CHECK(commSpec(comm, spec, &parsed));
   }
   PendingAllreduce call{sendbuf, recvbuf, count, datatype, op, comm, spec ? std::string(spec) : std::string(), residual};
+  CC_CHECK(locateBuffers(sendbuf, recvbuf, count, &call.onDevice));
+  call.stream = stream;
   if (tlsGroupDepth > 0) {
     tlsGroupQueue.push_back(call);
     return CC_SUCCESS;
@@ -249,6 +294,9 @@ cc_result_t cc_residual_get(cc_residual_t residual, float* values) {
   if (residual == nullptr || (values == nullptr && residual->count != 0)) {
     return setError(CC_INVALID_ARGUMENT, "cc_residual_get: %s is NULL", residual == nullptr ? "residual" : "values");
   }
+#ifdef CC_HAVE_CUDA
+  CC_CHECK(residualToHost(residual));
+#endif
   if (residual->count != 0) std::memcpy(values, residual->values.data(), residual->count * sizeof(float));
   return CC_SUCCESS;
 }
@@ -258,12 +306,14 @@ cc_result_t cc_residual_set(cc_residual_t residual, const float* values) {
     return setError(CC_INVALID_ARGUMENT, "cc_residual_set: %s is NULL", residual == nullptr ? "residual" : "values");
   }
   if (residual->count != 0) std::memcpy(residual->values.data(), values, residual->count * sizeof(float));
+  residual->deviceCurrent = false;
   return CC_SUCCESS;
 }
 
 cc_result_t cc_residual_reset(cc_residual_t residual) {
   if (residual == nullptr) return setError(CC_INVALID_ARGUMENT, "cc_residual_reset: residual is NULL");
   std::fill(residual->values.begin(), residual->values.end(), 0.0f);
+  residual->deviceCurrent = false;
   return CC_SUCCESS;
 }
 
@@ -319,8 +369,11 @@ cc_result_t cc_comm_user_rank(cc_comm_t comm, int* rank) {
 
 cc_result_t cc_comm_finalize(cc_comm_t comm) {
   CC_CHECK(checkUsable(comm, "cc_comm_finalize"));
-  // Host collectives complete before they return, so nothing is outstanding.
+  // Host collectives complete before they return; device ones are waited for.
   std::lock_guard<std::mutex> lock(comm->callMutex);
+#ifdef CC_HAVE_CUDA
+  CC_CHECK(deviceFinalize(comm));
+#endif
   comm->finalized.store(true);
   return CC_SUCCESS;
 }
@@ -350,6 +403,16 @@ cc_result_t cc_comm_get_async_error(cc_comm_t comm, cc_result_t* async_error) {
     return setError(CC_INVALID_ARGUMENT, "cc_comm_get_async_error: async_error is NULL");
   }
   *async_error = static_cast<cc_result_t>(comm->asyncError.load());
+#ifdef CC_HAVE_CUDA
+  if (*async_error == CC_SUCCESS) {
+    const cc_result_t engine = deviceAsyncError(comm);
+    if (engine != CC_SUCCESS) {
+      int expected = CC_SUCCESS;
+      comm->asyncError.compare_exchange_strong(expected, engine);
+      *async_error = engine;
+    }
+  }
+#endif
   return CC_SUCCESS;
 }
 

@@ -875,6 +875,9 @@ class DitherCodec final : public Codec {
 
   CodecId id() const override { return CodecId::Dither; }
   size_t alignmentValues() const override { return config_.bucket == 0 ? kBlockValues : config_.bucket; }
+  // Every message leads with the norms of all its buckets, so two messages
+  // end to end are not one message (error feedback must encode whole ones).
+  bool concatenable() const override { return false; }
 
   size_t packedBytes(size_t count) const override {
     return pad4(bucketCount(config_, count) * config_.normSize()) + groupsOf(count) * config_.groupBytes();

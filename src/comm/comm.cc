@@ -11,6 +11,9 @@
 #include "codec/randk.h"
 #include "comm/bootstrap.h"
 #include "prims/prims.h"
+#ifdef CC_HAVE_CUDA
+#include "cuda/device_runtime.h"
+#endif
 
 namespace cc {
 namespace {
@@ -431,6 +434,9 @@ cc_result_t commInit(cc_comm_t* out, int nranks, const cc_unique_id_t& id, int r
   }
   // Every receive slot is registered before anyone sends into it.
   CC_CHECK(store->barrier("cc/init/ready"));
+#ifdef CC_HAVE_CUDA
+  CC_CHECK(deviceInit(comm.get(), *store, setup));
+#endif
   if (nranks > 1 && config.algo == AlgoId::Auto) {
     CC_CHECK(measureCostModel(*store, *comm, &comm->costModel));
     // The timing calls ran on every rank alike; the user's first collective is #0.

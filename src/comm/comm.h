@@ -23,6 +23,10 @@ struct cc_residual {
   size_t count = 0;
   cc_datatype_t datatype = CC_FLOAT32;
   std::vector<float> values;
+  // Device collectives keep the residual on the GPU (cuda/device_runtime.cc):
+  // while deviceCurrent, deviceValues holds the current values, not `values`.
+  std::shared_ptr<float> deviceValues;
+  bool deviceCurrent = false;
 };
 
 namespace cc {
@@ -64,6 +68,9 @@ struct AlgorithmChannels {
   bool open = false;
 };
 
+// The GPU path of a communicator (cuda/device_runtime.cc; CUDA builds).
+struct DeviceState;
+
 // One tensor of a (possibly fused) call.
 struct TensorCall {
   const void* sendbuf;
@@ -86,6 +93,7 @@ struct cc_comm {
   std::unique_ptr<cc::SendChannel> announceToNext;
   std::unique_ptr<cc::RecvChannel> announceFromPrev;
   cc::AlgorithmChannels channels;
+  std::shared_ptr<cc::DeviceState> device;  // CUDA builds: device transport, codecs, channels
   cc::CostModel costModel;     // what auto decides with; identical on every rank
   uint64_t collectiveSeq = 0;  // collectives issued so far; identical on every rank
   // Specs by the text callers gave ("" = the communicator's own).

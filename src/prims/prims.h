@@ -67,34 +67,48 @@ struct CollectiveArgs {
 // tree, the shards of direct) or the master codec C_M (direct's owner sums).
 enum class Stage : uint8_t { Worker, Master };
 
-class Prims {
+// The verbs of the ring: Prims runs them on host memory, DevicePrims
+// (cuda/device_prims.h) on device memory, enqueued on a CUDA stream.
+class RingPrims {
+ public:
+  virtual ~RingPrims() = default;
+  // Values per chunk such that a chunk's packed form fits a slot.
+  virtual size_t chunkValues(size_t slotBytes) const = 0;
+  // encode local chunk, send it
+  virtual cc_result_t encodeSend(SendChannel& to, size_t firstIndex, size_t count, uint32_t step) = 0;
+  // one reduce-scatter hop, fused: packed in + local -> packed out
+  virtual cc_result_t recvDecodeAddEncodeSend(RecvChannel& from, int fromRank, SendChannel& to, size_t firstIndex,
+                                              size_t count, uint32_t step) = 0;
+  // the last hop: the full sum (divided for AVG) encoded once more, sent on,
+  // and decoded by this rank from its own packed bytes so that every rank
+  // ends with the same values
+  virtual cc_result_t recvDecodeAddEncodeSendDecode(RecvChannel& from, int fromRank, SendChannel& to,
+                                                    size_t firstIndex, size_t count, uint32_t step) = 0;
+  // an allgather hop: forward the packed bytes unchanged (when `to` is not
+  // null) and decode them into the output
+  virtual cc_result_t recvForwardDecode(RecvChannel& from, int fromRank, SendChannel* to, size_t firstIndex,
+                                        size_t count, uint32_t step) = 0;
+};
+
+class Prims : public RingPrims {
  public:
   // The Philox stream of this rank's encodes at `step`.
   RandomStream randomFor(uint32_t step) const;
 
   explicit Prims(const CollectiveArgs& args);
 
-  // Values per chunk such that a chunk's packed form fits a slot.
-  size_t chunkValues(size_t slotBytes) const;
-
-  // Each call moves one chunk: `firstIndex` is the chunk's global value index
-  // (a multiple of kBlockValues) and `count` its length; `step` is the
-  // algorithm step, which keys the randomness and is checked by the receiver.
-
-  // encode local chunk, send it
-  cc_result_t encodeSend(SendChannel& to, size_t firstIndex, size_t count, uint32_t step);
-  // one reduce-scatter hop, fused: packed in + local -> packed out
+  // The ring's verbs (RingPrims). Each call moves one chunk: `firstIndex` is
+  // the chunk's global value index (a multiple of kBlockValues) and `count`
+  // its length; `step` is the algorithm step, which keys the randomness and is
+  // checked by the receiver.
+  size_t chunkValues(size_t slotBytes) const override;
+  cc_result_t encodeSend(SendChannel& to, size_t firstIndex, size_t count, uint32_t step) override;
   cc_result_t recvDecodeAddEncodeSend(RecvChannel& from, int fromRank, SendChannel& to,
-                                      size_t firstIndex, size_t count, uint32_t step);
-  // the last hop: the full sum (divided for AVG) encoded once more (C_M), sent
-  // on, and decoded by this rank from its own packed bytes so that every rank
-  // ends with the same values
+                                      size_t firstIndex, size_t count, uint32_t step) override;
   cc_result_t recvDecodeAddEncodeSendDecode(RecvChannel& from, int fromRank, SendChannel& to,
-                                            size_t firstIndex, size_t count, uint32_t step);
-  // an allgather hop: forward the packed bytes unchanged (when `to` is not
-  // null) and decode them into the output
+                                            size_t firstIndex, size_t count, uint32_t step) override;
   cc_result_t recvForwardDecode(RecvChannel& from, int fromRank, SendChannel* to,
-                                size_t firstIndex, size_t count, uint32_t step);
+                                size_t firstIndex, size_t count, uint32_t step) override;
 
   // The same hop for trees and direct: expects a frame of `expectedStep`
   // from `fromRank`; the sum D(in) + base is encoded once (step `step`) and
