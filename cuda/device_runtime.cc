@@ -7,6 +7,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <set>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -58,6 +59,8 @@ struct DeviceState {
   std::unique_ptr<RecvChannel> fromPrev;
   std::map<std::tuple<std::string, int, int>, DeviceCodecs> codecs;
   cudaEvent_t done = nullptr;  // recorded after each device collective
+  std::vector<unsigned char> staging;  // host copy of staged calls
+  std::set<std::string> stagedReasons;  // logged once each
 };
 
 namespace {
@@ -149,34 +152,48 @@ cc_result_t residualOnDevice(cc_residual* residual, float** out) {
   return CC_SUCCESS;
 }
 
-// What the device path runs: the ring, on block codecs.
-cc_result_t checkDeviceCall(cc_comm_t comm, const CodecSpec& spec, bool compresses, const cc_residual* residual) {
+// Why a call cannot run natively on the GPU (the ring on block codecs, over a
+// device transport), or an empty string when it can. Such calls are staged
+// through host memory instead.
+std::string nativeObstacle(cc_comm_t comm, const DeviceState& state, const CodecSpec& spec, bool compresses,
+                           const cc_residual* residual) {
+  if (!state.unavailable.empty()) return state.unavailable;
   if (comm->config.algo != AlgoId::Auto && comm->config.algo != AlgoId::Ring) {
-    return setError(CC_UNSUPPORTED,
-                    "device buffers run the ring; algorithm %s has no device path yet (CC_ALGO=ring or auto)",
-                    algoName(comm->config.algo));
+    return std::string("algorithm ") + algoName(comm->config.algo) + " has no device path yet";
   }
   if (compresses && (spec.selector != Selector::None || !spec.hopReencodable())) {
-    return setError(CC_UNSUPPORTED,
-                    "codec spec '%s' has no device path yet: the device ring takes block codecs (nat, nat_det, "
-                    "dithering of bucket scope, none)",
-                    spec.canonical.c_str());
+    return "codec spec '" + spec.canonical + "' has no device kernels yet";
   }
-  if (residual != nullptr && !compresses) {
-    return setError(CC_UNSUPPORTED, "error feedback with an exact spec on device buffers (it would lose nothing)");
+  if (residual != nullptr && (!compresses || comm->nranks == 1)) {
+    return "error feedback that loses nothing (an exact spec, or one rank) folds the residual on the host";
   }
+  return std::string();
+}
+
+// The same collective through host memory: wait for the stream, copy the
+// input down, run the host path, copy the result up. Correct for every
+// codec and algorithm, bit-identical to a host call, but it synchronises.
+cc_result_t runStaged(cc_comm_t comm, DeviceState& state, const void* sendbuf, void* recvbuf, size_t count,
+                      cc_datatype_t datatype, cc_red_op_t op, const char* specText, cc_residual* residual,
+                      cudaStream_t stream) {
+  const size_t bytes = count * elementBytes(elementTypeOf(datatype));
+  cudaError_t status = cudaStreamSynchronize(stream);
+  if (status != cudaSuccess) return cudaFailure(status, "cudaStreamSynchronize (staging)");
+  if (state.staging.size() < bytes) state.staging.resize(bytes);
+  status = cudaMemcpy(state.staging.data(), sendbuf, bytes, cudaMemcpyDeviceToHost);
+  if (status != cudaSuccess) return cudaFailure(status, "cudaMemcpy (staging the input)");
+  if (residual != nullptr) CC_CHECK(residualToHost(residual));
+  const TensorCall call{state.staging.data(), state.staging.data(), count, residual};
+  CC_CHECK(commAllreduce(comm, &call, 1, datatype, op, specText));
+  status = cudaMemcpy(recvbuf, state.staging.data(), bytes, cudaMemcpyHostToDevice);
+  if (status != cudaSuccess) return cudaFailure(status, "cudaMemcpy (staging the result)");
   return CC_SUCCESS;
 }
 
 cc_result_t runDeviceCollective(cc_comm_t comm, DeviceState& state, const void* sendbuf, void* recvbuf, size_t count,
                                 cc_datatype_t datatype, cc_red_op_t op, const CodecSpec& spec, cc_residual* residual,
                                 cudaStream_t stream) {
-  const bool compresses = specCompresses(spec, datatype, op);
-  CC_CHECK(checkDeviceCall(comm, spec, compresses, residual));
   if (comm->nranks == 1) {
-    if (residual != nullptr) {
-      return setError(CC_UNSUPPORTED, "error feedback on device buffers with one rank");
-    }
     CC_CHECK(cudaDeviceOfThisThread(&state.device));
     if (sendbuf != recvbuf) {
       const cudaError_t status = cudaMemcpyAsync(recvbuf, sendbuf, count * elementBytes(elementTypeOf(datatype)),
@@ -253,8 +270,15 @@ cc_result_t deviceInit(cc_comm_t comm, StoreClient& store, const TransportSetup&
   if (state->unavailable.empty()) {
     TransportSetup ncclSetup = setup;
     ncclSetup.store = &store;
-    CC_CHECK(createNcclTransport(ncclSetup, &state->transport));
-    state->nccl = true;
+    if (createNcclTransport(ncclSetup, &state->transport) == CC_SUCCESS) {
+      state->nccl = true;
+    } else {
+      // The host path still works: device calls are staged through it.
+      state->unavailable = lastErrorMessage();
+      CC_WARN("rank %d: device collectives will be staged through host memory: %s", comm->rank,
+              state->unavailable.c_str());
+      clearLastError();
+    }
   }
 #else
   if (state->unavailable.empty()) state->unavailable = "this build has no NCCL (nccl.h was not found when it was configured)";
@@ -278,17 +302,23 @@ cc_result_t deviceAllreduce(cc_comm_t comm, const void* sendbuf, void* recvbuf, 
                             cc_red_op_t op, const char* specText, cc_residual* residual, void* stream) {
   const CodecSpec* spec = nullptr;
   CC_CHECK(commSpec(comm, specText, &spec));
-  std::lock_guard<std::mutex> lock(comm->callMutex);
+  std::unique_lock<std::mutex> lock(comm->callMutex);
   if (comm->asyncError.load() != CC_SUCCESS) {
     return setError(CC_INVALID_USAGE, "the communicator is broken by an earlier %s; create a new one",
                     resultName(static_cast<cc_result_t>(comm->asyncError.load())));
   }
   DeviceState& state = *comm->device;
-  if (!state.unavailable.empty()) {
-    return setError(CC_UNSUPPORTED, "compressed_allreduce on device buffers: %s", state.unavailable.c_str());
+  cudaStream_t cudaStream = static_cast<cudaStream_t>(stream);
+  const std::string obstacle =
+      nativeObstacle(comm, state, *spec, specCompresses(*spec, datatype, op), residual);
+  if (!obstacle.empty()) {
+    if (state.stagedReasons.insert(obstacle).second) {
+      CC_INFO("rank %d: device buffers staged through host memory: %s", comm->rank, obstacle.c_str());
+    }
+    lock.unlock();  // the host path takes the call lock itself
+    return runStaged(comm, state, sendbuf, recvbuf, count, datatype, op, specText, residual, cudaStream);
   }
   const uint64_t seq = comm->collectiveSeq;
-  cudaStream_t cudaStream = static_cast<cudaStream_t>(stream);
   cc_result_t result = runDeviceCollective(comm, state, sendbuf, recvbuf, count, datatype, op, *spec, residual,
                                            cudaStream);
   if (result == CC_SUCCESS && stream == nullptr) {

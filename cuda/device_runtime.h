@@ -27,8 +27,11 @@ cc_result_t deviceInit(cc_comm_t comm, StoreClient& store, const TransportSetup&
 // Whether `pointer` is GPU (or managed) memory, by its CUDA attributes.
 bool isDeviceMemory(const void* pointer);
 
-// One device collective: enqueued on `stream` (a cudaStream_t; null: the
-// default stream, and the call blocks until done).
+// One collective on device buffers: the ring on device codecs, enqueued on
+// `stream` (a cudaStream_t; null: the default stream, and the call blocks
+// until done). What has no native device path yet (other algorithms, top-k,
+// randk, norms of tensor or model scope, no device transport) is staged
+// through host memory: the stream is synchronised and the host path runs.
 cc_result_t deviceAllreduce(cc_comm_t comm, const void* sendbuf, void* recvbuf, size_t count,
                             cc_datatype_t datatype, cc_red_op_t op, const char* specText,
                             cc_residual* residual, void* stream);
