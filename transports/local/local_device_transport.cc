@@ -11,21 +11,17 @@
 // access between them.
 #include <cuda_runtime.h>
 
-#include <atomic>
-#include <chrono>
 #include <condition_variable>
-#include <map>
+#include <memory>
 #include <mutex>
-#include <tuple>
 #include <vector>
 
 #include "api/error.h"
+#include "transports/local/local_fabric.h"
 #include "transports/transport.h"
 
 namespace cc {
 namespace {
-
-using Clock = std::chrono::steady_clock;
 
 cc_result_t cudaFailure(cudaError_t status, const char* what) {
   return setError(CC_CUDA_ERROR, "local device transport: %s: %s", what, cudaGetErrorString(status));
@@ -55,88 +51,52 @@ struct DeviceLink {
   uint64_t released = 0;
 };
 
-struct DeviceFabric {
-  std::mutex mutex;
-  std::map<std::tuple<int, int, int>, std::shared_ptr<DeviceLink>> links;
-  std::atomic<int> abortedBy{-1};
+using DeviceFabric = LocalFabric<DeviceLink>;
 
-  // The link of (sender, receiver, tag), its memory on the device of whoever
-  // opens it first; the other end gets peer access to it when on another GPU.
-  cc_result_t link(int sender, int receiver, int tag, size_t slotBytes, int numSlots,
-                   std::shared_ptr<DeviceLink>* out) {
-    int device = 0;
-    cudaError_t status = cudaGetDevice(&device);
-    if (status != cudaSuccess) return cudaFailure(status, "cudaGetDevice");
-    std::lock_guard<std::mutex> lock(mutex);
-    auto& entry = links[std::make_tuple(sender, receiver, tag)];
-    if (!entry) {
-      auto created = std::make_shared<DeviceLink>(slotBytes, numSlots);
-      status = cudaMalloc(&created->memory, slotBytes * static_cast<size_t>(numSlots));
-      if (status != cudaSuccess) {
-        return setError(CC_CUDA_ERROR, "local device transport: cudaMalloc of %d x %zu bytes for channel %d->%d: %s",
-                        numSlots, slotBytes, sender, receiver, cudaGetErrorString(status));
-      }
-      created->memoryDevice = device;
-      created->postEvents.resize(numSlots, nullptr);
-      created->releaseEvents.resize(numSlots, nullptr);
-      entry = created;
+// A link's slots live on the GPU of whichever end opens it first.
+auto makeDeviceLink(int sender, int receiver, size_t slotBytes, int numSlots, int device) {
+  return [=](std::shared_ptr<DeviceLink>* link) {
+    auto created = std::make_shared<DeviceLink>(slotBytes, numSlots);
+    const cudaError_t status = cudaMalloc(&created->memory, slotBytes * static_cast<size_t>(numSlots));
+    if (status != cudaSuccess) {
+      return setError(CC_CUDA_ERROR, "local device transport: cudaMalloc of %d x %zu bytes for channel %d->%d: %s",
+                      numSlots, slotBytes, sender, receiver, cudaGetErrorString(status));
     }
-    if (entry->slotBytes != slotBytes || entry->numSlots != numSlots) {
-      return setError(CC_INVALID_USAGE,
-                      "local device channel %d->%d tag %d opened with %zu x %d bytes on one side and %zu x %d on "
-                      "the other",
-                      sender, receiver, tag, entry->slotBytes, entry->numSlots, slotBytes, numSlots);
-    }
-    if (entry->memoryDevice != device) {
-      int canAccess = 0;
-      status = cudaDeviceCanAccessPeer(&canAccess, device, entry->memoryDevice);
-      if (status != cudaSuccess) return cudaFailure(status, "cudaDeviceCanAccessPeer");
-      if (!canAccess) {
-        return setError(CC_UNSUPPORTED,
-                        "local device transport: channel %d->%d: GPU %d cannot access GPU %d (no peer access "
-                        "between them); put both ranks on one GPU or use one process per GPU",
-                        sender, receiver, device, entry->memoryDevice);
-      }
-      status = cudaDeviceEnablePeerAccess(entry->memoryDevice, 0);
-      if (status == cudaErrorPeerAccessAlreadyEnabled) {
-        cudaGetLastError();
-      } else if (status != cudaSuccess) {
-        return cudaFailure(status, "cudaDeviceEnablePeerAccess");
-      }
-    }
-    *out = entry;
+    created->memoryDevice = device;
+    created->postEvents.resize(numSlots, nullptr);
+    created->releaseEvents.resize(numSlots, nullptr);
+    *link = created;
     return CC_SUCCESS;
-  }
+  };
+}
 
-  void abort(int rank) {
-    std::vector<std::shared_ptr<DeviceLink>> all;
-    {
-      std::lock_guard<std::mutex> lock(mutex);
-      int healthy = -1;
-      abortedBy.compare_exchange_strong(healthy, rank);
-      for (auto& entry : links) all.push_back(entry.second);
-    }
-    for (auto& link : all) {
-      std::lock_guard<std::mutex> lock(link->mutex);
-      link->changed.notify_all();
-    }
+// The link of (sender, receiver, tag); the end on another GPU than the slots
+// gets peer access to them.
+cc_result_t openDeviceLink(DeviceFabric& fabric, int sender, int receiver, int tag, size_t slotBytes, int numSlots,
+                           std::shared_ptr<DeviceLink>* out) {
+  int device = 0;
+  cudaError_t status = cudaGetDevice(&device);
+  if (status != cudaSuccess) return cudaFailure(status, "cudaGetDevice");
+  CC_CHECK(fabric.link(sender, receiver, tag, slotBytes, numSlots,
+                       makeDeviceLink(sender, receiver, slotBytes, numSlots, device), out));
+  const int memoryDevice = (*out)->memoryDevice;
+  if (memoryDevice == device) return CC_SUCCESS;
+  int canAccess = 0;
+  status = cudaDeviceCanAccessPeer(&canAccess, device, memoryDevice);
+  if (status != cudaSuccess) return cudaFailure(status, "cudaDeviceCanAccessPeer");
+  if (!canAccess) {
+    return setError(CC_UNSUPPORTED,
+                    "local device transport: channel %d->%d: GPU %d cannot access GPU %d (no peer access between "
+                    "them); put both ranks on one GPU or use one process per GPU",
+                    sender, receiver, device, memoryDevice);
   }
-};
-
-std::mutex gDeviceFabricsMutex;
-std::map<uint64_t, std::weak_ptr<DeviceFabric>> gDeviceFabrics;
-
-std::shared_ptr<DeviceFabric> joinDeviceFabric(uint64_t key) {
-  std::lock_guard<std::mutex> lock(gDeviceFabricsMutex);
-  for (auto it = gDeviceFabrics.begin(); it != gDeviceFabrics.end();) {
-    it = it->second.expired() ? gDeviceFabrics.erase(it) : std::next(it);
+  status = cudaDeviceEnablePeerAccess(memoryDevice, 0);
+  if (status == cudaErrorPeerAccessAlreadyEnabled) {
+    cudaGetLastError();
+  } else if (status != cudaSuccess) {
+    return cudaFailure(status, "cudaDeviceEnablePeerAccess");
   }
-  auto fabric = gDeviceFabrics[key].lock();
-  if (!fabric) {
-    fabric = std::make_shared<DeviceFabric>();
-    gDeviceFabrics[key] = fabric;
-  }
-  return fabric;
+  return CC_SUCCESS;
 }
 
 // Creates the events of one side of a link on this thread's device (an event
@@ -165,18 +125,7 @@ class DeviceChannelEnd {
 
   template <typename Ready>
   cc_result_t waitUntil(std::unique_lock<std::mutex>& lock, Ready ready, const char* what) {
-    const auto deadline = Clock::now() + std::chrono::milliseconds(timeoutMs_);
-    while (!ready()) {
-      if (fabric_->abortedBy.load() >= 0) {
-        return setError(CC_REMOTE_ERROR, "communicator aborted by rank %d while %s rank %d",
-                        fabric_->abortedBy.load(), what, peer_);
-      }
-      if (link_->changed.wait_until(lock, deadline) == std::cv_status::timeout && !ready()) {
-        return setError(CC_TIMEOUT, "timed out after %d ms %s rank %d (local device transport)", timeoutMs_, what,
-                        peer_);
-      }
-    }
-    return CC_SUCCESS;
+    return waitOnLocalLink(*fabric_, *link_, lock, timeoutMs_, ready, what, peer_, "local device transport");
   }
   int slotIndex(uint64_t message) const { return static_cast<int>(message % static_cast<uint64_t>(link_->numSlots)); }
   unsigned char* slotOf(uint64_t message) const { return link_->memory + slotIndex(message) * link_->slotBytes; }
@@ -266,7 +215,7 @@ class LocalDeviceTransport : public Transport {
  public:
   explicit LocalDeviceTransport(const TransportSetup& setup)
       : rank_(setup.rank), nranks_(setup.nranks), timeoutMs_(setup.timeoutMs),
-        fabric_(joinDeviceFabric(setup.nonce)), stream_(std::make_shared<StreamHolder>()) {}
+        fabric_(joinLocalFabric<DeviceLink>(setup.nonce)), stream_(std::make_shared<StreamHolder>()) {}
 
   TransportProperties properties() const override { return {"local", false, true, 0.0}; }
   int rank() const override { return rank_; }
@@ -274,7 +223,7 @@ class LocalDeviceTransport : public Transport {
 
   cc_result_t openSend(int peer, int tag, size_t slotBytes, int numSlots, std::unique_ptr<SendChannel>* out) override {
     std::shared_ptr<DeviceLink> link;
-    CC_CHECK(fabric_->link(rank_, peer, tag, slotBytes, numSlots, &link));
+    CC_CHECK(openDeviceLink(*fabric_, rank_, peer, tag, slotBytes, numSlots, &link));
     CC_CHECK(createEvents(&link->postEvents, link->mutex));
     out->reset(new LocalDeviceSendChannel(fabric_, link, peer, timeoutMs_, stream_));
     return CC_SUCCESS;
@@ -282,7 +231,7 @@ class LocalDeviceTransport : public Transport {
 
   cc_result_t openRecv(int peer, int tag, size_t slotBytes, int numSlots, std::unique_ptr<RecvChannel>* out) override {
     std::shared_ptr<DeviceLink> link;
-    CC_CHECK(fabric_->link(peer, rank_, tag, slotBytes, numSlots, &link));
+    CC_CHECK(openDeviceLink(*fabric_, peer, rank_, tag, slotBytes, numSlots, &link));
     CC_CHECK(createEvents(&link->releaseEvents, link->mutex));
     out->reset(new LocalDeviceRecvChannel(fabric_, link, peer, timeoutMs_, stream_));
     return CC_SUCCESS;

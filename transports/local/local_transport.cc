@@ -1,21 +1,16 @@
 // Ranks as threads of one process: a channel is a ring of slots in ordinary
 // memory shared by the two threads, with counters under a mutex.
-#include <algorithm>
-#include <atomic>
-#include <chrono>
 #include <condition_variable>
-#include <map>
+#include <memory>
 #include <mutex>
-#include <tuple>
 #include <vector>
 
 #include "api/error.h"
+#include "transports/local/local_fabric.h"
 #include "transports/transport.h"
 
 namespace cc {
 namespace {
-
-using Clock = std::chrono::steady_clock;
 
 struct LocalLink {
   LocalLink(size_t slotBytes_, int numSlots_)
@@ -29,92 +24,23 @@ struct LocalLink {
   uint64_t released = 0;  // messages the receiver handed back
 };
 
-// All links of one communicator, found by the communicator key.
-struct LocalFabric {
-  std::mutex mutex;
-  std::map<std::tuple<int, int, int>, std::shared_ptr<LocalLink>> links;
-  std::atomic<int> abortedBy{-1};  // the rank that aborted, -1 while healthy
-
-  cc_result_t link(int sender, int receiver, int tag, size_t slotBytes, int numSlots,
-                   std::shared_ptr<LocalLink>* out) {
-    std::lock_guard<std::mutex> lock(mutex);
-    auto& entry = links[std::make_tuple(sender, receiver, tag)];
-    if (!entry) entry = std::make_shared<LocalLink>(slotBytes, numSlots);
-    if (entry->slotBytes != slotBytes || entry->numSlots != numSlots) {
-      return setError(CC_INVALID_USAGE,
-                      "local channel %d->%d tag %d opened with %zu x %d bytes on one side and %zu x "
-                      "%d on the other",
-                      sender, receiver, tag, entry->slotBytes, entry->numSlots, slotBytes, numSlots);
-    }
-    *out = entry;
-    return CC_SUCCESS;
-  }
-
-  void abort(int rank) {
-    std::vector<std::shared_ptr<LocalLink>> all;
-    {
-      std::lock_guard<std::mutex> lock(mutex);
-      int healthy = -1;
-      abortedBy.compare_exchange_strong(healthy, rank);
-      for (auto& entry : links) all.push_back(entry.second);
-    }
-    for (auto& link : all) {
-      std::lock_guard<std::mutex> lock(link->mutex);
-      link->changed.notify_all();
-    }
-  }
-};
-
-std::mutex gFabricsMutex;
-std::map<uint64_t, std::weak_ptr<LocalFabric>> gFabrics;
-
-std::shared_ptr<LocalFabric> joinFabric(uint64_t key) {
-  std::lock_guard<std::mutex> lock(gFabricsMutex);
-  for (auto it = gFabrics.begin(); it != gFabrics.end();) {
-    it = it->second.expired() ? gFabrics.erase(it) : std::next(it);
-  }
-  auto fabric = gFabrics[key].lock();
-  if (!fabric) {
-    fabric = std::make_shared<LocalFabric>();
-    gFabrics[key] = fabric;
-  }
-  return fabric;
-}
-
-// Waits on a link until `ready` holds, the fabric is aborted, or the timeout.
-template <typename Ready>
-cc_result_t waitOnLink(LocalFabric& fabric, LocalLink& link, std::unique_lock<std::mutex>& lock,
-                       int timeoutMs, Ready ready, const char* what, int peer) {
-  auto deadline = Clock::now() + std::chrono::milliseconds(timeoutMs);
-  while (!ready()) {
-    if (fabric.abortedBy.load() >= 0) {
-      return setError(CC_REMOTE_ERROR, "communicator aborted by rank %d while %s rank %d",
-                      fabric.abortedBy.load(), what, peer);
-    }
-    if (link.changed.wait_until(lock, deadline) == std::cv_status::timeout && !ready()) {
-      return setError(CC_TIMEOUT, "timed out after %d ms %s rank %d (local transport)", timeoutMs,
-                      what, peer);
-    }
-  }
-  return CC_SUCCESS;
-}
+using Fabric = LocalFabric<LocalLink>;
 
 // What both ends of a local channel share: the link and how to wait on it.
 class LocalChannelEnd {
  protected:
-  LocalChannelEnd(std::shared_ptr<LocalFabric> fabric, std::shared_ptr<LocalLink> link, int peer,
-                  int timeoutMs)
+  LocalChannelEnd(std::shared_ptr<Fabric> fabric, std::shared_ptr<LocalLink> link, int peer, int timeoutMs)
       : fabric_(std::move(fabric)), link_(std::move(link)), peer_(peer), timeoutMs_(timeoutMs) {}
 
   template <typename Ready>
   cc_result_t waitUntil(std::unique_lock<std::mutex>& lock, Ready ready, const char* what) {
-    return waitOnLink(*fabric_, *link_, lock, timeoutMs_, ready, what, peer_);
+    return waitOnLocalLink(*fabric_, *link_, lock, timeoutMs_, ready, what, peer_, "local transport");
   }
   unsigned char* slotOf(uint64_t message) const {
     return link_->memory.data() + (message % link_->numSlots) * link_->slotBytes;
   }
 
-  std::shared_ptr<LocalFabric> fabric_;
+  std::shared_ptr<Fabric> fabric_;
   std::shared_ptr<LocalLink> link_;
   int peer_;
   int timeoutMs_;
@@ -122,7 +48,7 @@ class LocalChannelEnd {
 
 class LocalSendChannel : public SendChannel, private LocalChannelEnd {
  public:
-  LocalSendChannel(std::shared_ptr<LocalFabric> fabric, std::shared_ptr<LocalLink> link, int peer, int timeoutMs)
+  LocalSendChannel(std::shared_ptr<Fabric> fabric, std::shared_ptr<LocalLink> link, int peer, int timeoutMs)
       : LocalChannelEnd(std::move(fabric), std::move(link), peer, timeoutMs) {}
 
   cc_result_t acquire(void** slot) override {
@@ -150,7 +76,7 @@ class LocalSendChannel : public SendChannel, private LocalChannelEnd {
 
 class LocalRecvChannel : public RecvChannel, private LocalChannelEnd {
  public:
-  LocalRecvChannel(std::shared_ptr<LocalFabric> fabric, std::shared_ptr<LocalLink> link, int peer, int timeoutMs)
+  LocalRecvChannel(std::shared_ptr<Fabric> fabric, std::shared_ptr<LocalLink> link, int peer, int timeoutMs)
       : LocalChannelEnd(std::move(fabric), std::move(link), peer, timeoutMs) {}
 
   cc_result_t wait(void** slot) override {
@@ -173,11 +99,18 @@ class LocalRecvChannel : public RecvChannel, private LocalChannelEnd {
   size_t slotBytes() const override { return link_->slotBytes; }
 };
 
+auto makeLink(size_t slotBytes, int numSlots) {
+  return [slotBytes, numSlots](std::shared_ptr<LocalLink>* link) {
+    *link = std::make_shared<LocalLink>(slotBytes, numSlots);
+    return CC_SUCCESS;
+  };
+}
+
 class LocalTransport : public Transport {
  public:
   LocalTransport(const TransportSetup& setup)
       : rank_(setup.rank), nranks_(setup.nranks), timeoutMs_(setup.timeoutMs),
-        fabric_(joinFabric(setup.nonce)) {}
+        fabric_(joinLocalFabric<LocalLink>(setup.nonce)) {}
 
   TransportProperties properties() const override { return {"local", true, false, 0.0}; }
   int rank() const override { return rank_; }
@@ -186,7 +119,7 @@ class LocalTransport : public Transport {
   cc_result_t openSend(int peer, int tag, size_t slotBytes, int numSlots,
                        std::unique_ptr<SendChannel>* out) override {
     std::shared_ptr<LocalLink> link;
-    CC_CHECK(fabric_->link(rank_, peer, tag, slotBytes, numSlots, &link));
+    CC_CHECK(fabric_->link(rank_, peer, tag, slotBytes, numSlots, makeLink(slotBytes, numSlots), &link));
     out->reset(new LocalSendChannel(fabric_, link, peer, timeoutMs_));
     return CC_SUCCESS;
   }
@@ -194,7 +127,7 @@ class LocalTransport : public Transport {
   cc_result_t openRecv(int peer, int tag, size_t slotBytes, int numSlots,
                        std::unique_ptr<RecvChannel>* out) override {
     std::shared_ptr<LocalLink> link;
-    CC_CHECK(fabric_->link(peer, rank_, tag, slotBytes, numSlots, &link));
+    CC_CHECK(fabric_->link(peer, rank_, tag, slotBytes, numSlots, makeLink(slotBytes, numSlots), &link));
     out->reset(new LocalRecvChannel(fabric_, link, peer, timeoutMs_));
     return CC_SUCCESS;
   }
@@ -205,7 +138,7 @@ class LocalTransport : public Transport {
   int rank_;
   int nranks_;
   int timeoutMs_;
-  std::shared_ptr<LocalFabric> fabric_;
+  std::shared_ptr<Fabric> fabric_;
 };
 
 }  // namespace
