@@ -362,6 +362,10 @@ cc_result_t deviceFinalize(cc_comm_t comm) {
   return CC_SUCCESS;
 }
 
+void deviceAbort(cc_comm_t comm) {
+  if (comm->device && comm->device->transport) comm->device->transport->abort();
+}
+
 cc_result_t deviceAsyncError(cc_comm_t comm) {
 #ifdef CC_HAVE_NCCL
   if (comm->device && comm->device->nccl && comm->device->transport) {

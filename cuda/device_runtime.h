@@ -42,6 +42,8 @@ cc_result_t synchronizeStream(void* stream);
 cc_result_t residualToHost(cc_residual* residual);
 // Waits for the device collectives this communicator enqueued (finalize).
 cc_result_t deviceFinalize(cc_comm_t comm);
+// Breaks the device transport's connections too (cc_comm_abort).
+void deviceAbort(cc_comm_t comm);
 // The GPU engine's asynchronous error (NCCL), CC_SUCCESS when none.
 cc_result_t deviceAsyncError(cc_comm_t comm);
 

@@ -927,6 +927,9 @@ void commAbort(cc_comm_t comm) {
   int expected = CC_SUCCESS;
   comm->asyncError.compare_exchange_strong(expected, CC_REMOTE_ERROR);
   if (comm->transport) comm->transport->abort();
+#ifdef CC_HAVE_CUDA
+  deviceAbort(comm);
+#endif
 }
 
 }  // namespace cc

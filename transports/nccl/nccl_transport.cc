@@ -13,6 +13,7 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <atomic>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -118,10 +119,7 @@ class NcclTransport : public Transport {
   }
 
   void abort() override {
-    if (comm_ != nullptr && !aborted_) {
-      aborted_ = true;
-      ncclCommAbort(comm_);
-    }
+    if (comm_ != nullptr && !aborted_.exchange(true)) ncclCommAbort(comm_);
   }
   void setStream(void* stream) override { stream_ = static_cast<cudaStream_t>(stream); }
 
@@ -175,7 +173,7 @@ class NcclTransport : public Transport {
   int rank_;
   int nranks_;
   ncclComm_t comm_;
-  bool aborted_ = false;
+  std::atomic<bool> aborted_{false};  // abort may come from another thread
   cudaStream_t stream_ = nullptr;
   std::vector<PendingSend> pending_;
 };
