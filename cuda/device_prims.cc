@@ -14,12 +14,8 @@ RandomStream DevicePrims::randomFor(uint32_t step) const {
   return RandomStream{args_.seed, makeStreamId(args_.collectiveSeq, static_cast<uint32_t>(args_.rank), step)};
 }
 
-size_t DevicePrims::chunkValues(size_t slotBytes) const {
-  const size_t alignment = codec_.alignmentValues();
-  size_t units = slotBytes / codec_.packedBytes(alignment);
-  while (units > 0 && codec_.packedBytes(units * alignment) > slotBytes) --units;
-  return units * alignment;
-}
+// Device frames are the payload alone; the host codec has the device codec's sizes.
+size_t DevicePrims::chunkValues(size_t slotBytes) const { return valuesFitting(*args_.codec, slotBytes); }
 
 const unsigned char* DevicePrims::local(size_t firstIndex) const {
   return static_cast<const unsigned char*>(args_.sendbuf) + firstIndex * elementBytes_;

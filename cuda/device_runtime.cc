@@ -57,7 +57,8 @@ struct DeviceState {
   std::unique_ptr<Transport> transport;
   std::unique_ptr<SendChannel> toNext;
   std::unique_ptr<RecvChannel> fromPrev;
-  std::map<std::tuple<std::string, int, int>, DeviceCodecs> codecs;
+  // By spec (the communicator keeps each parsed spec for its lifetime), datatype, op.
+  std::map<std::tuple<const CodecSpec*, int, int>, DeviceCodecs> codecs;
   cudaEvent_t done = nullptr;  // recorded after each device collective
   std::vector<unsigned char> staging;  // host copy of staged calls
   std::set<std::string> stagedReasons;  // logged once each
@@ -120,7 +121,7 @@ cc_result_t ensureRing(cc_comm_t comm, DeviceState& state) {
 
 cc_result_t codecsFor(DeviceState& state, const CodecSpec& spec, cc_datatype_t datatype, cc_red_op_t op,
                       DeviceCodecs** out) {
-  DeviceCodecs& codecs = state.codecs[std::make_tuple(spec.canonical, static_cast<int>(datatype), static_cast<int>(op))];
+  DeviceCodecs& codecs = state.codecs[std::make_tuple(&spec, static_cast<int>(datatype), static_cast<int>(op))];
   if (!codecs.device) {
     codecs.host = makeBlockCodec(spec, datatype, op);
     if (!codecs.host) return addErrorContext(CC_INTERNAL_ERROR, "no host codec for %s", spec.canonical.c_str());

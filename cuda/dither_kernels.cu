@@ -59,8 +59,6 @@ constexpr uint32_t kInfBits = 0x7f800000u;
 constexpr uint32_t kCanonicalNanBits = 0x7fc00000u;
 constexpr uint32_t kMinNormalBits = 0x00800000u;  // 2^-126: smaller norms make a zero bucket
 constexpr float kTwoPow24 = 16777216.0f;
-constexpr uint32_t kMaxNatLevels = 126;
-constexpr uint32_t kMaxStdLevels = 65535;
 
 constexpr size_t kWarpBucketValues = 4096;  // buckets up to this size: one warp each, fused
 constexpr unsigned kWarpThreads = 128;      // fused and quantising kernels: 4 warps a block
@@ -80,7 +78,7 @@ __host__ __device__ constexpr bool isResidual(Mode mode) {
   return mode == Mode::EncodeResidual || mode == Mode::HopResidual;
 }
 
-// The codec's constants (dither.cc's DitherConfig).
+// The codec's constants (DitherScalars, as plain words for the kernels).
 struct Params {
   uint32_t nat;      // DitherNat, else DitherStd
   uint32_t l2;       // NormKind::L2, else Max
@@ -928,52 +926,23 @@ class DeviceDitherCodec final : public DeviceCodec {
 
 std::unique_ptr<DeviceCodec> makeDeviceDitherCodec(Quantizer quantizer, const DitherParams& params, ElementType type,
                                                    size_t bucketValues) {
-  // The host factory's checks and messages (dither.cc), so both accept the same specs.
-  const bool nat = quantizer == Quantizer::DitherNat;
-  if (!nat && quantizer != Quantizer::DitherStd) {
-    setError(CC_INVALID_ARGUMENT, "dither device codec: quantizer %d is not dither_nat or dither_std",
-             static_cast<int>(quantizer));
-    return nullptr;
-  }
-  const uint32_t maxLevels = nat ? kMaxNatLevels : kMaxStdLevels;
-  if (params.levels < 1 || params.levels > maxLevels) {
-    setError(CC_INVALID_ARGUMENT, "dither device codec: %s=%u is out of range (1..%u)", nat ? "s" : "u",
-             params.levels, maxLevels);
-    return nullptr;
-  }
-  if (params.norm != NormKind::L2 && params.norm != NormKind::Max) {
-    setError(CC_INVALID_ARGUMENT, "dither device codec: unknown norm kind %d", static_cast<int>(params.norm));
-    return nullptr;
-  }
-  if (!(params.clip >= 0.0f) || std::isinf(params.clip)) {
-    setError(CC_INVALID_ARGUMENT, "dither device codec: clip=%g must be finite and >= 0",
-             static_cast<double>(params.clip));
-    return nullptr;
-  }
-  if (bucketValues % kBlockValues != 0) {
-    setError(CC_INVALID_ARGUMENT, "dither device codec: bucket=%zu is not a multiple of %zu", bucketValues,
-             kBlockValues);
-    return nullptr;
-  }
-  if (type != ElementType::F32 && type != ElementType::BF16 && type != ElementType::F16) {
-    setError(CC_INVALID_ARGUMENT, "dither device codec: element type %d is not F32, BF16 or F16",
-             static_cast<int>(type));
+  // The host factory's checks and constants (dither.cc), so both accept the same specs.
+  DitherScalars scalars;
+  if (ditherScalars(quantizer, params, type, bucketValues, &scalars) != CC_SUCCESS) {
+    addErrorContext(CC_INVALID_ARGUMENT, "dither device codec");
     return nullptr;
   }
   Params p{};
-  p.nat = nat ? 1u : 0u;
-  p.l2 = params.norm == NormKind::L2 ? 1u : 0u;
-  p.natNorm = params.natNorm ? 1u : 0u;
-  p.clip = params.clip;
-  p.levels = params.levels;
-  p.levelBits = ditherLevelBits(quantizer, params);
-  if (nat) {
-    p.natLowBits = (128u - params.levels) << 23;
-    p.natLowLevel = bitsToFloat(p.natLowBits);
-    p.natLowScale = bitsToFloat((126u + params.levels) << 23);
-  } else {
-    p.stdLevels = static_cast<float>(params.levels);
-  }
+  p.nat = scalars.nat ? 1u : 0u;
+  p.l2 = scalars.l2 ? 1u : 0u;
+  p.natNorm = scalars.natNorm ? 1u : 0u;
+  p.clip = scalars.clip;
+  p.levels = scalars.levels;
+  p.levelBits = scalars.levelBits;
+  p.natLowBits = scalars.natLowBits;
+  p.natLowLevel = scalars.natLowLevel;
+  p.natLowScale = scalars.natLowScale;
+  p.stdLevels = scalars.stdLevels;
   return std::make_unique<DeviceDitherCodec>(p, type, bucketValues);
 }
 

@@ -26,4 +26,15 @@ inline uint32_t floatBitsAt(ElementType type, const Bytes& values, size_t i) {
   return loadFloatBits(type, values.data(), i);
 }
 
+// The datatype whose element type is `type`, and its name for messages.
+inline cc_datatype_t datatypeOf(ElementType type) {
+  static const cc_datatype_t datatypes[] = {CC_FLOAT32, CC_BFLOAT16, CC_FLOAT16, CC_FLOAT64, CC_INT8,
+                                            CC_UINT8,   CC_INT32,    CC_UINT32,  CC_INT64,   CC_UINT64};
+  return datatypes[static_cast<int>(type)];
+}
+inline const char* typeName(ElementType type) {
+  static const char* names[] = {"F32", "BF16", "F16", "F64", "I8", "U8", "I32", "U32", "I64", "U64"};
+  return names[static_cast<int>(type)];
+}
+
 }  // namespace cc

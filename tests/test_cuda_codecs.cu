@@ -26,12 +26,14 @@
 #include "cuda/device_codec.h"
 #include "cuda/nat_math.h"
 
+#include "codec_test_values.h"
+#include "cuda_test_device.h"
+
 namespace {
 
 using cc::ElementType;
 using Bytes = std::vector<uint8_t>;
 
-constexpr int kSkip = 77;
 constexpr uint8_t kPoison = 0xab;
 constexpr size_t kGuardBytes = 64;
 
@@ -296,36 +298,8 @@ struct Codecs {
   std::unique_ptr<cc::DeviceCodec> device;
 };
 
-const char* typeName(ElementType type) {
-  static const char* names[] = {"f32", "bf16", "f16", "f64", "i8", "u8", "i32", "u32", "i64", "u64"};
-  return names[static_cast<int>(type)];
-}
-
-cc_datatype_t datatypeOf(ElementType type) {
-  switch (type) {
-    case ElementType::F32:
-      return CC_FLOAT32;
-    case ElementType::BF16:
-      return CC_BFLOAT16;
-    case ElementType::F16:
-      return CC_FLOAT16;
-    case ElementType::F64:
-      return CC_FLOAT64;
-    case ElementType::I8:
-      return CC_INT8;
-    case ElementType::U8:
-      return CC_UINT8;
-    case ElementType::I32:
-      return CC_INT32;
-    case ElementType::U32:
-      return CC_UINT32;
-    case ElementType::I64:
-      return CC_INT64;
-    case ElementType::U64:
-      return CC_UINT64;
-  }
-  return CC_FLOAT32;
-}
+using cc::datatypeOf;
+using cc::typeName;
 
 bool makeCodecs(const char* spec, ElementType type, cc_red_op_t op, Codecs* out) {
   const cc::CodecSpec parsed = cc::simpleCodecSpec(spec);
@@ -623,12 +597,7 @@ void testFactory() {
 }  // namespace
 
 int main() {
-  int devices = 0;
-  const cudaError_t status = cudaGetDeviceCount(&devices);
-  if (status != cudaSuccess || devices == 0) {
-    std::printf("SKIP: no CUDA device (%s)\n", status != cudaSuccess ? cudaGetErrorString(status) : "0 devices");
-    return kSkip;
-  }
+  if (!cctest::haveCudaDevice()) return cctest::kSkipExitCode;
   std::random_device entropy;
   const uint64_t seed = (static_cast<uint64_t>(entropy()) << 32) | entropy();
   std::printf("test_cuda_codecs: seed 0x%016llx, host nat path %s\n", static_cast<unsigned long long>(seed),

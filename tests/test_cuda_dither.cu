@@ -31,10 +31,10 @@
 #include "codec/elements.h"
 #include "codec/spec.h"
 #include "cuda/device_codec.h"
+#include "cuda_test_device.h"
 
 namespace {
 
-constexpr int kSkip = 77;
 constexpr int kMaxFailures = 20;
 constexpr unsigned char kPoison = 0xAB;
 
@@ -622,12 +622,7 @@ std::vector<Variant> makeVariants() {
 }  // namespace
 
 int main() {
-  int devices = 0;
-  const cudaError_t status = cudaGetDeviceCount(&devices);
-  if (status != cudaSuccess || devices == 0) {
-    std::printf("SKIP: no CUDA device (%s)\n", status != cudaSuccess ? cudaGetErrorString(status) : "0 devices");
-    return kSkip;
-  }
+  if (!cctest::haveCudaDevice()) return cctest::kSkipExitCode;
   cudaStream_t stream = nullptr;
   if (!cudaOk(cudaStreamCreate(&stream), "cudaStreamCreate")) return 1;
 

@@ -10,10 +10,10 @@
 #include "codec/codec.h"
 #include "cuda/nat_math.h"
 #include "cuda/philox.h"
+#include "cuda_test_device.h"
 
 namespace {
 
-constexpr int kSkip = 77;
 
 // One thread per nat block: sign mask then 32 exponent bytes.
 __global__ void encodeBlocks(const float* values, size_t count, uint64_t seed, uint64_t stream,
@@ -47,12 +47,7 @@ bool check(cudaError_t status, const char* what) {
 }  // namespace
 
 int main() {
-  int devices = 0;
-  cudaError_t status = cudaGetDeviceCount(&devices);
-  if (status != cudaSuccess || devices == 0) {
-    std::printf("SKIP: no CUDA device (%s)\n", status != cudaSuccess ? cudaGetErrorString(status) : "0 devices");
-    return kSkip;
-  }
+  if (!cctest::haveCudaDevice()) return cctest::kSkipExitCode;
   const size_t count = 100003;
   const uint64_t seed = 0x1234567890abcdefull, stream = cc::makeStreamId(7, 3, 2);
   std::vector<float> values(count);

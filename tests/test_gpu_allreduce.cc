@@ -12,6 +12,9 @@
 #include <string>
 #include <vector>
 
+#include "codec/codec.h"
+#include "codec_test_values.h"
+#include "cuda_test_device.h"
 #include "test_helpers.h"
 
 namespace {
@@ -21,48 +24,22 @@ using cctest::runRanks;
 
 constexpr int kRanks = 4;
 
-size_t bytesOf(cc_datatype_t datatype) {
-  switch (datatype) {
-    case CC_FLOAT16:
-    case CC_BFLOAT16: return 2;
-    case CC_FLOAT64:
-    case CC_INT64:
-    case CC_UINT64: return 8;
-    case CC_INT8:
-    case CC_UINT8: return 1;
-    default: return 4;
-  }
-}
-
-// Per-rank inputs in the call's type: float values through makeInput (and
-// rounded for 16-bit types), integers from the same generator.
+// Per-rank inputs in the call's type: makeInput's values (rounded to nearest
+// for 16-bit floats), or for int32 the same values scaled by 1000.
 std::vector<unsigned char> inputFor(size_t count, int rank, cc_datatype_t datatype, uint64_t salt) {
-  const std::vector<float> values = cctest::makeInput(count, rank, salt);
-  std::vector<unsigned char> bytes(count * bytesOf(datatype));
-  for (size_t i = 0; i < count; ++i) {
-    if (datatype == CC_FLOAT32) {
-      std::memcpy(&bytes[4 * i], &values[i], 4);
-    } else if (datatype == CC_BFLOAT16) {
-      const uint16_t raw = cctest::toBfloat16(values[i]);
-      std::memcpy(&bytes[2 * i], &raw, 2);
-    } else if (datatype == CC_FLOAT16) {
-      // float16 by way of the values' top bits is not needed: any 16-bit
-      // pattern that is a finite half will do, so scale into range.
-      const float scaled = values[i] * 0.25f;
-      uint32_t bits;
-      std::memcpy(&bits, &scaled, 4);
-      const uint32_t exponent = (bits >> 23) & 0xff;
-      uint16_t half = static_cast<uint16_t>((bits >> 16) & 0x8000u);
-      if (exponent > 112 && exponent < 143) half |= static_cast<uint16_t>(((exponent - 112) << 10) | ((bits >> 13) & 0x3ff));
-      std::memcpy(&bytes[2 * i], &half, 2);
-    } else if (datatype == CC_INT32) {
+  std::vector<float> values = cctest::makeInput(count, rank, salt);
+  if (datatype == CC_INT32) {
+    std::vector<unsigned char> bytes(count * 4);
+    for (size_t i = 0; i < count; ++i) {
       const int32_t value = static_cast<int32_t>(values[i] * 1000.0f);
       std::memcpy(&bytes[4 * i], &value, 4);
-    } else {
-      ADD_FAILURE() << "no input generator for datatype " << datatype;
     }
+    return bytes;
   }
-  return bytes;
+  if (datatype == CC_FLOAT16) {
+    for (float& value : values) value *= 0.25f;  // well inside float16's range
+  }
+  return cc::valuesAs(cc::elementTypeOf(datatype), values);
 }
 
 bool cudaOk(cudaError_t status, const char* what, std::string* failure) {
@@ -305,12 +282,7 @@ TEST(GpuAllreduce, MixedHostAndDeviceBuffersAreRefused) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int devices = 0;
-  const cudaError_t status = cudaGetDeviceCount(&devices);
-  if (status != cudaSuccess || devices == 0) {
-    std::printf("SKIP: no CUDA device (%s)\n", status != cudaSuccess ? cudaGetErrorString(status) : "0 devices");
-    return 77;
-  }
+  if (!cctest::haveCudaDevice()) return cctest::kSkipExitCode;
   ::testing::InitGoogleTest(&argc, argv);
   return RUN_ALL_TESTS();
 }

@@ -33,62 +33,7 @@ constexpr RandomStream kStream{0x0123456789abcdefull, 0x42ull};
 // ---------------------------------------------------------------------------
 // Helpers
 
-
-cc_datatype_t datatypeOf(ElementType type) {
-  switch (type) {
-    case ElementType::F32:
-      return CC_FLOAT32;
-    case ElementType::BF16:
-      return CC_BFLOAT16;
-    case ElementType::F16:
-      return CC_FLOAT16;
-    case ElementType::F64:
-      return CC_FLOAT64;
-    case ElementType::I8:
-      return CC_INT8;
-    case ElementType::U8:
-      return CC_UINT8;
-    case ElementType::I32:
-      return CC_INT32;
-    case ElementType::U32:
-      return CC_UINT32;
-    case ElementType::I64:
-      return CC_INT64;
-    case ElementType::U64:
-      return CC_UINT64;
-  }
-  return CC_FLOAT32;
-}
-
-const char* typeName(ElementType type) {
-  switch (type) {
-    case ElementType::F32:
-      return "F32";
-    case ElementType::BF16:
-      return "BF16";
-    case ElementType::F16:
-      return "F16";
-    case ElementType::F64:
-      return "F64";
-    case ElementType::I8:
-      return "I8";
-    case ElementType::U8:
-      return "U8";
-    case ElementType::I32:
-      return "I32";
-    case ElementType::U32:
-      return "U32";
-    case ElementType::I64:
-      return "I64";
-    case ElementType::U64:
-      return "U64";
-  }
-  return "?";
-}
-
 const ElementType kNatTypes[] = {ElementType::F32, ElementType::BF16, ElementType::F16};
-
-
 
 uint32_t signMaskOfBlock(const Bytes& packed, size_t block) {
   uint32_t mask = 0;

@@ -766,19 +766,6 @@ TEST(TopKCodec, RandomMessagesNeverCrash) {
 
 const ElementType kNatTypes[] = {ElementType::F32, ElementType::BF16, ElementType::F16};
 
-const char* typeName(ElementType type) {
-  switch (type) {
-    case ElementType::F32:
-      return "F32";
-    case ElementType::BF16:
-      return "BF16";
-    case ElementType::F16:
-      return "F16";
-    default:
-      return "?";
-  }
-}
-
 // The format's rule, written from the table rather than from bit 22: the
 // exponent byte of the nearest power of two (ties up), saturating at 254.
 uint32_t referenceDetExponent(float value) {

@@ -53,18 +53,8 @@ constexpr uint32_t kMaxNatLevels = 126;
 constexpr uint32_t kMaxStdLevels = 65535;
 
 // The codec's parameters, fixed at construction.
-struct DitherConfig {
-  bool nat = true;       // DitherNat, else DitherStd
-  bool l2 = true;        // NormKind::L2, else Max
-  bool natNorm = false;  // one nat byte per norm instead of a float32
-  float clip = 0.0f;     // > 0: TernGrad clipping
-  uint32_t levels = 1;   // s or u
-  unsigned levelBits = 1;
+struct DitherConfig : DitherScalars {
   size_t bucket = 0;                  // B; 0 = one bucket per call
-  uint32_t natLowBits = 0;            // DitherNat: float bits of 2^(1-s)
-  float natLowLevel = 0.0f;           // DitherNat: 2^(1-s)
-  float natLowScale = 0.0f;           // DitherNat: 2^(s-1)
-  float stdLevels = 0.0f;             // DitherStd: (float)u
   const float* levelValue = nullptr;  // 2^levelBits entries; indices above `levels` read the top level
 
   size_t normSize() const { return natNorm ? 1 : 4; }
@@ -938,47 +928,57 @@ unsigned ditherLevelBits(Quantizer, const DitherParams& params) {
   return bits;
 }
 
-std::unique_ptr<Codec> makeDitherCodec(Quantizer quantizer, const DitherParams& params, ElementType type,
-                                       size_t bucketValues) {
+cc_result_t ditherScalars(Quantizer quantizer, const DitherParams& params, ElementType type, size_t bucketValues,
+                          DitherScalars* out) {
   const bool nat = quantizer == Quantizer::DitherNat;
   if (!nat && quantizer != Quantizer::DitherStd) {
-    setError(CC_INVALID_ARGUMENT, "dither codec: quantizer %d is not dither_nat or dither_std",
-             static_cast<int>(quantizer));
-    return nullptr;
+    return setError(CC_INVALID_ARGUMENT, "dither codec: quantizer %d is not dither_nat or dither_std",
+                    static_cast<int>(quantizer));
   }
   const uint32_t maxLevels = nat ? kMaxNatLevels : kMaxStdLevels;
   if (params.levels < 1 || params.levels > maxLevels) {
-    setError(CC_INVALID_ARGUMENT, "dither codec: %s=%u is out of range (1..%u)", nat ? "s" : "u", params.levels,
-             maxLevels);
-    return nullptr;
+    return setError(CC_INVALID_ARGUMENT, "dither codec: %s=%u is out of range (1..%u)", nat ? "s" : "u",
+                    params.levels, maxLevels);
   }
   if (params.norm != NormKind::L2 && params.norm != NormKind::Max) {
-    setError(CC_INVALID_ARGUMENT, "dither codec: unknown norm kind %d", static_cast<int>(params.norm));
-    return nullptr;
+    return setError(CC_INVALID_ARGUMENT, "dither codec: unknown norm kind %d", static_cast<int>(params.norm));
   }
   if (!(params.clip >= 0.0f) || std::isinf(params.clip)) {
-    setError(CC_INVALID_ARGUMENT, "dither codec: clip=%g must be finite and >= 0", static_cast<double>(params.clip));
-    return nullptr;
+    return setError(CC_INVALID_ARGUMENT, "dither codec: clip=%g must be finite and >= 0",
+                    static_cast<double>(params.clip));
   }
   if (bucketValues % kBlockValues != 0) {
-    setError(CC_INVALID_ARGUMENT, "dither codec: bucket=%zu is not a multiple of %zu", bucketValues, kBlockValues);
-    return nullptr;
+    return setError(CC_INVALID_ARGUMENT, "dither codec: bucket=%zu is not a multiple of %zu", bucketValues,
+                    kBlockValues);
   }
-  DitherConfig config;
-  config.nat = nat;
-  config.l2 = params.norm == NormKind::L2;
-  config.natNorm = params.natNorm;
-  config.clip = params.clip;
-  config.levels = params.levels;
-  config.levelBits = ditherLevelBits(quantizer, params);
-  config.bucket = bucketValues;
+  if (type != ElementType::F32 && type != ElementType::BF16 && type != ElementType::F16) {
+    return setError(CC_INVALID_ARGUMENT, "dither codec: element type %d is not F32, BF16 or F16",
+                    static_cast<int>(type));
+  }
+  DitherScalars scalars;
+  scalars.nat = nat;
+  scalars.l2 = params.norm == NormKind::L2;
+  scalars.natNorm = params.natNorm;
+  scalars.clip = params.clip;
+  scalars.levels = params.levels;
+  scalars.levelBits = ditherLevelBits(quantizer, params);
   if (nat) {
-    config.natLowBits = (128u - params.levels) << 23;
-    config.natLowLevel = bitsToFloat(config.natLowBits);
-    config.natLowScale = bitsToFloat((126u + params.levels) << 23);
+    scalars.natLowBits = (128u - params.levels) << 23;
+    scalars.natLowLevel = bitsToFloat(scalars.natLowBits);
+    scalars.natLowScale = bitsToFloat((126u + params.levels) << 23);
   } else {
-    config.stdLevels = static_cast<float>(params.levels);
+    scalars.stdLevels = static_cast<float>(params.levels);
   }
+  *out = scalars;
+  return CC_SUCCESS;
+}
+
+std::unique_ptr<Codec> makeDitherCodec(Quantizer quantizer, const DitherParams& params, ElementType type,
+                                       size_t bucketValues) {
+  DitherConfig config;
+  if (ditherScalars(quantizer, params, type, bucketValues, &config) != CC_SUCCESS) return nullptr;
+  config.bucket = bucketValues;
+  const bool nat = config.nat;
   // Level values for every index the planes can hold; corrupted indices above
   // `levels` read the top level.
   std::vector<float> levelValues(size_t{1} << config.levelBits);
@@ -998,8 +998,7 @@ std::unique_ptr<Codec> makeDitherCodec(Quantizer quantizer, const DitherParams& 
     case ElementType::F16:
       return makeTyped<ElementType::F16>(nat, config, std::move(levelValues));
     default:
-      setError(CC_INVALID_ARGUMENT, "dither codec: element type %d is not F32, BF16 or F16", static_cast<int>(type));
-      return nullptr;
+      return nullptr;  // ditherScalars refused it
   }
 }
 

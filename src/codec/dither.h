@@ -14,6 +14,26 @@ namespace cc {
 // Bits of one level index: ceil(log2(number of levels)), the levels counting 0.
 unsigned ditherLevelBits(Quantizer quantizer, const DitherParams& params);
 
+// A dithering codec's constants, derived from its parameters once: the host
+// codec and the device codec (cuda/dither_kernels.cu) both start from these.
+struct DitherScalars {
+  bool nat = true;       // DitherNat, else DitherStd
+  bool l2 = true;        // NormKind::L2, else Max
+  bool natNorm = false;  // one nat byte per norm instead of a float32
+  float clip = 0.0f;     // > 0: TernGrad clipping
+  uint32_t levels = 1;   // s or u
+  unsigned levelBits = 1;
+  uint32_t natLowBits = 0;   // DitherNat: float bits of 2^(1-s)
+  float natLowLevel = 0.0f;  // DitherNat: 2^(1-s)
+  float natLowScale = 0.0f;  // DitherNat: 2^(s-1)
+  float stdLevels = 0.0f;    // DitherStd: (float)u
+};
+
+// Checks a dithering codec's parameters (CC_INVALID_ARGUMENT naming the one
+// out of range) and derives its constants.
+cc_result_t ditherScalars(Quantizer quantizer, const DitherParams& params, ElementType type, size_t bucketValues,
+                          DitherScalars* out);
+
 // quantizer is DitherNat or DitherStd; type is F32, BF16 or F16.
 // bucketValues: values per norm, a multiple of kBlockValues; 0 means one
 // norm for the whole range of each encode call (tensor and model scope,

@@ -33,14 +33,15 @@ Prims::Prims(const CollectiveArgs& args)
   }
 }
 
-size_t Prims::chunkValues(size_t slotBytes) const {
-  const size_t alignment = args_.codec->alignmentValues();
-  const size_t payload = slotBytes - kFrameHeaderBytes;
-  size_t units = payload / args_.codec->packedBytes(alignment);
+size_t valuesFitting(const Codec& codec, size_t payloadBytes) {
+  const size_t alignment = codec.alignmentValues();
+  size_t units = payloadBytes / codec.packedBytes(alignment);
   // Formats with a per-message prefix (dithering's norms) may need a unit less.
-  while (units > 0 && args_.codec->packedBytes(units * alignment) > payload) --units;
+  while (units > 0 && codec.packedBytes(units * alignment) > payloadBytes) --units;
   return units * alignment;
 }
+
+size_t Prims::chunkValues(size_t slotBytes) const { return valuesFitting(*args_.codec, slotBytes - kFrameHeaderBytes); }
 
 const unsigned char* Prims::local(size_t firstIndex) const {
   return static_cast<const unsigned char*>(args_.sendbuf) + firstIndex * elementBytes_;

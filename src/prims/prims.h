@@ -67,6 +67,10 @@ struct CollectiveArgs {
 // tree, the shards of direct) or the master codec C_M (direct's owner sums).
 enum class Stage : uint8_t { Worker, Master };
 
+// The most values, a multiple of the codec's alignment, whose packed form
+// fits `payloadBytes`.
+size_t valuesFitting(const Codec& codec, size_t payloadBytes);
+
 // The verbs of the ring: Prims runs them on host memory, DevicePrims
 // (cuda/device_prims.h) on device memory, enqueued on a CUDA stream.
 class RingPrims {

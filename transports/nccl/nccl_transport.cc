@@ -44,14 +44,40 @@ struct PendingSend {
 
 class NcclTransport;
 
-class NcclSendChannel : public SendChannel {
+// What both ends of a channel hold: the peer and the channel's GPU slots,
+// used in turn (message k in slot k % numSlots).
+class NcclChannelEnd {
+ protected:
+  NcclChannelEnd(NcclTransport& transport, int peer, size_t slotBytes, int numSlots, unsigned char* memory)
+      : transport_(transport), peer_(peer), slotBytes_(slotBytes), numSlots_(numSlots), memory_(memory) {}
+  ~NcclChannelEnd() { cudaFree(memory_); }
+  NcclChannelEnd(const NcclChannelEnd&) = delete;
+  NcclChannelEnd& operator=(const NcclChannelEnd&) = delete;
+
+  unsigned char* slotOf(uint64_t message) const {
+    return memory_ + (message % static_cast<uint64_t>(numSlots_)) * slotBytes_;
+  }
+  cc_result_t checkFits(size_t bytes) const {
+    if (bytes > slotBytes_) {
+      return setError(CC_INTERNAL_ERROR, "message of %zu bytes exceeds the %zu-byte slot", bytes, slotBytes_);
+    }
+    return CC_SUCCESS;
+  }
+
+  NcclTransport& transport_;
+  int peer_;
+  size_t slotBytes_;
+  int numSlots_;
+  unsigned char* memory_;
+};
+
+class NcclSendChannel : public SendChannel, private NcclChannelEnd {
  public:
   NcclSendChannel(NcclTransport& transport, int peer, size_t slotBytes, int numSlots, unsigned char* memory)
-      : transport_(transport), peer_(peer), slotBytes_(slotBytes), numSlots_(numSlots), memory_(memory) {}
-  ~NcclSendChannel() override { cudaFree(memory_); }
+      : NcclChannelEnd(transport, peer, slotBytes, numSlots, memory) {}
 
   cc_result_t acquire(void** slot) override {
-    *slot = memory_ + (next_ % static_cast<uint64_t>(numSlots_)) * slotBytes_;
+    *slot = slotOf(next_);
     return CC_SUCCESS;
   }
   cc_result_t post(size_t bytes) override;
@@ -61,19 +87,13 @@ class NcclSendChannel : public SendChannel {
   size_t slotBytes() const override { return slotBytes_; }
 
  private:
-  NcclTransport& transport_;
-  int peer_;
-  size_t slotBytes_;
-  int numSlots_;
-  unsigned char* memory_;
   uint64_t next_ = 0;
 };
 
-class NcclRecvChannel : public RecvChannel {
+class NcclRecvChannel : public RecvChannel, private NcclChannelEnd {
  public:
   NcclRecvChannel(NcclTransport& transport, int peer, size_t slotBytes, int numSlots, unsigned char* memory)
-      : transport_(transport), peer_(peer), slotBytes_(slotBytes), numSlots_(numSlots), memory_(memory) {}
-  ~NcclRecvChannel() override { cudaFree(memory_); }
+      : NcclChannelEnd(transport, peer, slotBytes, numSlots, memory) {}
 
   cc_result_t wait(void**) override {
     return setError(CC_INTERNAL_ERROR, "nccl transport: a receive from rank %d must name its size (waitBytes)", peer_);
@@ -86,11 +106,6 @@ class NcclRecvChannel : public RecvChannel {
   size_t slotBytes() const override { return slotBytes_; }
 
  private:
-  NcclTransport& transport_;
-  int peer_;
-  size_t slotBytes_;
-  int numSlots_;
-  unsigned char* memory_;
   uint64_t received_ = 0;
 };
 
@@ -179,12 +194,8 @@ class NcclTransport : public Transport {
 };
 
 cc_result_t NcclSendChannel::post(size_t bytes) {
-  if (bytes > slotBytes_) {
-    return setError(CC_INTERNAL_ERROR, "message of %zu bytes exceeds the %zu-byte slot", bytes, slotBytes_);
-  }
-  void* slot = nullptr;
-  acquire(&slot);
-  transport_.holdSend(slot, bytes, peer_);
+  CC_CHECK(checkFits(bytes));
+  transport_.holdSend(slotOf(next_), bytes, peer_);
   ++next_;
   return CC_SUCCESS;
 }
@@ -195,10 +206,8 @@ cc_result_t NcclSendChannel::forward(RecvChannel&, const void* slot, size_t byte
 }
 
 cc_result_t NcclRecvChannel::waitBytes(size_t bytes, void** slot) {
-  if (bytes > slotBytes_) {
-    return setError(CC_INTERNAL_ERROR, "message of %zu bytes exceeds the %zu-byte slot", bytes, slotBytes_);
-  }
-  unsigned char* into = memory_ + (received_ % static_cast<uint64_t>(numSlots_)) * slotBytes_;
+  CC_CHECK(checkFits(bytes));
+  unsigned char* into = slotOf(received_);
   CC_CHECK(transport_.enqueueGroup(into, bytes, peer_));
   *slot = into;
   return CC_SUCCESS;
