@@ -47,7 +47,8 @@ struct Options {
   double factor = 4;
   int iters = 10;
   int warmup = 3;
-  int rounds = 1;           // --rounds: every engine measured this many times, turn by turn; fastest kept
+  int rounds = 1;           // --rounds: every engine measured this many times, turn by turn
+  bool medianOfRounds = false;  // --stat median: report the median round, else the fastest
   double minSeconds = 0;    // --min-time: short sizes repeat until a timing spans this long
   std::vector<std::string> codecs = {"nat", "none"};
   std::vector<std::string> algos = {"auto"};
@@ -55,6 +56,8 @@ struct Options {
   bool check = true;
   bool verify = false;
   bool glooBaseline = true;
+  // Algorithms of one codec share one communicator unless --comm-per-algo.
+  bool commPerAlgo = false;
   std::string jsonPath;
   int clusterHosts = 0;
   std::string link = "1gbit", delay, loss;
@@ -65,16 +68,21 @@ struct Options {
   std::fprintf(stderr,
                "usage: cc_allreduce_perf [--ranks N | --cluster N --link RATE [--delay D] [--loss P]]\n"
                "         [-b MINBYTES] [-e MAXBYTES] [-f FACTOR] [-n ITERS] [-w WARMUP] [--rounds R] [--min-time S]\n"
+               "         [--stat min|median]\n"
                "         [--codec 'nat;none;qsgd:s=16;topk:ratio=0.01+nat'] [--algo 'ring;direct;tree;auto']\n"
                "         [--transport tcp|ibverbs]\n"
-               "         [--no-gloo] [--no-check] [--verify] [--json FILE]\n"
+               "         [--no-gloo] [--no-check] [--verify] [--json FILE] [--comm-per-algo]\n"
                "Sizes take K, M, G suffixes. --ranks N forks N local processes over loopback;\n"
                "--cluster N runs N emulated hosts with shaped links (perf/cluster.sh, needs root).\n"
                "Under a launcher (CC_RANK/CC_NRANKS/CC_COMM_ID, or OMPI_COMM_WORLD_RANK/SIZE,\n"
                "PMI_RANK/SIZE, SLURM_PROCID/NTASKS with CC_COMM_ID) it joins as one rank; its\n"
                "communicators use CC_COMM_ID's port, port+1, ...\n"
                "--verify exits non-zero unless every rank ends bit-identical and the error is\n"
-               "within the codec's bound.\n");
+               "within the codec's bound.\n"
+               "Engines take turns for --rounds rounds; --stat picks each one's fastest round (min,\n"
+               "the default) or its median round. Several --algo values share one communicator per\n"
+               "codec, each call forcing its algorithm; --comm-per-algo gives each algorithm a\n"
+               "communicator of its own. Algorithm auto+check is auto with CC_CHECK_CALLS=1.\n");
   std::exit(2);
 }
 
@@ -140,6 +148,11 @@ Options parseOptions(int argc, char** argv, std::vector<std::string>* forwarded)
       else if (arg == "-n" || arg == "--iters") options.iters = std::atoi(value());
       else if (arg == "-w" || arg == "--warmup_iters") options.warmup = std::atoi(value());
       else if (arg == "--rounds") options.rounds = std::max(1, std::atoi(value()));
+      else if (arg == "--stat") {
+        const std::string stat = value();
+        if (stat != "min" && stat != "median") usage("--stat takes min or median");
+        options.medianOfRounds = stat == "median";
+      }
       else if (arg == "--min-time") options.minSeconds = std::atof(value());
       else if (arg == "--codec") options.codecs = splitCodecs(value());
       else if (arg == "--algo") {
@@ -150,6 +163,7 @@ Options parseOptions(int argc, char** argv, std::vector<std::string>* forwarded)
       else if (arg == "--no-check") options.check = false;
       else if (arg == "--verify") options.verify = true;
       else if (arg == "--no-gloo") options.glooBaseline = false;
+      else if (arg == "--comm-per-algo") options.commPerAlgo = true;
       else if (arg == "--json") options.jsonPath = value();
       else if (arg == "-h" || arg == "--help") usage(nullptr);
       else usage(("unknown option " + arg).c_str());
@@ -196,20 +210,35 @@ class Engine {
   std::string requestedAlgo;  // what the communicator was configured with
 };
 
+bool isAuto(const std::string& algo) { return algo.compare(0, 4, "auto") == 0; }
+
+// A communicator, destroyed with the last engine that runs on it.
+using SharedComm = std::shared_ptr<cc_comm>;
+
 class CompressedEngine : public Engine {
  public:
-  explicit CompressedEngine(cc_comm_t comm) : comm_(comm) {}
-  ~CompressedEngine() override { cc_comm_destroy(comm_); }
-  // Which algorithm the last call ran (auto picks per spec).
-  std::string algorithm() const { return comm_->lastAlgorithm; }
+  // `forced`: the algorithm each call forces on a communicator that several
+  // engines share (opened with auto); Auto runs auto's own choice.
+  CompressedEngine(SharedComm comm, bool shared, cc::AlgoId forced, bool checkCalls)
+      : comm_(std::move(comm)), shared_(shared), forced_(forced), checkCalls_(checkCalls) {}
+  // Which algorithm this engine's last call ran (auto picks per spec).
+  const std::string& algorithm() const { return ran_; }
   void run(const float* input, float* output, size_t count) override {
-    if (compressed_allreduce(input, output, count, CC_FLOAT32, CC_SUM, comm_, nullptr) != CC_SUCCESS) {
-      fail(("compressed_allreduce (codec " + name + ")").c_str(), comm_);
+    if (shared_ && cc::commForceAlgorithm(comm_.get(), forced_, checkCalls_) != CC_SUCCESS) {
+      fail(("forcing algorithm " + requestedAlgo).c_str(), comm_.get());
     }
+    if (compressed_allreduce(input, output, count, CC_FLOAT32, CC_SUM, comm_.get(), nullptr) != CC_SUCCESS) {
+      fail(("compressed_allreduce (codec " + name + ")").c_str(), comm_.get());
+    }
+    ran_ = comm_->lastAlgorithm;
   }
 
  private:
-  cc_comm_t comm_;
+  SharedComm comm_;
+  bool shared_;
+  cc::AlgoId forced_;
+  bool checkCalls_;
+  std::string ran_;
 };
 
 // gloo::allreduce on host memory: what a Gloo user runs today.
@@ -273,9 +302,12 @@ std::unique_ptr<Engine> connectGloo(const Launch& launch, const cc_unique_id_t& 
   return engine;
 }
 
-std::unique_ptr<Engine> connectCompressed(const Launch& launch, const cc_unique_id_t& id,
-                                          const std::string& codec, const std::string& algo,
-                                          const Options& options) {
+constexpr const char* kCheckedSuffix = "+check";
+
+SharedComm openComm(const Launch& launch, const cc_unique_id_t& id, const std::string& codec,
+                    const std::string& algo, bool checkCalls, const Options& options) {
+  // CC_CHECK_CALLS has no config field: the environment of this init decides.
+  setenv("CC_CHECK_CALLS", checkCalls ? "1" : "0", 1);
   cc_config_t config = CC_CONFIG_INITIALIZER;
   config.codec = codec.c_str();
   config.algo = algo.c_str();
@@ -284,10 +316,40 @@ std::unique_ptr<Engine> connectCompressed(const Launch& launch, const cc_unique_
   if (cc_comm_init_rank(&comm, launch.nranks, id, launch.rank, &config) != CC_SUCCESS) {
     fail("cc_comm_init_rank", nullptr);
   }
-  auto engine = std::make_unique<CompressedEngine>(comm);
-  engine->name = codec;
-  engine->requestedAlgo = algo;
-  return engine;
+  return SharedComm(comm, cc_comm_destroy);
+}
+
+// The engines of one codec, one per algorithm. Sharing one communicator
+// (opened with auto, whose channels every algorithm can use) puts every
+// algorithm on the same connections, threads and buffers: on a shared
+// machine two communicators running the same algorithm can differ by more
+// than the algorithms do (docs/results.md), which would decide a comparison
+// that should be about the algorithms.
+void connectCodec(const Launch& launch, const cc_unique_id_t* ids, size_t* idIndex, const std::string& codec,
+                  const Options& options, std::vector<std::unique_ptr<Engine>>* engines) {
+  const bool share = !options.commPerAlgo && options.algos.size() > 1;
+  auto checked = [](const std::string& algo) {
+    return algo.size() > std::strlen(kCheckedSuffix) &&
+           algo.compare(algo.size() - std::strlen(kCheckedSuffix), std::string::npos, kCheckedSuffix) == 0;
+  };
+  SharedComm shared;
+  if (share) {
+    bool anyChecked = false;
+    for (const auto& algo : options.algos) anyChecked |= checked(algo);
+    shared = openComm(launch, ids[(*idIndex)++], codec, "auto", anyChecked, options);
+  }
+  for (const auto& algo : options.algos) {
+    const bool checkCalls = checked(algo);
+    const std::string base = checkCalls ? algo.substr(0, algo.size() - std::strlen(kCheckedSuffix)) : algo;
+    cc::AlgoId forced = cc::AlgoId::Auto;
+    if (cc::parseAlgo(base.c_str(), "--algo", &forced) != CC_SUCCESS) fail("--algo", nullptr);
+    if (checkCalls && forced != cc::AlgoId::Auto) usage("+check goes with auto only");
+    SharedComm comm = share ? shared : openComm(launch, ids[(*idIndex)++], codec, base, checkCalls, options);
+    auto engine = std::make_unique<CompressedEngine>(std::move(comm), share, forced, checkCalls);
+    engine->name = codec;
+    engine->requestedAlgo = algo;
+    engines->push_back(std::move(engine));
+  }
 }
 
 struct Measurement {
@@ -383,9 +445,7 @@ int runRank(const Launch& launch, const Options& options) {
   // Every algorithm runs each size side by side, so their ratios are taken
   // under the same load.
   for (const auto& codec : options.codecs) {
-    for (const auto& algo : options.algos) {
-      engines.push_back(connectCompressed(launch, launch.ids[idIndex++], codec, algo, options));
-    }
+    connectCodec(launch, launch.ids.data(), &idIndex, codec, options, &engines);
   }
   Reducer reducer{nullptr};
   {
@@ -393,6 +453,7 @@ int runRank(const Launch& launch, const Options& options) {
     cc_config_t config = CC_CONFIG_INITIALIZER;
     config.codec = "none";
     config.transport = options.transport.c_str();
+    setenv("CC_CHECK_CALLS", "0", 1);
     if (cc_comm_init_rank(&reducer.comm, nranks, launch.ids[idIndex], rank, &config) != CC_SUCCESS) {
       fail("cc_comm_init_rank (control)", nullptr);
     }
@@ -442,18 +503,31 @@ int runRank(const Launch& launch, const Options& options) {
         for (size_t i = 0; i < count; ++i) exact[i] += other[i];
       }
     }
-    // Engines take turns, round after round, and each keeps its fastest
-    // round: a burst of load on this shared machine hits one round of one
-    // engine, not a whole column.
+    // Engines take turns, round after round: a burst of load on this shared
+    // machine hits one round of one engine, not a whole column. Each round
+    // starts one engine later, so no engine always follows the same one (and
+    // finds what it left on the links and in the caches). Each keeps its
+    // fastest round, or with --stat median its median round.
     std::vector<Measurement> rows(engines.size());
+    std::vector<std::vector<double>> roundSeconds(engines.size());
     for (int round = 0; round < options.rounds; ++round) {
-      for (size_t e = 0; e < engines.size(); ++e) {
+      for (size_t turn = 0; turn < engines.size(); ++turn) {
+        const size_t e = (turn + static_cast<size_t>(round)) % engines.size();
         Measurement m = measure(*engines[e], reducer, launch, count, exact, options);
+        roundSeconds[e].push_back(m.seconds);
         if (round == 0 || m.seconds < rows[e].seconds) {
           const bool identical = round == 0 ? m.identical : rows[e].identical && m.identical;
           rows[e] = m;
           rows[e].identical = identical;
         }
+      }
+    }
+    if (options.medianOfRounds) {
+      for (size_t e = 0; e < engines.size(); ++e) {
+        std::vector<double>& times = roundSeconds[e];
+        std::sort(times.begin(), times.end());
+        const size_t middle = times.size() / 2;
+        rows[e].seconds = times.size() % 2 ? times[middle] : 0.5 * (times[middle - 1] + times[middle]);
       }
     }
     ++sizesDone;
@@ -477,7 +551,7 @@ int runRank(const Launch& launch, const Options& options) {
       if (vsNone > 0) std::snprintf(none, sizeof(none), "%.2fx", vsNone);
       const auto* compressed = dynamic_cast<const CompressedEngine*>(engines[e].get());
       std::string algoName = compressed ? compressed->algorithm() : "gloo";
-      if (compressed && engines[e]->requestedAlgo == "auto") algoName = "auto:" + algoName;
+      if (compressed && isAuto(engines[e]->requestedAlgo)) algoName = engines[e]->requestedAlgo + ":" + algoName;
       const char* algo = algoName.c_str();
       std::printf("  %12zu %12zu %6s %5s %6s %14s %11.1f %8.3f %8.3f %8.3f %9s %8s %8s\n",
                   count * sizeof(float), count, "float", "sum", name.c_str(), algo,
@@ -511,24 +585,27 @@ int runRank(const Launch& launch, const Options& options) {
     }
     // auto against the best algorithm measured beside it, per codec.
     for (size_t e = 0; e < engines.size(); ++e) {
-      if (engines[e]->requestedAlgo != "auto") continue;
+      if (!isAuto(engines[e]->requestedAlgo)) continue;
       int best = -1;
       for (size_t other = 0; other < engines.size(); ++other) {
-        if (other == e || engines[other]->name != engines[e]->name || engines[other]->requestedAlgo.empty()) continue;
+        if (engines[other]->name != engines[e]->name || engines[other]->requestedAlgo.empty() ||
+            isAuto(engines[other]->requestedAlgo)) {
+          continue;
+        }
         if (best < 0 || rows[other].seconds < rows[best].seconds) best = static_cast<int>(other);
       }
       if (best >= 0) {
         const std::string ran = static_cast<const CompressedEngine*>(engines[e].get())->algorithm();
         // The choice alone: the forced run of the algorithm auto ran, against
-        // the best (auto's own run adds its communicator's noise).
+        // the best (auto's own run adds its per-call work and its rounds' noise).
         char chosen[64] = "";
         for (size_t other = 0; other < engines.size(); ++other) {
           if (engines[other]->name == engines[e]->name && engines[other]->requestedAlgo == ran) {
             std::snprintf(chosen, sizeof(chosen), "; chosen/best %.3f", rows[other].seconds / rows[best].seconds);
           }
         }
-        std::printf("# auto/best %s %zu B: %.3f (auto ran %s; best %s%s)\n", engines[e]->name.c_str(),
-                    count * sizeof(float), rows[e].seconds / rows[best].seconds, ran.c_str(),
+        std::printf("# %s/best %s %zu B: %.3f (auto ran %s; best %s%s)\n", engines[e]->requestedAlgo.c_str(),
+                    engines[e]->name.c_str(), count * sizeof(float), rows[e].seconds / rows[best].seconds, ran.c_str(),
                     engines[best]->requestedAlgo.c_str(), chosen);
       }
     }

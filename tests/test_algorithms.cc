@@ -814,9 +814,11 @@ TEST(AlgorithmSupport, RanksThatDisagreeOnTheSpecFailFast) {
 // Under auto each rank picks its algorithm from its own call, so ranks given
 // different calls may pick algorithms whose channels never meet. The calls
 // below differ in spec or in count by orders of magnitude (so that the model
-// picks ring on some ranks and direct or tree on others); every rank must
-// fail at once with CC_REMOTE_ERROR, not at its timeout.
+// picks ring on some ranks and direct or tree on others); with
+// CC_CHECK_CALLS=1 every rank must fail at once with CC_REMOTE_ERROR, not at
+// its timeout.
 TEST(AlgorithmSupport, AutoWithRanksThatDisagreeOnTheCallFailsFast) {
+  ScopedEnv checkCalls("CC_CHECK_CALLS", "1");
   struct Disagreement {
     int nranks;
     size_t countRank0, countOthers;
@@ -849,6 +851,32 @@ TEST(AlgorithmSupport, AutoWithRanksThatDisagreeOnTheCallFailsFast) {
       EXPECT_EQ(results[rank], CC_REMOTE_ERROR) << "rank " << rank << ": " << messages[rank];
     }
   }
+}
+
+// Without CC_CHECK_CALLS such ranks wait for each other until the timeout,
+// and the error says why that may be and how to find out at once.
+TEST(AlgorithmSupport, AutoWithRanksThatDisagreeWithoutTheCheckTimesOutNamingIt) {
+  ScopedEnv checkCalls("CC_CHECK_CALLS", "0");
+  const int n = 3;
+  std::vector<cc_result_t> results(n);
+  std::vector<std::string> messages(n);
+  RankOptions options;
+  options.algo = "auto";
+  options.timeoutMs = 1500;
+  const auto start = std::chrono::steady_clock::now();
+  runRanks(n, options, [&](int rank, cc_comm_t comm) {
+    std::vector<float> values(rank == 0 ? 1024 : 4000000, 1.0f);
+    results[rank] = compressed_allreduce(values.data(), values.data(), values.size(), CC_FLOAT32, CC_SUM, comm,
+                                         nullptr);
+    messages[rank] = cc_get_last_error(comm);
+  });
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(20));
+  int named = 0;
+  for (int rank = 0; rank < n; ++rank) {
+    EXPECT_NE(results[rank], CC_SUCCESS) << "rank " << rank;
+    named += results[rank] == CC_TIMEOUT && messages[rank].find("CC_CHECK_CALLS=1") != std::string::npos;
+  }
+  EXPECT_GE(named, 1) << messages[0] << " | " << messages[1] << " | " << messages[2];
 }
 
 // ---------------------------------------------------------------------------

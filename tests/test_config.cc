@@ -52,8 +52,10 @@ TEST(Config, EnvironmentFillsUnsetFields) {
   ScopedEnv seed("CC_SEED", "0x1234");
   ScopedEnv timeout("CC_TIMEOUT_MS", "1500");
   ScopedEnv chunk("CC_CHUNK_BYTES", "256K");
+  ScopedEnv checkCalls("CC_CHECK_CALLS", "1");
   cc::ResolvedConfig resolved;
   ASSERT_EQ(cc::resolveConfig(nullptr, &resolved), CC_SUCCESS) << lastError();
+  EXPECT_TRUE(resolved.checkCalls);
   EXPECT_EQ(resolved.codec.canonical, "none");
   EXPECT_EQ(resolved.algo, cc::AlgoId::Ring);
   EXPECT_EQ(resolved.transport, cc::TransportKind::Local);
@@ -111,6 +113,11 @@ TEST(Config, UnknownValuesListTheValidOnes) {
     ScopedEnv env("CC_CHUNK_BYTES", "12");
     EXPECT_EQ(cc::resolveConfig(nullptr, &resolved), CC_INVALID_ARGUMENT);
     EXPECT_NE(lastError().find("between"), std::string::npos) << lastError();
+  }
+  {
+    ScopedEnv env("CC_CHECK_CALLS", "yes");
+    EXPECT_EQ(cc::resolveConfig(nullptr, &resolved), CC_INVALID_ARGUMENT);
+    EXPECT_NE(lastError().find("CC_CHECK_CALLS must be 0 or 1, got 'yes'"), std::string::npos) << lastError();
   }
 }
 

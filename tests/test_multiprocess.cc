@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <cstring>
 
 #include <memory>
 #include <new>
@@ -433,6 +434,24 @@ TEST(MultiProcessAlgorithmSupport, TopkForcedOnDirectIsUnsupported) {
   });
   expectAllRanksSucceeded(results, n);
   for (int rank = 1; rank < n; ++rank) EXPECT_EQ(results->digest[rank], results->digest[0]) << "rank " << rank;
+}
+
+// CC_CHECK_CALLS decides whether auto's calls announce themselves, so ranks
+// must agree on it: a rank that expects announcements its predecessor never
+// sends would wait until the timeout. Init fails on every rank instead.
+TEST(MultiProcess, RanksThatDisagreeOnCheckCallsFailInit) {
+  const int n = 2;
+  SharedResults* results = runProcesses(n, 60, [&](int rank, const cc_unique_id_t& id, SharedResults* shared) {
+    setenv("CC_CHECK_CALLS", rank == 1 ? "1" : "0", 1);
+    cc_comm_t comm = nullptr;
+    if (initTcp(rank, n, id, "nat", &comm, shared, "auto")) {
+      std::snprintf(shared->message[rank], sizeof(shared->message[rank]), "init succeeded");
+      cc_comm_destroy(comm);
+      return false;
+    }
+    return std::strstr(shared->message[rank], "CC_CHECK_CALLS=1 differs from rank 0's 0") != nullptr;
+  });
+  expectAllRanksSucceeded(results, n);
 }
 
 TEST(MultiProcess, UnreachableRootFailsWithinTheTimeout) {

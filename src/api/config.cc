@@ -16,18 +16,6 @@ const char* pick(const char* field, const char* envName) {
 
 bool equalsIgnoreCase(const char* a, const char* b) { return strcasecmp(a, b) == 0; }
 
-cc_result_t parseAlgo(const char* text, const char* source, AlgoId* out) {
-  if (equalsIgnoreCase(text, "ring")) *out = AlgoId::Ring;
-  else if (equalsIgnoreCase(text, "allgather")) *out = AlgoId::Allgather;
-  else if (equalsIgnoreCase(text, "direct")) *out = AlgoId::Direct;
-  else if (equalsIgnoreCase(text, "tree")) *out = AlgoId::Tree;
-  else if (equalsIgnoreCase(text, "auto")) *out = AlgoId::Auto;
-  else {
-    return setError(CC_INVALID_ARGUMENT,
-                    "%s: unknown algorithm '%s' (valid: ring, direct, tree, allgather, auto)", source, text);
-  }
-  return CC_SUCCESS;
-}
 
 cc_result_t parseTransport(const char* text, const char* source, TransportKind* out) {
   if (equalsIgnoreCase(text, "tcp") || equalsIgnoreCase(text, "gloo")) *out = TransportKind::Tcp;
@@ -71,6 +59,19 @@ cc_result_t parseSize(const char* text, const char* source, uint64_t* out) {
 }
 
 }  // namespace
+
+cc_result_t parseAlgo(const char* text, const char* source, AlgoId* out) {
+  if (equalsIgnoreCase(text, "ring")) *out = AlgoId::Ring;
+  else if (equalsIgnoreCase(text, "allgather")) *out = AlgoId::Allgather;
+  else if (equalsIgnoreCase(text, "direct")) *out = AlgoId::Direct;
+  else if (equalsIgnoreCase(text, "tree")) *out = AlgoId::Tree;
+  else if (equalsIgnoreCase(text, "auto")) *out = AlgoId::Auto;
+  else {
+    return setError(CC_INVALID_ARGUMENT,
+                    "%s: unknown algorithm '%s' (valid: ring, direct, tree, allgather, auto)", source, text);
+  }
+  return CC_SUCCESS;
+}
 
 const char* transportName(TransportKind kind) {
   switch (kind) {
@@ -162,6 +163,12 @@ cc_result_t resolveConfig(const cc_config_t* config, ResolvedConfig* out) {
                     kMinChunkBytes, static_cast<unsigned long long>(chunkBytes));
   }
   resolved.chunkBytes = static_cast<size_t>(chunkBytes);
+  if (const char* text = pick(nullptr, "CC_CHECK_CALLS")) {
+    if (std::strcmp(text, "0") != 0 && std::strcmp(text, "1") != 0) {
+      return setError(CC_INVALID_ARGUMENT, "CC_CHECK_CALLS must be 0 or 1, got '%s'", text);
+    }
+    resolved.checkCalls = text[0] == '1';
+  }
   *out = resolved;
   return CC_SUCCESS;
 }

@@ -20,6 +20,10 @@ constexpr size_t kDefaultChunkBytes = 1u << 20;
 constexpr size_t kMinChunkBytes = 4096;
 constexpr int kSlotsPerChannel = 4;
 
+// "ring", "direct", "tree", "allgather" or "auto" (any case); `source` names
+// where the text came from in the error.
+cc_result_t parseAlgo(const char* text, const char* source, AlgoId* out);
+
 struct ResolvedConfig {
   CodecSpec codec = simpleCodecSpec("nat");
   // direct's master codec C_M (CC_MASTER_CODEC); unset: the call's own spec.
@@ -34,6 +38,9 @@ struct ResolvedConfig {
   uint64_t seed = 0;
   int timeoutMs = kDefaultTimeoutMs;
   size_t chunkBytes = kDefaultChunkBytes;  // wire bytes per message (one slot)
+  // CC_CHECK_CALLS=1: under auto every call names its algorithm to the next
+  // rank, so ranks whose calls differ fail at once instead of at the timeout.
+  bool checkCalls = false;
 };
 
 // CC_INVALID_ARGUMENT with a message for a config not made by

@@ -85,11 +85,13 @@ struct cc_comm {
   int rank = 0;
   int nranks = 1;
   cc::ResolvedConfig config;
+  cc::AlgoId openedWith = cc::AlgoId::Auto;  // config.algo at init (benchmarks may force another)
   uint64_t seed = 0;
   std::unique_ptr<cc::Transport> transport;
   std::unique_ptr<cc::SendChannel> toNext;
   std::unique_ptr<cc::RecvChannel> fromPrev;
-  // auto's announcements (prims.h): every call's algorithm, to the next rank
+  // auto's announcements under CC_CHECK_CALLS=1 (prims.h): every call's
+  // algorithm, to the next rank
   std::unique_ptr<cc::SendChannel> announceToNext;
   std::unique_ptr<cc::RecvChannel> announceFromPrev;
   cc::AlgorithmChannels channels;
@@ -121,6 +123,14 @@ cc_result_t commAllreduce(cc_comm_t comm, const TensorCall* tensors, size_t nten
 // Parses (and caches) a per-call spec; for argument checks before queueing.
 cc_result_t commSpec(cc_comm_t comm, const char* specText, const CodecSpec** spec);
 void commAbort(cc_comm_t comm);
+// For benchmarks that compare algorithms on one communicator (so that every
+// algorithm runs on the same connections and threads): the following calls
+// run `algo` as a communicator configured with it would, and under auto
+// announce themselves when `checkCalls` (CC_CHECK_CALLS). Every rank must
+// force the same before the same call. Only on a communicator opened with
+// auto, whose channels every algorithm can use; `checkCalls` also needs one
+// opened with CC_CHECK_CALLS=1.
+cc_result_t commForceAlgorithm(cc_comm_t comm, AlgoId algo, bool checkCalls);
 const char* datatypeName(cc_datatype_t datatype);
 const char* opName(cc_red_op_t op);
 
