@@ -82,7 +82,8 @@ struct Options {
                "Engines take turns for --rounds rounds; --stat picks each one's fastest round (min,\n"
                "the default) or its median round. Several --algo values share one communicator per\n"
                "codec, each call forcing its algorithm; --comm-per-algo gives each algorithm a\n"
-               "communicator of its own. Algorithm auto+check is auto with CC_CHECK_CALLS=1.\n");
+               "communicator of its own. Algorithm auto+check is auto with CC_CHECK_CALLS=1; the\n"
+               "tool sets CC_CHECK_CALLS itself, so plain auto runs without the check.\n");
   std::exit(2);
 }
 
