@@ -53,12 +53,7 @@ namespace {
 
 constexpr uint32_t kFullWarp = 0xffffffffu;
 constexpr uint32_t kLanes = 32;
-constexpr uint64_t kNormStreamBit = 0x8000000000000000ull;  // the norm's stream: rs.stream ^ this
-constexpr uint32_t kAbsMask = 0x7fffffffu;
-constexpr uint32_t kInfBits = 0x7f800000u;
-constexpr uint32_t kCanonicalNanBits = 0x7fc00000u;
-constexpr uint32_t kMinNormalBits = 0x00800000u;  // 2^-126: smaller norms make a zero bucket
-constexpr float kTwoPow24 = 16777216.0f;
+using namespace dither;
 
 constexpr size_t kWarpBucketValues = 4096;  // buckets up to this size: one warp each, fused
 constexpr unsigned kWarpThreads = 128;      // fused and quantising kernels: 4 warps a block

@@ -54,20 +54,6 @@ struct IntegerReduction {
 };
 
 template <typename Float>
-__device__ __forceinline__ Float maxPropagatingNan(Float a, Float b) {
-  if (a != a) return a;
-  if (b != b) return b;
-  return b > a ? b : a;
-}
-
-template <typename Float>
-__device__ __forceinline__ Float minPropagatingNan(Float a, Float b) {
-  if (a != a) return a;
-  if (b != b) return b;
-  return b < a ? b : a;
-}
-
-template <typename Float>
 struct NativeFloatReduction {
   using Storage = Float;
   __device__ static Float sum(Float a, Float b) { return x86Add(a, b); }

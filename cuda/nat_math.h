@@ -17,6 +17,22 @@ constexpr uint32_t kNatBlockBytes = 4 + 32;       // sign mask + 32 exponent byt
 constexpr uint32_t kNatNonFiniteExponent = 255;   // decodes to ±Inf
 constexpr uint32_t kNatSaturatingExponent = 254;  // 2^127: rounding up stops here
 
+// MAX and MIN of the exact path, host and device alike: a NaN operand wins
+// (the first one when both are), so host and device agree bit for bit.
+template <typename Float>
+CC_HOST_DEVICE inline Float maxPropagatingNan(Float a, Float b) {
+  if (a != a) return a;
+  if (b != b) return b;
+  return b > a ? b : a;
+}
+
+template <typename Float>
+CC_HOST_DEVICE inline Float minPropagatingNan(Float a, Float b) {
+  if (a != a) return a;
+  if (b != b) return b;
+  return b < a ? b : a;
+}
+
 CC_HOST_DEVICE inline uint32_t floatToBits(float value) {
 #ifdef __CUDA_ARCH__
   return __float_as_uint(value);

@@ -201,20 +201,6 @@ struct IntegerReduction {
 };
 
 template <typename Float>
-Float maxPropagatingNan(Float a, Float b) {
-  if (a != a) return a;
-  if (b != b) return b;
-  return b > a ? b : a;
-}
-
-template <typename Float>
-Float minPropagatingNan(Float a, Float b) {
-  if (a != a) return a;
-  if (b != b) return b;
-  return b < a ? b : a;
-}
-
-template <typename Float>
 struct NativeFloatReduction {
   using Storage = Float;
   static Float sum(Float a, Float b) { return a + b; }

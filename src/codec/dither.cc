@@ -40,13 +40,8 @@
 namespace cc {
 namespace {
 
-constexpr uint32_t kLanes = 32;                             // values per group
-constexpr uint64_t kNormStreamBit = 0x8000000000000000ull;  // the norm's stream: rs.stream ^ this
-constexpr uint32_t kAbsMask = 0x7fffffffu;
-constexpr uint32_t kInfBits = 0x7f800000u;
-constexpr uint32_t kCanonicalNanBits = 0x7fc00000u;
-constexpr uint32_t kMinNormalBits = 0x00800000u;  // 2^-126: smaller norms make a zero bucket
-constexpr float kTwoPow24 = 16777216.0f;
+constexpr uint32_t kLanes = 32;  // values per group
+using namespace dither;
 constexpr size_t kStackBucketValues = 4096;  // hop buckets up to this size are buffered on the stack
 constexpr size_t kWordChunkGroups = 8;       // random words are drawn for this many groups at a time
 constexpr uint32_t kMaxNatLevels = 126;

@@ -4,12 +4,24 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 
 #include "codec/codec.h"
 #include "codec/spec.h"
 
 namespace cc {
+
+// Bit patterns and streams the host codec and the device kernels must share
+// to produce the same bytes.
+namespace dither {
+constexpr uint64_t kNormStreamBit = 0x8000000000000000ull;  // the norm's stream: rs.stream ^ this
+constexpr uint32_t kAbsMask = 0x7fffffffu;
+constexpr uint32_t kInfBits = 0x7f800000u;
+constexpr uint32_t kCanonicalNanBits = 0x7fc00000u;
+constexpr uint32_t kMinNormalBits = 0x00800000u;  // 2^-126: smaller norms make a zero bucket
+constexpr float kTwoPow24 = 16777216.0f;
+}  // namespace dither
 
 // Bits of one level index: ceil(log2(number of levels)), the levels counting 0.
 unsigned ditherLevelBits(Quantizer quantizer, const DitherParams& params);
