@@ -128,12 +128,16 @@ struct CostModel {
   // link's rate applies: a shaped link (a token bucket such as tc's tbf, a
   // switch port's buffer) lets a burst through at once and refills while the
   // link waits on other hops, which helps the tree (idle between levels) more
-  // than ring or direct (busy throughout). Fitted at init to one measured
-  // call of each algorithm (fitBurst); 0 on an unshaped link.
+  // than ring or direct (busy throughout). 0 on an unshaped link.
   double burstBytes[3] = {0, 0, 0};
-  // The seconds of the calls of kBurstCalibrationValues nat values the
-  // bursts are fitted to, as measured at init.
-  double calibrationSeconds[3] = {0, 0, 0};
+  // Per algorithm, the share of the link's measured rate its flows reach
+  // once the burst is spent: ring's one flow per link gets about all of it;
+  // direct's n - 1 flows into every host and out of it less. Fitted with the burst (fitLinkUse) to the calls
+  // of kBurstCalibrationValues and kRateCalibrationValues.
+  double linkShare[3] = {1, 1, 1};
+  // The median seconds of those calls, as measured at init.
+  double burstCalibrationSeconds[3] = {0, 0, 0};
+  double rateCalibrationSeconds[3] = {0, 0, 0};
 };
 
 // One call as the model sees it.
@@ -149,12 +153,26 @@ struct CallShape {
 double estimateSeconds(const CostModel& model, const CallShape& call, AlgoId algo);
 // The cheapest of ring, direct and tree.
 AlgoId cheapestAlgorithm(const CostModel& model, const CallShape& call);
-// The burst (model.burstBytes of `algo`) with which the model predicts
-// `measuredSeconds` for `call`: 0 when even no burst predicts less, the
-// call's whole wire bytes when even those predict more.
+// The burst (model.burstBytes of `algo`) with which the model, at the
+// algorithm's linkShare, predicts `measuredSeconds` for `call`: 0 when even
+// no burst predicts less, the call's whole wire bytes when even those
+// predict more.
 double fitBurst(const CostModel& model, const CallShape& call, AlgoId algo, double measuredSeconds);
-// Values of the calls fitBurst is fitted to: past a typical burst on every
-// algorithm's busiest link (about 150-300 KB of nat at n = 4..16).
+// A measured call, as the model sees it.
+struct MeasuredCall {
+  CallShape call;
+  double seconds = 0;
+};
+// Sets the burst and link share of `algo` in `model` with which it predicts
+// both calls (`shorter` mostly within the burst, `longer` mostly past it);
+// the share stays within [kMinLinkShare, kMaxLinkShare], so a noisy
+// measurement cannot make the link free or useless.
+void fitLinkUse(CostModel* model, AlgoId algo, const MeasuredCall& shorter, const MeasuredCall& longer);
+constexpr double kMinLinkShare = 0.25, kMaxLinkShare = 2.0;
+// Values of the calls the bursts and shares are fitted to: the first past a
+// typical burst on every algorithm's busiest link (about 150-300 KB of nat at
+// n = 4..16), the second 4x that, where the rate decides.
 constexpr size_t kBurstCalibrationValues = size_t(1) << 17;
+constexpr size_t kRateCalibrationValues = size_t(1) << 19;
 
 }  // namespace cc

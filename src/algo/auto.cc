@@ -23,22 +23,22 @@ struct Pipeline {
 
 // `fixed`: the measured time of a minimal call, when there is one; it
 // replaces the hops' latency and the first chunk's messages. `burst`: the
-// bytes the busiest link passes before its rate applies.
-double seconds(const LinkCosts& link, const Pipeline& p, double fixed, double burst) {
+// bytes the busiest link passes before its rate applies; `share`: the part
+// of that rate the algorithm's flows reach.
+double seconds(const LinkCosts& link, const Pipeline& p, double fixed, double burst, double share) {
   if (p.iterations <= 0) return 0;
+  const double rate = link.bytesPerSecond * share;
   const double rated = std::max(0.0, p.wireBytes - burst);
-  const double busy = std::max(rated / link.bytesPerSecond, p.computeSeconds);
+  const double busy = std::max(rated / rate, p.computeSeconds);
   // Store-and-forward waits on the rate only for the share of the bytes
   // beyond the burst.
-  const double fill = p.wireBytes > 0 ? p.fillBytes / link.bytesPerSecond * (rated / p.wireBytes) : 0;
+  const double fill = p.wireBytes > 0 ? p.fillBytes / rate * (rated / p.wireBytes) : 0;
   const double perMessages = p.messages * link.perMessage;
   if (fixed > 0) return fixed + fill + busy + (p.iterations - 1) * perMessages;
   return p.hops * link.latency + fill + busy + p.iterations * perMessages;
 }
 
 int modelIndex(AlgoId algo) { return algo == AlgoId::Ring ? 0 : algo == AlgoId::Direct ? 1 : 2; }
-
-constexpr double kManyFlowsCost = 1.15;
 
 double ceilDiv(double a, double b) { return b <= 0 ? 0 : std::ceil(a / b); }
 
@@ -65,10 +65,7 @@ bool pipelineOf(const CostModel& model, const CallShape& call, AlgoId algo, Pipe
       p.iterations = ceilDiv(segment, static_cast<double>(call.directChunkValues));
       p.hops = 2;
       p.messages = 4 * (n - 1);
-      // n - 1 concurrent flows into each shaped host link reach less of it
-      // than ring's one: 1.15x the bytes, measured on the emulated cluster
-      // (docs/results.md, 1-4 MiB at 4 x 1 Gbit/s)
-      p.wireBytes = kManyFlowsCost * (n - 1) * segment * (call.workerBytesPerValue + call.masterBytesPerValue);
+      p.wireBytes = (n - 1) * segment * (call.workerBytesPerValue + call.masterBytesPerValue);
       p.computeSeconds = segment * ((n - 1) * (w.encode + w.decodeAccumulate + m.decode) + m.encode);
       break;
     }
@@ -101,14 +98,16 @@ double estimateSeconds(const CostModel& model, const CallShape& call, AlgoId alg
   Pipeline p;
   if (!pipelineOf(model, call, algo, &p)) return INFINITY;
   const int index = modelIndex(algo);
-  return seconds(model.link, p, model.fixedSeconds[index], model.burstBytes[index]);
+  return seconds(model.link, p, model.fixedSeconds[index], model.burstBytes[index], model.linkShare[index]);
 }
 
 double fitBurst(const CostModel& model, const CallShape& call, AlgoId algo, double measuredSeconds) {
   Pipeline p;
   if (!pipelineOf(model, call, algo, &p)) return 0;
   const int index = modelIndex(algo);
-  auto predict = [&](double burst) { return seconds(model.link, p, model.fixedSeconds[index], burst); };
+  auto predict = [&](double burst) {
+    return seconds(model.link, p, model.fixedSeconds[index], burst, model.linkShare[index]);
+  };
   // The prediction falls as the burst grows: bisect.
   double low = 0, high = p.wireBytes;
   if (predict(low) <= measuredSeconds) return low;
@@ -118,6 +117,34 @@ double fitBurst(const CostModel& model, const CallShape& call, AlgoId algo, doub
     (predict(middle) > measuredSeconds ? low : high) = middle;
   }
   return 0.5 * (low + high);
+}
+
+void fitLinkUse(CostModel* model, AlgoId algo, const MeasuredCall& shorter, const MeasuredCall& longer) {
+  const int index = modelIndex(algo);
+  // How much slower than measured the model predicts the longer call when
+  // the shorter one fixes the burst. A larger share lowers the fitted burst
+  // by as many bytes as the shorter call gains, and the longer call has more
+  // bytes past it, so this falls as the share grows: bisect (in log space,
+  // since shares are ratios).
+  auto longerExcess = [&](double share) {
+    model->linkShare[index] = share;
+    model->burstBytes[index] = fitBurst(*model, shorter.call, algo, shorter.seconds);
+    return estimateSeconds(*model, longer.call, algo) - longer.seconds;
+  };
+  double low = std::log(kMinLinkShare), high = std::log(kMaxLinkShare);
+  double share = 0;
+  if (longerExcess(std::exp(low)) <= 0) {
+    share = std::exp(low);
+  } else if (longerExcess(std::exp(high)) >= 0) {
+    share = std::exp(high);
+  } else {
+    for (int i = 0; i < 40; ++i) {
+      const double middle = 0.5 * (low + high);
+      (longerExcess(std::exp(middle)) > 0 ? low : high) = middle;
+    }
+    share = std::exp(0.5 * (low + high));
+  }
+  longerExcess(share);
 }
 
 AlgoId cheapestAlgorithm(const CostModel& model, const CallShape& call) {

@@ -313,9 +313,11 @@ cc_result_t measureFanOut(const AlgorithmChannels& channels, int rank, int nrank
 
 // Measured calls of nat float32 SUM on ring, direct and tree (in that order).
 struct AlgorithmCalls {
-  double minimalSeconds[3];      // 1024 values
-  double calibrationSeconds[3];  // kBurstCalibrationValues
-  CallShape calibrationShape;    // how the model sees those
+  double minimalSeconds[3];           // 1024 values
+  double burstCalibrationSeconds[3];  // kBurstCalibrationValues
+  double rateCalibrationSeconds[3];   // kRateCalibrationValues
+  CallShape burstCalibrationShape;    // how the model sees those
+  CallShape rateCalibrationShape;
 };
 // Defined below with the algorithms' driver.
 cc_result_t measureAlgorithmCalls(cc_comm& comm, AlgorithmCalls* out);
@@ -325,7 +327,8 @@ cc_result_t measureCostModel(StoreClient& store, cc_comm& comm, CostModel* model
   AlgorithmCalls calls;
   CC_CHECK(measureAlgorithmCalls(comm, &calls));
   std::copy(calls.minimalSeconds, calls.minimalSeconds + 3, mine.fixedSeconds);
-  std::copy(calls.calibrationSeconds, calls.calibrationSeconds + 3, mine.calibrationSeconds);
+  std::copy(calls.burstCalibrationSeconds, calls.burstCalibrationSeconds + 3, mine.burstCalibrationSeconds);
+  std::copy(calls.rateCalibrationSeconds, calls.rateCalibrationSeconds + 3, mine.rateCalibrationSeconds);
   CC_CHECK(measureLink(*comm.toNext, *comm.fromPrev, comm.rank, comm.nranks, &mine.link));
   CC_CHECK(measureFanOut(comm.channels, comm.rank, comm.nranks, mine.link.latency, &mine.link.perMessage));
   const CodecSpec& configured = comm.config.codec;
@@ -356,7 +359,9 @@ cc_result_t measureCostModel(StoreClient& store, cc_comm& comm, CostModel* model
     model->link.bytesPerSecond = std::min(model->link.bytesPerSecond, other.link.bytesPerSecond);
     for (int a = 0; a < 3; ++a) {
       model->fixedSeconds[a] = std::max(model->fixedSeconds[a], other.fixedSeconds[a]);
-      model->calibrationSeconds[a] = std::max(model->calibrationSeconds[a], other.calibrationSeconds[a]);
+      model->burstCalibrationSeconds[a] =
+          std::max(model->burstCalibrationSeconds[a], other.burstCalibrationSeconds[a]);
+      model->rateCalibrationSeconds[a] = std::max(model->rateCalibrationSeconds[a], other.rateCalibrationSeconds[a]);
     }
     for (int f = 0; f < kCodecFamilies; ++f) {
       CodecCosts& agreed = model->codec[f];
@@ -366,10 +371,11 @@ cc_result_t measureCostModel(StoreClient& store, cc_comm& comm, CostModel* model
       agreed.fused = std::max(agreed.fused, other.codec[f].fused);
     }
   }
-  // Every rank fits the same agreed figures alike, so the bursts agree too.
+  // Every rank fits the same agreed figures alike, so the fits agree too.
   const AlgoId algos[3] = {AlgoId::Ring, AlgoId::Direct, AlgoId::Tree};
   for (int a = 0; a < 3; ++a) {
-    model->burstBytes[a] = fitBurst(*model, calls.calibrationShape, algos[a], model->calibrationSeconds[a]);
+    fitLinkUse(model, algos[a], MeasuredCall{calls.burstCalibrationShape, model->burstCalibrationSeconds[a]},
+               MeasuredCall{calls.rateCalibrationShape, model->rateCalibrationSeconds[a]});
   }
   return CC_SUCCESS;
 }
@@ -449,11 +455,13 @@ cc_result_t commInit(cc_comm_t* out, int nranks, const cc_unique_id_t& id, int r
     const LinkCosts& link = comm->costModel.link;
     const double* fixed = comm->costModel.fixedSeconds;
     const double* burst = comm->costModel.burstBytes;
+    const double* share = comm->costModel.linkShare;
     CC_INFO("rank %d: auto's model: latency %.1f us, %.1f us per message, %.3f GB/s; bursts ring %.0f, direct %.0f, "
-            "tree %.0f KiB; minimal call ring %.1f us, direct %.1f us, tree %.1f us",
+            "tree %.0f KiB; link shares ring %.2f, direct %.2f, tree %.2f; minimal call ring %.1f us, "
+            "direct %.1f us, tree %.1f us",
             rank, link.latency * 1e6, link.perMessage * 1e6, link.bytesPerSecond * 1e-9, burst[0] / 1024,
-            burst[1] / 1024, burst[2] / 1024, fixed[0] * 1e6,
-            fixed[1] * 1e6, fixed[2] * 1e6);
+            burst[1] / 1024, burst[2] / 1024, share[0], share[1], share[2], fixed[0] * 1e6, fixed[1] * 1e6,
+            fixed[2] * 1e6);
   }
   CC_INFO("rank %d/%d ready: codec %s (%s), algorithm %s, transport %s via %s, chunk %zu bytes, "
           "seed %llu",
@@ -753,16 +761,21 @@ cc_result_t measureAlgorithmCalls(cc_comm& comm, AlgorithmCalls* out) {
   // Five rounds: with three, the medians of a loaded host moved the choice
   // at mid sizes from one communicator to the next (docs/results.md).
   CC_CHECK(timeCalls(1024, 5, 3, out->minimalSeconds));
-  CC_CHECK(timeCalls(kBurstCalibrationValues, 5, 2, out->calibrationSeconds));
-  std::vector<float> values(1);
-  const size_t offsets[2] = {0, kBurstCalibrationValues};
-  const AlgorithmRun shapeOnly{values.data(), values.data(), kBurstCalibrationValues, CC_FLOAT32, CC_SUM,
-                               nullptr, TensorLayout{kBurstCalibrationValues, offsets, 1}};
-  CollectiveArgs args;
-  CC_CHECK(collectiveArgs(&comm, *codecs, true, shapeOnly, &args));
-  const Prims sizing(args);
-  out->calibrationShape = callShape(&comm, sizing, args);
-  return CC_SUCCESS;
+  CC_CHECK(timeCalls(kBurstCalibrationValues, 5, 2, out->burstCalibrationSeconds));
+  CC_CHECK(timeCalls(kRateCalibrationValues, 5, 2, out->rateCalibrationSeconds));
+  auto shapeOf = [&](size_t count, CallShape* shape) -> cc_result_t {
+    std::vector<float> values(1);
+    const size_t offsets[2] = {0, count};
+    const AlgorithmRun shapeOnly{values.data(), values.data(), count, CC_FLOAT32, CC_SUM,
+                                 nullptr, TensorLayout{count, offsets, 1}};
+    CollectiveArgs args;
+    CC_CHECK(collectiveArgs(&comm, *codecs, true, shapeOnly, &args));
+    const Prims sizing(args);
+    *shape = callShape(&comm, sizing, args);
+    return CC_SUCCESS;
+  };
+  CC_CHECK(shapeOf(kBurstCalibrationValues, &out->burstCalibrationShape));
+  return shapeOf(kRateCalibrationValues, &out->rateCalibrationShape);
 }
 
 // Random sparsification with a mask every rank draws alike from the shared
