@@ -1,6 +1,7 @@
 #include "comm/comm.h"
 
 #include <algorithm>
+#include <numeric>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -729,12 +730,17 @@ cc_result_t measureAlgorithmCalls(cc_comm& comm, AlgorithmCalls* out) {
   SpecCodecs* codecs = nullptr;
   CC_CHECK(specFor(&comm, "nat", &codecs));
   const AlgoId algos[3] = {AlgoId::Ring, AlgoId::Direct, AlgoId::Tree};
-  // The median per algorithm of `rounds` x `timed` calls of `count` values.
-  // The algorithms take turns by rounds, so a spell of load on a shared host
-  // hits them alike; within a round each first runs an untimed call, which
-  // absorbs what the previous algorithm left in flight (credits, the engine's
-  // queues). The median is what a call typically takes (the fastest call
-  // would flatter the algorithms with more messages, whose times vary more).
+  // Per algorithm, the mean of `rounds` x `timed` calls of `count` values
+  // without their slowest and fastest eighths. The algorithms take turns by
+  // rounds, so a spell of load on a shared host hits them alike; within a
+  // round each first runs an untimed call, which absorbs what the previous
+  // algorithm left in flight (credits, the engine's queues). A mean, because
+  // on a loaded host call times are bimodal (minimal calls on 4 emulated
+  // hosts sharing 2 cores: about 1 ms or about 4.5 ms, a scheduler slice,
+  // some 40% of ring's in the slow mode), so a median jumps between the
+  // modes from one communicator to the next, and what a run of calls costs
+  // is their mean; trimmed, because a rare stall of 10 ms and more would
+  // move it.
   auto timeCalls = [&](size_t count, int rounds, int timed, double seconds[3]) -> cc_result_t {
     std::vector<float> input(count, 1.0f), output(count);
     const size_t offsets[2] = {0, count};
@@ -754,13 +760,13 @@ cc_result_t measureAlgorithmCalls(cc_comm& comm, AlgorithmCalls* out) {
     }
     for (int a = 0; a < 3; ++a) {
       std::sort(times[a].begin(), times[a].end());
-      seconds[a] = times[a][times[a].size() / 2];
+      const size_t trimmed = times[a].size() / 8;
+      const auto kept = std::vector<double>(times[a].begin() + trimmed, times[a].end() - trimmed);
+      seconds[a] = std::accumulate(kept.begin(), kept.end(), 0.0) / kept.size();
     }
     return CC_SUCCESS;
   };
-  // Five rounds: with three, the medians of a loaded host moved the choice
-  // at mid sizes from one communicator to the next (docs/results.md).
-  CC_CHECK(timeCalls(1024, 5, 3, out->minimalSeconds));
+  CC_CHECK(timeCalls(1024, 8, 3, out->minimalSeconds));
   CC_CHECK(timeCalls(kBurstCalibrationValues, 5, 2, out->burstCalibrationSeconds));
   CC_CHECK(timeCalls(kRateCalibrationValues, 5, 2, out->rateCalibrationSeconds));
   auto shapeOf = [&](size_t count, CallShape* shape) -> cc_result_t {
