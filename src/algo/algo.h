@@ -132,10 +132,11 @@ struct CostModel {
   double burstBytes[3] = {0, 0, 0};
   // Per algorithm, the share of the link's measured rate its flows reach
   // once the burst is spent: ring's one flow per link gets about all of it;
-  // direct's n - 1 flows into every host and out of it less. Fitted with the burst (fitLinkUse) to the calls
-  // of kBurstCalibrationValues and kRateCalibrationValues.
+  // direct's n - 1 flows into every host and out of it less. Fitted with the
+  // burst (fitLinkUse) to the calls of kBurstCalibrationValues and
+  // kRateCalibrationValues.
   double linkShare[3] = {1, 1, 1};
-  // The median seconds of those calls, as measured at init.
+  // The seconds of those calls (trimmed means), as measured at init.
   double burstCalibrationSeconds[3] = {0, 0, 0};
   double rateCalibrationSeconds[3] = {0, 0, 0};
 };

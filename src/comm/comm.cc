@@ -1,10 +1,10 @@
 #include "comm/comm.h"
 
 #include <algorithm>
-#include <numeric>
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <numeric>
 #include <random>
 
 #include "algo/algo.h"
