@@ -16,7 +16,6 @@ const char* pick(const char* field, const char* envName) {
 
 bool equalsIgnoreCase(const char* a, const char* b) { return strcasecmp(a, b) == 0; }
 
-
 cc_result_t parseTransport(const char* text, const char* source, TransportKind* out) {
   if (equalsIgnoreCase(text, "tcp") || equalsIgnoreCase(text, "gloo")) *out = TransportKind::Tcp;
   else if (equalsIgnoreCase(text, "ibverbs")) *out = TransportKind::Ibverbs;

@@ -312,24 +312,20 @@ cc_result_t measureFanOut(const AlgorithmChannels& channels, int rank, int nrank
   return CC_SUCCESS;
 }
 
-// Measured calls of nat float32 SUM on ring, direct and tree (in that order).
-struct AlgorithmCalls {
-  double minimalSeconds[3];           // 1024 values
-  double burstCalibrationSeconds[3];  // kBurstCalibrationValues
-  double rateCalibrationSeconds[3];   // kRateCalibrationValues
-  CallShape burstCalibrationShape;    // how the model sees those
-  CallShape rateCalibrationShape;
+// How the model sees the calls its bursts and shares are fitted to.
+struct CalibrationShapes {
+  CallShape burst;  // kBurstCalibrationValues
+  CallShape rate;   // kRateCalibrationValues
 };
-// Defined below with the algorithms' driver.
-cc_result_t measureAlgorithmCalls(cc_comm& comm, AlgorithmCalls* out);
+// Times calls of nat float32 SUM on ring, direct and tree into `mine`'s
+// fixedSeconds and calibration seconds. Defined below with the algorithms'
+// driver.
+cc_result_t measureAlgorithmCalls(cc_comm& comm, CostModel* mine, CalibrationShapes* shapes);
 
 cc_result_t measureCostModel(StoreClient& store, cc_comm& comm, CostModel* model) {
   CostModel mine;
-  AlgorithmCalls calls;
-  CC_CHECK(measureAlgorithmCalls(comm, &calls));
-  std::copy(calls.minimalSeconds, calls.minimalSeconds + 3, mine.fixedSeconds);
-  std::copy(calls.burstCalibrationSeconds, calls.burstCalibrationSeconds + 3, mine.burstCalibrationSeconds);
-  std::copy(calls.rateCalibrationSeconds, calls.rateCalibrationSeconds + 3, mine.rateCalibrationSeconds);
+  CalibrationShapes shapes;
+  CC_CHECK(measureAlgorithmCalls(comm, &mine, &shapes));
   CC_CHECK(measureLink(*comm.toNext, *comm.fromPrev, comm.rank, comm.nranks, &mine.link));
   CC_CHECK(measureFanOut(comm.channels, comm.rank, comm.nranks, mine.link.latency, &mine.link.perMessage));
   const CodecSpec& configured = comm.config.codec;
@@ -375,8 +371,8 @@ cc_result_t measureCostModel(StoreClient& store, cc_comm& comm, CostModel* model
   // Every rank fits the same agreed figures alike, so the fits agree too.
   const AlgoId algos[3] = {AlgoId::Ring, AlgoId::Direct, AlgoId::Tree};
   for (int a = 0; a < 3; ++a) {
-    fitLinkUse(model, algos[a], MeasuredCall{calls.burstCalibrationShape, model->burstCalibrationSeconds[a]},
-               MeasuredCall{calls.rateCalibrationShape, model->rateCalibrationSeconds[a]});
+    fitLinkUse(model, algos[a], MeasuredCall{shapes.burst, model->burstCalibrationSeconds[a]},
+               MeasuredCall{shapes.rate, model->rateCalibrationSeconds[a]});
   }
   return CC_SUCCESS;
 }
@@ -726,7 +722,7 @@ cc_result_t runChosenAlgorithm(cc_comm_t comm, SpecCodecs& codecs, AlgoId algo, 
   return CC_SUCCESS;
 }
 
-cc_result_t measureAlgorithmCalls(cc_comm& comm, AlgorithmCalls* out) {
+cc_result_t measureAlgorithmCalls(cc_comm& comm, CostModel* mine, CalibrationShapes* shapes) {
   SpecCodecs* codecs = nullptr;
   CC_CHECK(specFor(&comm, "nat", &codecs));
   const AlgoId algos[3] = {AlgoId::Ring, AlgoId::Direct, AlgoId::Tree};
@@ -737,10 +733,10 @@ cc_result_t measureAlgorithmCalls(cc_comm& comm, AlgorithmCalls* out) {
   // algorithm left in flight (credits, the engine's queues). A mean, because
   // on a loaded host call times are bimodal (minimal calls on 4 emulated
   // hosts sharing 2 cores: about 1 ms or about 4.5 ms, a scheduler slice,
-  // some 40% of ring's in the slow mode), so a median jumps between the
-  // modes from one communicator to the next, and what a run of calls costs
-  // is their mean; trimmed, because a rare stall of 10 ms and more would
-  // move it.
+  // a third to three fifths of ring's in the slow one), so a median jumps
+  // between the modes from one communicator to the next, and what a run of
+  // calls costs is their mean; trimmed, because a rare stall of 10 ms and
+  // more would move it.
   auto timeCalls = [&](size_t count, int rounds, int timed, double seconds[3]) -> cc_result_t {
     std::vector<float> input(count, 1.0f), output(count);
     const size_t offsets[2] = {0, count};
@@ -761,14 +757,14 @@ cc_result_t measureAlgorithmCalls(cc_comm& comm, AlgorithmCalls* out) {
     for (int a = 0; a < 3; ++a) {
       std::sort(times[a].begin(), times[a].end());
       const size_t trimmed = times[a].size() / 8;
-      const auto kept = std::vector<double>(times[a].begin() + trimmed, times[a].end() - trimmed);
-      seconds[a] = std::accumulate(kept.begin(), kept.end(), 0.0) / kept.size();
+      const size_t kept = times[a].size() - 2 * trimmed;
+      seconds[a] = std::accumulate(times[a].begin() + trimmed, times[a].end() - trimmed, 0.0) / kept;
     }
     return CC_SUCCESS;
   };
-  CC_CHECK(timeCalls(1024, 8, 3, out->minimalSeconds));
-  CC_CHECK(timeCalls(kBurstCalibrationValues, 5, 2, out->burstCalibrationSeconds));
-  CC_CHECK(timeCalls(kRateCalibrationValues, 5, 2, out->rateCalibrationSeconds));
+  CC_CHECK(timeCalls(1024, 8, 3, mine->fixedSeconds));
+  CC_CHECK(timeCalls(kBurstCalibrationValues, 5, 2, mine->burstCalibrationSeconds));
+  CC_CHECK(timeCalls(kRateCalibrationValues, 5, 2, mine->rateCalibrationSeconds));
   auto shapeOf = [&](size_t count, CallShape* shape) -> cc_result_t {
     std::vector<float> values(1);
     const size_t offsets[2] = {0, count};
@@ -780,8 +776,8 @@ cc_result_t measureAlgorithmCalls(cc_comm& comm, AlgorithmCalls* out) {
     *shape = callShape(&comm, sizing, args);
     return CC_SUCCESS;
   };
-  CC_CHECK(shapeOf(kBurstCalibrationValues, &out->burstCalibrationShape));
-  return shapeOf(kRateCalibrationValues, &out->rateCalibrationShape);
+  CC_CHECK(shapeOf(kBurstCalibrationValues, &shapes->burst));
+  return shapeOf(kRateCalibrationValues, &shapes->rate);
 }
 
 // Random sparsification with a mask every rank draws alike from the shared

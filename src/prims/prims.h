@@ -161,9 +161,10 @@ class Prims : public RingPrims {
   // auto picks an algorithm per call from the call's count and codec, so
   // ranks given different calls may pick algorithms whose channels never meet
   // and would wait for each other until the timeout. Under auto with
-  // CC_CHECK_CALLS=1, every call therefore announces its algorithm to the next rank (a frame of step
-  // kAnnouncementStep naming it, on a channel of its own), and every rank
-  // checks its predecessor's before its first receive: ranks that disagree
+  // CC_CHECK_CALLS=1, every call therefore announces its algorithm to the
+  // next rank (a frame of step kAnnouncementStep naming it, on a channel of
+  // its own), and every rank checks its predecessor's before its first
+  // receive: ranks that disagree
   // have two neighbours that disagree, and the call fails at once with
   // CC_REMOTE_ERROR.
   static constexpr uint32_t kAnnouncementStep = 0xfffffff0u;

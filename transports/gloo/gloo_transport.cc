@@ -403,17 +403,18 @@ cc_result_t createDevice(const TransportSetup& setup, bool ibverbs,
 // minimum, 4.6 KB: each write then waits for the peer's acknowledgement
 // (ring calls of 128 K values with 4 KiB slots took 0.54 s on loopback). One
 // message of this size on every pair at init sets a buffer that holds
-// several slots of every channel on it.
+// several slots of every channel on it. Its bytes are never read, so every
+// peer's message lands in the same memory.
 constexpr size_t kPairSendBufferBytes = size_t(512) << 10;
 constexpr int kSendBufferSizingTag = 1 << 12;  // beyond every channel's tag
 
 cc_result_t sizePairSendBuffers(gloo::rendezvous::Context& context, int rank, int nranks) {
   if (nranks < 2) return CC_SUCCESS;
   AlignedMemory outgoing(kPairSendBufferBytes);
-  AlignedMemory incoming(kPairSendBufferBytes * static_cast<size_t>(nranks));
+  AlignedMemory incoming(kPairSendBufferBytes);
   if (!outgoing.data || !incoming.data) {
     return setError(CC_SYSTEM_ERROR, "cannot allocate %zu bytes to size the tcp send buffers",
-                    kPairSendBufferBytes * static_cast<size_t>(nranks + 1));
+                    2 * kPairSendBufferBytes);
   }
   std::vector<std::unique_ptr<gloo::transport::Buffer>> sends(nranks), recvs(nranks);
   int peer = -1;
@@ -422,7 +423,7 @@ cc_result_t sizePairSendBuffers(gloo::rendezvous::Context& context, int rank, in
       if (peer == rank) continue;
       gloo::transport::Pair& pair = *context.getPair(peer);
       recvs[peer] = pair.createRecvBuffer(dataSlot(peer, rank, kSendBufferSizingTag),
-                                          incoming.data + kPairSendBufferBytes * peer, kPairSendBufferBytes);
+                                          incoming.data, kPairSendBufferBytes);
       sends[peer] = pair.createSendBuffer(dataSlot(rank, peer, kSendBufferSizingTag), outgoing.data,
                                           kPairSendBufferBytes);
     }
