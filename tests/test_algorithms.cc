@@ -12,6 +12,7 @@
 #include <functional>
 #include <random>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -340,6 +341,116 @@ TEST(CostModel, EstimatesGrowWithTheCount) {
   slow.codec[static_cast<int>(cc::CodecId::Nat)].fused = 1e-8;
   EXPECT_GT(cc::estimateSeconds(slow, call, cc::AlgoId::Ring), fast);
   EXPECT_FALSE(std::isfinite(cc::estimateSeconds(slow, call, cc::AlgoId::Allgather)));
+}
+
+// Where the model's figures are close, auto measures: the model's choice
+// first, then every algorithm it predicts within the factor, in blocks that
+// take turns.
+TEST(AutoTrials, CloseAlgorithmsAreTriedInBlocksAndTheLowestTimeWins) {
+  cc::CostModel model = cheapCodecs(50e-6, 1e12);
+  model.fixedSeconds[0] = 1.0e-3;  // ring
+  model.fixedSeconds[1] = 1.9e-3;  // direct: within 2x of ring
+  model.fixedSeconds[2] = 2.5e-3;  // tree: beyond it
+  const cc::CallShape call = natCall(4, 4096);
+  ASSERT_EQ(cc::cheapestAlgorithm(model, call), cc::AlgoId::Ring);
+  const cc::AutoTrialPlan plan = cc::planAutoTrials(model, call, 3);
+  ASSERT_EQ(plan.candidateCount, 2);
+  EXPECT_EQ(plan.candidates[0], cc::AlgoId::Ring);
+  EXPECT_EQ(plan.candidates[1], cc::AlgoId::Direct);
+  // Blocks span about kTrialBlockSeconds by the model (0.1 s: 53 calls of
+  // 1.9 ms; 100 of 1 ms would be more than the 64 a block runs at most);
+  // each starts with an untimed call.
+  const double ringSeconds = cc::estimateSeconds(model, call, cc::AlgoId::Ring);
+  const double directSeconds = cc::estimateSeconds(model, call, cc::AlgoId::Direct);
+  EXPECT_EQ(plan.timedCalls[0], cc::kMaxTimedCallsPerBlock);
+  EXPECT_GT(cc::kTrialBlockSeconds / ringSeconds, cc::kMaxTimedCallsPerBlock);
+  EXPECT_EQ(plan.timedCalls[1], static_cast<int>(std::ceil(cc::kTrialBlockSeconds / directSeconds)));
+  EXPECT_LT(plan.timedCalls[1], cc::kMaxTimedCallsPerBlock);
+  ASSERT_EQ(plan.blockCount(), 2 * cc::kTrialRounds);
+  for (int block = 0; block < plan.blockCount(); ++block) {
+    EXPECT_EQ(plan.candidateOfBlock(block), block % 2) << block;
+  }
+  EXPECT_EQ(plan.totalCalls(), cc::kTrialRounds * (plan.timedCalls[0] + 1 + plan.timedCalls[1] + 1));
+  // At least the configured number, however long the calls.
+  EXPECT_EQ(cc::planAutoTrials(model, call, 70).timedCalls[1], 70);
+  cc::CostModel slow = model;
+  for (double& fixed : slow.fixedSeconds) fixed *= 1e3;
+  EXPECT_EQ(cc::planAutoTrials(slow, call, 3).timedCalls[0], 3);
+
+  // Each candidate keeps the median of its blocks: direct's first block met
+  // a spell of load, ring's second one a quiet spell.
+  static_assert(cc::kTrialRounds == 3, "three blocks per candidate below");
+  const double loaded[6] = {6e-3, 40e-3, 4e-3, 5e-3, 6e-3, 5e-3};  // ring, direct, ring, ...
+  EXPECT_DOUBLE_EQ(cc::candidateSeconds(plan, loaded, 0), 6e-3);
+  EXPECT_DOUBLE_EQ(cc::candidateSeconds(plan, loaded, 1), 5e-3);
+  EXPECT_EQ(cc::fastestInTrials(plan, loaded), cc::AlgoId::Direct);
+  // A tie keeps the model's choice.
+  const double even[6] = {5e-3, 5e-3, 5e-3, 5e-3, 5e-3, 5e-3};
+  EXPECT_EQ(cc::fastestInTrials(plan, even), cc::AlgoId::Ring);
+
+  // Where the model is sure there is nothing to try.
+  model.fixedSeconds[1] = 3e-3;
+  const cc::AutoTrialPlan sure = cc::planAutoTrials(model, call, 3);
+  EXPECT_EQ(sure.candidateCount, 1);
+  EXPECT_EQ(sure.candidates[0], cc::AlgoId::Ring);
+}
+
+// The trials on real ranks: every rank runs the same algorithm in every
+// call, and all settle alike even where their own clocks disagree. Ranks 0
+// and 2 arrive late at direct's calls and rank 1 at ring's, so each rank
+// alone would see the other algorithm waiting and pick differently; the
+// agreed times (the slowest rank's) are the same on all.
+TEST(AutoTrials, RanksSettleAlikeOnTheSlowestRanksTimesAndKeepTheirChoice) {
+  const int n = 3, after = 4;
+  const size_t count = 30000;
+  // Predicted 50 and 60 ms: blocks of the fewest timed calls, 3, after the
+  // untimed one (the calls themselves take about a millisecond).
+  cc::CostModel model = cheapCodecs(50e-6, 1e12);
+  model.fixedSeconds[0] = 50e-3;
+  model.fixedSeconds[1] = 60e-3;
+  model.fixedSeconds[2] = 1.0;
+  const int block = 4, trialCalls = block * 2 * cc::kTrialRounds;
+  for (const char* setting : {"3", "0"}) {
+    SCOPED_TRACE(std::string("CC_AUTO_TRIALS=") + setting);
+    ScopedEnv env("CC_AUTO_TRIALS", setting);
+    const bool trying = std::string(setting) != "0";
+    std::vector<std::vector<std::string>> ran(n);
+    std::vector<std::vector<uint64_t>> digests(n);
+    RankOptions options;
+    options.algo = "auto";
+    options.timeoutMs = 10000;
+    runRanks(n, options, [&](int rank, cc_comm_t comm) {
+      comm->costModel = model;
+      const std::vector<float> input = makeInput(count, rank);
+      std::vector<float> output(count);
+      for (int call = 0; call < trialCalls + after; ++call) {
+        const bool directsBlock = call / block % 2 == 1;
+        if (trying && call < trialCalls && (rank == 1) != directsBlock) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(30));
+        }
+        ASSERT_EQ(compressed_allreduce(input.data(), output.data(), count, CC_FLOAT32, CC_SUM, comm, nullptr),
+                  CC_SUCCESS)
+            << cc_get_last_error(comm);
+        ran[rank].push_back(comm->lastAlgorithm);
+        digests[rank].push_back(fnv64(output.data(), count * sizeof(float)));
+      }
+    });
+    ASSERT_EQ(ran[0].size(), static_cast<size_t>(trialCalls + after));
+    for (int rank = 1; rank < n; ++rank) {
+      EXPECT_EQ(ran[rank], ran[0]) << "rank " << rank;
+      EXPECT_EQ(digests[rank], digests[0]) << "rank " << rank;
+    }
+    for (int call = 0; call < trialCalls + after; ++call) {
+      if (!trying) {
+        EXPECT_EQ(ran[0][call], "ring") << "call " << call;
+      } else if (call < trialCalls) {
+        EXPECT_EQ(ran[0][call], call / block % 2 ? "direct" : "ring") << "call " << call;
+      } else {
+        EXPECT_TRUE(ran[0][call] == "ring" || ran[0][call] == "direct") << ran[0][call];
+        EXPECT_EQ(ran[0][call], ran[0][trialCalls]) << "call " << call << ": the choice changed";
+      }
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------

@@ -217,8 +217,12 @@ TEST_P(ErrorFeedback, OutputsSumToKTimesExactMinusResiduals) {
     residualNorm += held * held;
   }
   // Exact up to float rounding: one rounding per hop and output per step.
-  // bf16 outputs round to 8 bits of mantissa, which the residual cannot see.
-  const double tolerance = c.datatype == CC_BFLOAT16 ? 2e-2 : 1e-5;
+  // qsgd's levels are multiples of its bucket's norm, so its roundings are of
+  // the norm's size rather than the value's: qsgd:s=4 measured up to 6.9e-6 on
+  // one algorithm and 1.26e-5 where auto's trials mixed ring and direct
+  // (nat: 3e-8). bf16 outputs round to 8 bits of mantissa, which the residual
+  // cannot see.
+  const double tolerance = c.datatype == CC_BFLOAT16 ? 2e-2 : 4e-5;
   EXPECT_LE(std::sqrt(diff / norm), tolerance) << c.spec;
   if (std::string(c.spec) != "none") {
     EXPECT_GT(residualNorm, 0.0) << "the residual never held anything";

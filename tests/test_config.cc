@@ -53,9 +53,11 @@ TEST(Config, EnvironmentFillsUnsetFields) {
   ScopedEnv timeout("CC_TIMEOUT_MS", "1500");
   ScopedEnv chunk("CC_CHUNK_BYTES", "256K");
   ScopedEnv checkCalls("CC_CHECK_CALLS", "1");
+  ScopedEnv autoTrials("CC_AUTO_TRIALS", "0");
   cc::ResolvedConfig resolved;
   ASSERT_EQ(cc::resolveConfig(nullptr, &resolved), CC_SUCCESS) << lastError();
   EXPECT_TRUE(resolved.checkCalls);
+  EXPECT_EQ(resolved.autoTrials, 0);
   EXPECT_EQ(resolved.codec.canonical, "none");
   EXPECT_EQ(resolved.algo, cc::AlgoId::Ring);
   EXPECT_EQ(resolved.transport, cc::TransportKind::Local);
@@ -118,6 +120,17 @@ TEST(Config, UnknownValuesListTheValidOnes) {
     ScopedEnv env("CC_CHECK_CALLS", "yes");
     EXPECT_EQ(cc::resolveConfig(nullptr, &resolved), CC_INVALID_ARGUMENT);
     EXPECT_NE(lastError().find("CC_CHECK_CALLS must be 0 or 1, got 'yes'"), std::string::npos) << lastError();
+  }
+  {
+    ScopedEnv env("CC_AUTO_TRIALS", "65");
+    EXPECT_EQ(cc::resolveConfig(nullptr, &resolved), CC_INVALID_ARGUMENT);
+    EXPECT_NE(lastError().find("CC_AUTO_TRIALS must be between 0 and 64, got '65'"), std::string::npos)
+        << lastError();
+  }
+  {
+    ScopedEnv env("CC_AUTO_TRIALS", "some");
+    EXPECT_EQ(cc::resolveConfig(nullptr, &resolved), CC_INVALID_ARGUMENT);
+    EXPECT_NE(lastError().find("CC_AUTO_TRIALS"), std::string::npos) << lastError();
   }
 }
 

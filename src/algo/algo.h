@@ -178,4 +178,36 @@ constexpr double kMinLinkShare = 0.25, kMaxLinkShare = 2.0;
 constexpr size_t kBurstCalibrationValues = size_t(1) << 17;
 constexpr size_t kRateCalibrationValues = size_t(1) << 18;
 
+// auto's trials: where the model's margin is too thin to trust, the first
+// calls of a kind run each close algorithm for a block of calls, timed, and
+// the kind then settles on the fastest (docs/algorithms.md, "Trials"). The
+// candidates are the model's choice, first, and every algorithm it predicts
+// within kTrialCandidateFactor of that choice's time. The candidates' blocks
+// take turns for kTrialRounds rounds, so that a spell of load on a shared host
+// hits one block, not one candidate. A block starts with an untimed call,
+// which absorbs what the previous algorithm left in flight, then runs
+// enough timed calls to span about kTrialBlockSeconds by the model, at least
+// the configured number (CC_AUTO_TRIALS) and at most kMaxTimedCallsPerBlock.
+constexpr double kTrialCandidateFactor = 2.0;
+constexpr int kTrialRounds = 3;
+constexpr double kTrialBlockSeconds = 0.1;
+constexpr int kMaxTimedCallsPerBlock = 64;
+struct AutoTrialPlan {
+  AlgoId candidates[3] = {AlgoId::Ring, AlgoId::Ring, AlgoId::Ring};
+  int candidateCount = 0;
+  int timedCalls[3] = {0, 0, 0};  // per block of each candidate
+  int blockCount() const { return kTrialRounds * candidateCount; }
+  int candidateOfBlock(int block) const { return block % candidateCount; }
+  int callsOfBlock(int block) const { return 1 + timedCalls[candidateOfBlock(block)]; }
+  int totalCalls() const;
+};
+AutoTrialPlan planAutoTrials(const CostModel& model, const CallShape& call, int minTimedCalls);
+// One candidate's time: the median of its blocks' mean call times;
+// `agreedBlockSeconds` holds plan.blockCount() of them in the order of the
+// blocks (each the slowest rank's).
+double candidateSeconds(const AutoTrialPlan& plan, const double* agreedBlockSeconds, int candidate);
+// The candidate with the lowest time; a tie goes to the earlier candidate,
+// the model's choice first.
+AlgoId fastestInTrials(const AutoTrialPlan& plan, const double* agreedBlockSeconds);
+
 }  // namespace cc

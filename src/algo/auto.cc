@@ -163,4 +163,51 @@ AlgoId cheapestAlgorithm(const CostModel& model, const CallShape& call) {
   return bestSeconds < kMargin * estimateSeconds(model, call, AlgoId::Ring) ? best : AlgoId::Ring;
 }
 
+AutoTrialPlan planAutoTrials(const CostModel& model, const CallShape& call, int minTimedCalls) {
+  AutoTrialPlan plan;
+  const AlgoId chosen = cheapestAlgorithm(model, call);
+  const double chosenSeconds = estimateSeconds(model, call, chosen);
+  auto add = [&](AlgoId algo, double predicted) {
+    const double fitting = predicted > 0 ? std::ceil(kTrialBlockSeconds / predicted) : kMaxTimedCallsPerBlock;
+    plan.timedCalls[plan.candidateCount] =
+        std::max(minTimedCalls, static_cast<int>(std::min<double>(kMaxTimedCallsPerBlock, fitting)));
+    plan.candidates[plan.candidateCount++] = algo;
+  };
+  add(chosen, chosenSeconds);
+  for (AlgoId other : {AlgoId::Ring, AlgoId::Direct, AlgoId::Tree}) {
+    const double predicted = estimateSeconds(model, call, other);
+    if (other != chosen && predicted <= kTrialCandidateFactor * chosenSeconds) add(other, predicted);
+  }
+  return plan;
+}
+
+int AutoTrialPlan::totalCalls() const {
+  int calls = 0;
+  for (int block = 0; block < blockCount(); ++block) calls += callsOfBlock(block);
+  return calls;
+}
+
+double candidateSeconds(const AutoTrialPlan& plan, const double* agreedBlockSeconds, int candidate) {
+  double own[kTrialRounds];
+  int blocks = 0;
+  for (int block = candidate; block < plan.blockCount(); block += plan.candidateCount) {
+    own[blocks++] = agreedBlockSeconds[block];
+  }
+  std::sort(own, own + blocks);
+  return blocks % 2 ? own[blocks / 2] : 0.5 * (own[blocks / 2 - 1] + own[blocks / 2]);
+}
+
+AlgoId fastestInTrials(const AutoTrialPlan& plan, const double* agreedBlockSeconds) {
+  AlgoId fastest = plan.candidates[0];
+  double fastestSeconds = INFINITY;
+  for (int c = 0; c < plan.candidateCount; ++c) {
+    const double seconds = candidateSeconds(plan, agreedBlockSeconds, c);
+    if (seconds < fastestSeconds) {
+      fastest = plan.candidates[c];
+      fastestSeconds = seconds;
+    }
+  }
+  return fastest;
+}
+
 }  // namespace cc

@@ -168,6 +168,15 @@ cc_result_t resolveConfig(const cc_config_t* config, ResolvedConfig* out) {
     }
     resolved.checkCalls = text[0] == '1';
   }
+  if (const char* text = pick(nullptr, "CC_AUTO_TRIALS")) {
+    uint64_t trials = 0;
+    CC_CHECK(parseSize(text, "CC_AUTO_TRIALS", &trials));
+    if (trials > static_cast<uint64_t>(kMaxAutoTrials)) {
+      return setError(CC_INVALID_ARGUMENT, "CC_AUTO_TRIALS must be between 0 and %d, got '%s'", kMaxAutoTrials,
+                      text);
+    }
+    resolved.autoTrials = static_cast<int>(trials);
+  }
   *out = resolved;
   return CC_SUCCESS;
 }

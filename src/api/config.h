@@ -19,6 +19,8 @@ constexpr int kDefaultTimeoutMs = 300000;
 constexpr size_t kDefaultChunkBytes = 1u << 20;
 constexpr size_t kMinChunkBytes = 4096;
 constexpr int kSlotsPerChannel = 4;
+constexpr int kDefaultAutoTrials = 3;
+constexpr int kMaxAutoTrials = 64;
 
 // "ring", "direct", "tree", "allgather" or "auto" (any case); `source` names
 // where the text came from in the error.
@@ -41,6 +43,9 @@ struct ResolvedConfig {
   // CC_CHECK_CALLS=1: under auto every call names its algorithm to the next
   // rank, so ranks whose calls differ fail at once instead of at the timeout.
   bool checkCalls = false;
+  // CC_AUTO_TRIALS: the fewest timed calls in each block of auto's trials
+  // (algo.h, AutoTrialPlan); 0: no trials, the cost model alone decides.
+  int autoTrials = kDefaultAutoTrials;
 };
 
 // CC_INVALID_ARGUMENT with a message for a config not made by

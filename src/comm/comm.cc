@@ -613,6 +613,11 @@ cc_result_t collectiveArgs(cc_comm_t comm, SpecCodecs& codecs, bool compresses, 
 cc_result_t runChosenAlgorithm(cc_comm_t comm, SpecCodecs& codecs, AlgoId algo, const AlgorithmRun& run,
                                const CollectiveArgs& args, Prims& prims, float* chunkSums);
 
+// auto's algorithm for `call` (docs/algorithms.md, "Trials"); `trial` is set
+// when the call is one of its kind's trials, whose time recordTrial takes.
+AlgoId autoChoice(cc_comm_t comm, const CallShape& call, const CollectiveArgs& args, AutoTrials** trial);
+cc_result_t recordTrial(cc_comm_t comm, AutoTrials* trial, double seconds);
+
 cc_result_t runAlgorithm(cc_comm_t comm, SpecCodecs& codecs, AlgoId algo, bool compresses, const AlgorithmRun& run) {
   CollectiveArgs args;
   CC_CHECK(collectiveArgs(comm, codecs, compresses, run, &args));
@@ -620,16 +625,19 @@ cc_result_t runAlgorithm(cc_comm_t comm, SpecCodecs& codecs, AlgoId algo, bool c
   // direct and tree sum in float32: other exact reductions stay on ring.
   const bool float32Sums = float32SumPath(run.datatype, run.op, compresses);
   if (!float32Sums && algo != AlgoId::Ring) algo = AlgoId::Ring;
+  AutoTrials* trial = nullptr;
   if (algo == AlgoId::Auto) {
     const Prims sizing(args);
     const CallShape call = callShape(comm, sizing, args);
-    algo = cheapestAlgorithm(comm->costModel, call);
+    algo = autoChoice(comm, call, args, &trial);
     if (logLevel() >= LogLevel::Info && comm->rank == 0 && comm->autoLogged.size() < 64 &&
         comm->autoLogged.emplace(call.count, call.worker).second) {
-      CC_INFO("auto: %zu values of %s: predicted ring %.1f us, direct %.1f us, tree %.1f us: runs %s", call.count,
-              codecName(call.worker), estimateSeconds(comm->costModel, call, AlgoId::Ring) * 1e6,
+      CC_INFO("auto: %zu values of %s: predicted ring %.1f us, direct %.1f us, tree %.1f us: model picks %s, "
+              "runs %s%s",
+              call.count, codecName(call.worker), estimateSeconds(comm->costModel, call, AlgoId::Ring) * 1e6,
               estimateSeconds(comm->costModel, call, AlgoId::Direct) * 1e6,
-              estimateSeconds(comm->costModel, call, AlgoId::Tree) * 1e6, algoName(algo));
+              estimateSeconds(comm->costModel, call, AlgoId::Tree) * 1e6,
+              algoName(cheapestAlgorithm(comm->costModel, call)), algoName(algo), trial ? " (a trial)" : "");
     }
   }
   float* chunkSums = nullptr;
@@ -652,6 +660,7 @@ cc_result_t runAlgorithm(cc_comm_t comm, SpecCodecs& codecs, AlgoId algo, bool c
     prims.expectAnnouncement(*comm->announceFromPrev, (comm->rank + comm->nranks - 1) % comm->nranks,
                              algoName(algo), comm->announceToNext.get());
   }
+  const double start = nowSeconds();
   cc_result_t result = runChosenAlgorithm(comm, codecs, algo, run, args, prims, chunkSums);
   if (result == CC_TIMEOUT && autoChose && !comm->config.checkCalls) {
     return addErrorContext(result,
@@ -661,7 +670,69 @@ cc_result_t runAlgorithm(cc_comm_t comm, SpecCodecs& codecs, AlgoId algo, bool c
                            algoName(algo));
   }
   CC_CHECK(result);
-  return prims.settleAnnouncement();
+  CC_CHECK(prims.settleAnnouncement());
+  if (trial != nullptr) CC_CHECK(recordTrial(comm, trial, nowSeconds() - start));
+  return CC_SUCCESS;
+}
+
+AlgoId autoChoice(cc_comm_t comm, const CallShape& call, const CollectiveArgs& args, AutoTrials** trial) {
+  *trial = nullptr;
+  if (comm->config.autoTrials == 0) return cheapestAlgorithm(comm->costModel, call);
+  const int sizeClass = call.count == 0 ? -1 : 63 - __builtin_clzll(static_cast<unsigned long long>(call.count));
+  const AutoCallKind kind{args.specHash, args.masterSpecHash, static_cast<int>(args.datatype),
+                          static_cast<int>(args.op), sizeClass};
+  auto [it, added] = comm->autoTrials.try_emplace(kind);
+  AutoTrials& trials = it->second;
+  if (added) {
+    trials.plan = planAutoTrials(comm->costModel, call, comm->config.autoTrials);
+    char name[96];
+    std::snprintf(name, sizeof(name), "%s %s, %llu to %llu values", codecName(call.worker),
+                  datatypeName(args.datatype), sizeClass < 0 ? 0ull : 1ull << sizeClass,
+                  sizeClass < 0 ? 0ull : (2ull << sizeClass) - 1);
+    trials.kindName = name;
+  }
+  if (trials.settled != AlgoId::Auto) return trials.settled;
+  // Where the model is sure (no other algorithm within the factor), it keeps
+  // deciding call by call.
+  if (trials.plan.candidateCount == 1) return cheapestAlgorithm(comm->costModel, call);
+  *trial = &trials;
+  return trials.plan.candidates[trials.plan.candidateOfBlock(trials.block)];
+}
+
+cc_result_t recordTrial(cc_comm_t comm, AutoTrials* trial, double seconds) {
+  const AutoTrialPlan& plan = trial->plan;
+  if (trial->callInBlock > 0) trial->blockSeconds += seconds;
+  if (++trial->callInBlock < plan.callsOfBlock(trial->block)) return CC_SUCCESS;
+  trial->ownBlockSeconds.push_back(trial->blockSeconds / plan.timedCalls[plan.candidateOfBlock(trial->block)]);
+  trial->blockSeconds = 0;
+  trial->callInBlock = 0;
+  if (++trial->block < plan.blockCount()) return CC_SUCCESS;
+  // Every rank settles alike on the slowest rank's times, which one exact
+  // ring call of the trials' seconds agrees on.
+  const size_t count = trial->ownBlockSeconds.size();
+  std::vector<double> agreed(count);
+  SpecCodecs* exact = nullptr;
+  CC_CHECK(specFor(comm, "none", &exact));
+  const size_t offsets[2] = {0, count};
+  const AlgorithmRun run{trial->ownBlockSeconds.data(), agreed.data(), count, CC_FLOAT64, CC_MAX,
+                         nullptr, TensorLayout{count, offsets, 1}};
+  const std::string trialRan = comm->lastAlgorithm;
+  const cc_result_t result = runAlgorithm(comm, *exact, AlgoId::Ring, false, run);
+  comm->lastAlgorithm = trialRan;
+  if (result != CC_SUCCESS) return addErrorContext(result, "agreeing on auto's trial times");
+  trial->settled = fastestInTrials(plan, agreed.data());
+  if (logLevel() >= LogLevel::Info && comm->rank == 0) {
+    std::string means;
+    for (int c = 0; c < plan.candidateCount; ++c) {
+      char text[64];
+      std::snprintf(text, sizeof(text), "%s%s %.1f us (%d calls)", c ? ", " : "", algoName(plan.candidates[c]),
+                    candidateSeconds(plan, agreed.data(), c) * 1e6, plan.timedCalls[c]);
+      means += text;
+    }
+    CC_INFO("auto: %s: trial blocks' best mean call: %s: settles on %s", trial->kindName.c_str(), means.c_str(),
+            algoName(trial->settled));
+  }
+  return CC_SUCCESS;
 }
 
 cc_result_t runChosenAlgorithm(cc_comm_t comm, SpecCodecs& codecs, AlgoId algo, const AlgorithmRun& run,

@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <tuple>
 #include <string>
 #include <utility>
 #include <vector>
@@ -71,6 +72,19 @@ struct AlgorithmChannels {
 // The GPU path of a communicator (cuda/device_runtime.cc; CUDA builds).
 struct DeviceState;
 
+// auto's trials of one kind of call (runAlgorithm): calls of one spec, master
+// spec, datatype and op whose counts share a power of two.
+using AutoCallKind = std::tuple<uint64_t, uint64_t, int, int, int>;
+struct AutoTrials {
+  AutoTrialPlan plan;
+  int block = 0;                   // the block of the next trial call
+  int callInBlock = 0;             // its place there (0: the untimed call)
+  double blockSeconds = 0;         // this rank's timed calls of the block so far
+  std::vector<double> ownBlockSeconds;  // this rank's mean call time in each finished block
+  AlgoId settled = AlgoId::Auto;   // Auto: trials run, or the model decides (one candidate)
+  std::string kindName;            // for CC_DEBUG=INFO: codec and counts
+};
+
 // One tensor of a (possibly fused) call.
 struct TensorCall {
   const void* sendbuf;
@@ -103,6 +117,7 @@ struct cc_comm {
   cc::CallScratch scratch;
   std::string lastAlgorithm;   // which algorithm the last collective ran (perf tool)
   std::set<std::pair<size_t, cc::CodecId>> autoLogged;  // call shapes whose choice INFO showed
+  std::map<cc::AutoCallKind, cc::AutoTrials> autoTrials;
   std::mutex callMutex;        // collectives on one communicator run one at a time
   std::atomic<int> asyncError{CC_SUCCESS};
   std::atomic<bool> finalized{false};
