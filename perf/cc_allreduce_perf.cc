@@ -83,7 +83,8 @@ struct Options {
                "the default) or its median round. Several --algo values share one communicator per\n"
                "codec, each call forcing its algorithm; --comm-per-algo gives each algorithm a\n"
                "communicator of its own. Algorithm auto+check is auto with CC_CHECK_CALLS=1; the\n"
-               "tool sets CC_CHECK_CALLS itself, so plain auto runs without the check.\n");
+               "tool sets CC_CHECK_CALLS itself, so plain auto runs without the check. auto's trials\n"
+               "(its first calls of a size) run after the first warm-up call, before timing.\n");
   std::exit(2);
 }
 
@@ -207,6 +208,9 @@ class Engine {
  public:
   virtual ~Engine() = default;
   virtual void run(const float* input, float* output, size_t count) = 0;
+  // Whether the last call was one of auto's trials (docs/algorithms.md,
+  // "Trials"): the same on every rank.
+  virtual bool lastCallWasTrial() const { return false; }
   std::string name;  // codec name, or "gloo" for the baseline
   std::string requestedAlgo;  // what the communicator was configured with
 };
@@ -224,6 +228,7 @@ class CompressedEngine : public Engine {
       : comm_(std::move(comm)), shared_(shared), forced_(forced), checkCalls_(checkCalls) {}
   // Which algorithm this engine's last call ran (auto picks per spec).
   const std::string& algorithm() const { return ran_; }
+  bool lastCallWasTrial() const override { return trial_; }
   void run(const float* input, float* output, size_t count) override {
     if (shared_ && cc::commForceAlgorithm(comm_.get(), forced_, checkCalls_) != CC_SUCCESS) {
       fail(("forcing algorithm " + requestedAlgo).c_str(), comm_.get());
@@ -232,6 +237,7 @@ class CompressedEngine : public Engine {
       fail(("compressed_allreduce (codec " + name + ")").c_str(), comm_.get());
     }
     ran_ = comm_->lastAlgorithm;
+    trial_ = comm_->lastCallWasTrial;
   }
 
  private:
@@ -240,6 +246,7 @@ class CompressedEngine : public Engine {
   cc::AlgoId forced_;
   bool checkCalls_;
   std::string ran_;
+  bool trial_ = false;
 };
 
 // gloo::allreduce on host memory: what a Gloo user runs today.
@@ -357,6 +364,7 @@ struct Measurement {
   double seconds = 0;
   double relativeError = -1;
   bool identical = true;
+  int trialCalls = 0;  // auto's trial calls run before timing
 };
 
 // The last engine is ours, so it can reduce timings and hashes across ranks.
@@ -382,7 +390,16 @@ struct Reducer {
 Measurement measure(Engine& engine, const Reducer& reducer, const Launch& launch, size_t count,
                     const std::vector<double>& exact, const Options& options) {
   std::vector<float> input = makeInput(count, launch.rank), output(count);
-  for (int i = 0; i < options.warmup; ++i) engine.run(input.data(), output.data(), count);
+  // auto's first calls of a size are its trials of the close algorithms
+  // (docs/algorithms.md, "Trials"); after the first warm-up call they go on
+  // here, before timing, so that the rounds measure what it settled on (a
+  // call of 256 MiB makes few calls per round, and the trials would span
+  // several rounds). How many calls were trials is reported.
+  int trialCalls = 0;
+  for (int i = 0; i < options.warmup || (i > 0 && engine.lastCallWasTrial()); ++i) {
+    engine.run(input.data(), output.data(), count);
+    trialCalls += engine.lastCallWasTrial();
+  }
   // Short calls repeat until a timing spans at least options.minSeconds, so
   // one scheduling hiccup does not decide a small size; every rank agrees on
   // the count (the slowest rank's first call sets it).
@@ -401,6 +418,7 @@ Measurement measure(Engine& engine, const Reducer& reducer, const Launch& launch
   double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   Measurement result;
   result.seconds = reducer.maxOf(elapsed / iters);
+  result.trialCalls = trialCalls;
   if (options.check) {
     result.identical = reducer.sameOnAllRanks(fnv64(output.data(), count * sizeof(float)));
     if (launch.rank == 0) {
@@ -512,11 +530,13 @@ int runRank(const Launch& launch, const Options& options) {
     // fastest round, or with --stat median its median round.
     std::vector<Measurement> rows(engines.size());
     std::vector<std::vector<double>> roundSeconds(engines.size());
+    std::vector<int> trialCalls(engines.size(), 0);
     for (int round = 0; round < options.rounds; ++round) {
       for (size_t turn = 0; turn < engines.size(); ++turn) {
         const size_t e = (turn + static_cast<size_t>(round)) % engines.size();
         Measurement m = measure(*engines[e], reducer, launch, count, exact, options);
         roundSeconds[e].push_back(m.seconds);
+        trialCalls[e] += m.trialCalls;
         if (round == 0 || m.seconds < rows[e].seconds) {
           const bool identical = round == 0 ? m.identical : rows[e].identical && m.identical;
           rows[e] = m;
@@ -606,9 +626,11 @@ int runRank(const Launch& launch, const Options& options) {
             std::snprintf(chosen, sizeof(chosen), "; chosen/best %.3f", rows[other].seconds / rows[best].seconds);
           }
         }
-        std::printf("# %s/best %s %zu B: %.3f (auto ran %s; best %s%s)\n", engines[e]->requestedAlgo.c_str(),
+        char trials[64] = "";
+        if (trialCalls[e] > 0) std::snprintf(trials, sizeof(trials), "; %d trial calls before timing", trialCalls[e]);
+        std::printf("# %s/best %s %zu B: %.3f (auto ran %s; best %s%s%s)\n", engines[e]->requestedAlgo.c_str(),
                     engines[e]->name.c_str(), count * sizeof(float), rows[e].seconds / rows[best].seconds, ran.c_str(),
-                    engines[best]->requestedAlgo.c_str(), chosen);
+                    engines[best]->requestedAlgo.c_str(), chosen, trials);
       }
     }
     std::fflush(stdout);

@@ -454,6 +454,23 @@ TEST(MultiProcess, RanksThatDisagreeOnCheckCallsFailInit) {
   expectAllRanksSucceeded(results, n);
 }
 
+// CC_AUTO_TRIALS sets the length of auto's trial blocks, so ranks that
+// differ would run different algorithms in one call: init fails instead.
+TEST(MultiProcess, RanksThatDisagreeOnAutoTrialsFailInit) {
+  const int n = 2;
+  SharedResults* results = runProcesses(n, 60, [&](int rank, const cc_unique_id_t& id, SharedResults* shared) {
+    setenv("CC_AUTO_TRIALS", rank == 1 ? "5" : "3", 1);
+    cc_comm_t comm = nullptr;
+    if (initTcp(rank, n, id, "nat", &comm, shared, "auto")) {
+      std::snprintf(shared->message[rank], sizeof(shared->message[rank]), "init succeeded");
+      cc_comm_destroy(comm);
+      return false;
+    }
+    return std::strstr(shared->message[rank], "CC_AUTO_TRIALS=5 differs from rank 0's 3") != nullptr;
+  });
+  expectAllRanksSucceeded(results, n);
+}
+
 TEST(MultiProcess, UnreachableRootFailsWithinTheTimeout) {
   // A port nobody listens on: bind one, read its number, close it.
   int fd = socket(AF_INET, SOCK_STREAM, 0);

@@ -28,11 +28,12 @@ struct InitRecord {
   uint8_t hasMasterCodec;
   uint8_t checkCalls;
   uint32_t masterCodecHash;
+  uint32_t autoTrials;
   uint64_t chunkBytes;
   uint64_t seed;
   uint64_t commKey;
 };
-constexpr uint32_t kInitMagic = 0x43434932u;
+constexpr uint32_t kInitMagic = 0x43434933u;
 
 uint64_t random64() {
   std::random_device device;
@@ -54,6 +55,7 @@ cc_result_t agreeOnSettings(StoreClient& store, int rank, const ResolvedConfig& 
   mine.masterCodecHash = config.hasMasterCodec ? config.masterCodec.hash : 0;
   mine.chunkBytes = config.chunkBytes;
   mine.checkCalls = config.checkCalls ? 1 : 0;
+  mine.autoTrials = static_cast<uint32_t>(config.autoTrials);
   if (rank == 0) {
     mine.seed = config.hasSeed ? config.seed : random64();
     mine.commKey = random64();
@@ -92,6 +94,10 @@ cc_result_t agreeOnSettings(StoreClient& store, int rank, const ResolvedConfig& 
   } else if (agreed->checkCalls != mine.checkCalls) {
     mismatch = std::string("CC_CHECK_CALLS=") + (mine.checkCalls ? "1" : "0") + " differs from rank 0's " +
                (agreed->checkCalls ? "1" : "0");
+  } else if (agreed->autoTrials != mine.autoTrials) {
+    // Ranks whose trial blocks differ in length would run different algorithms in one call.
+    mismatch = "CC_AUTO_TRIALS=" + std::to_string(mine.autoTrials) + " differs from rank 0's " +
+               std::to_string(agreed->autoTrials);
   }
   if (config.hasSeed && rank != 0 && config.seed != agreed->seed) {
     CC_WARN("rank %d: CC_SEED %llu differs from rank 0's; rank 0's seed is used", rank,
@@ -655,6 +661,7 @@ cc_result_t runAlgorithm(cc_comm_t comm, SpecCodecs& codecs, AlgoId algo, bool c
   ++comm->collectiveSeq;
   Prims prims(args);
   comm->lastAlgorithm = algoName(algo);
+  comm->lastCallWasTrial = trial != nullptr;
   const bool autoChose = comm->config.algo == AlgoId::Auto;
   if (autoChose && comm->config.checkCalls && comm->announceFromPrev != nullptr) {
     prims.expectAnnouncement(*comm->announceFromPrev, (comm->rank + comm->nranks - 1) % comm->nranks,
@@ -729,7 +736,7 @@ cc_result_t recordTrial(cc_comm_t comm, AutoTrials* trial, double seconds) {
                     candidateSeconds(plan, agreed.data(), c) * 1e6, plan.timedCalls[c]);
       means += text;
     }
-    CC_INFO("auto: %s: trial blocks' best mean call: %s: settles on %s", trial->kindName.c_str(), means.c_str(),
+    CC_INFO("auto: %s: median block's mean call: %s: settles on %s", trial->kindName.c_str(), means.c_str(),
             algoName(trial->settled));
   }
   return CC_SUCCESS;
