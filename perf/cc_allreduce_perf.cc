@@ -20,6 +20,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -48,7 +49,8 @@ struct Options {
   int iters = 10;
   int warmup = 3;
   int rounds = 1;           // --rounds: every engine measured this many times, turn by turn
-  bool medianOfRounds = false;  // --stat median: report the median round, else the fastest
+  enum class RoundStat { Min, Median, Trimmed };
+  RoundStat stat = RoundStat::Min;  // --stat: which of an engine's rounds is reported
   double minSeconds = 0;    // --min-time: short sizes repeat until a timing spans this long
   std::vector<std::string> codecs = {"nat", "none"};
   std::vector<std::string> algos = {"auto"};
@@ -68,7 +70,7 @@ struct Options {
   std::fprintf(stderr,
                "usage: cc_allreduce_perf [--ranks N | --cluster N --link RATE [--delay D] [--loss P]]\n"
                "         [-b MINBYTES] [-e MAXBYTES] [-f FACTOR] [-n ITERS] [-w WARMUP] [--rounds R] [--min-time S]\n"
-               "         [--stat min|median]\n"
+               "         [--stat min|median|trimmed]\n"
                "         [--codec 'nat;none;qsgd:s=16;topk:ratio=0.01+nat'] [--algo 'ring;direct;tree;auto']\n"
                "         [--transport tcp|ibverbs]\n"
                "         [--no-gloo] [--no-check] [--verify] [--json FILE] [--comm-per-algo]\n"
@@ -80,7 +82,8 @@ struct Options {
                "--verify exits non-zero unless every rank ends bit-identical and the error is\n"
                "within the codec's bound.\n"
                "Engines take turns for --rounds rounds; --stat picks each one's fastest round (min,\n"
-               "the default) or its median round. Several --algo values share one communicator per\n"
+               "the default), its median round, or the mean of its rounds without the slowest and\n"
+               "fastest eighths (trimmed). Several --algo values share one communicator per\n"
                "codec, each call forcing its algorithm; --comm-per-algo gives each algorithm a\n"
                "communicator of its own. Algorithm auto+check is auto with CC_CHECK_CALLS=1; the\n"
                "tool sets CC_CHECK_CALLS itself, so plain auto runs without the check. auto's trials\n"
@@ -152,8 +155,10 @@ Options parseOptions(int argc, char** argv, std::vector<std::string>* forwarded)
       else if (arg == "--rounds") options.rounds = std::max(1, std::atoi(value()));
       else if (arg == "--stat") {
         const std::string stat = value();
-        if (stat != "min" && stat != "median") usage("--stat takes min or median");
-        options.medianOfRounds = stat == "median";
+        if (stat != "min" && stat != "median" && stat != "trimmed") usage("--stat takes min, median or trimmed");
+        options.stat = stat == "median"    ? Options::RoundStat::Median
+                       : stat == "trimmed" ? Options::RoundStat::Trimmed
+                                           : Options::RoundStat::Min;
       }
       else if (arg == "--min-time") options.minSeconds = std::atof(value());
       else if (arg == "--codec") options.codecs = splitCodecs(value());
@@ -208,9 +213,11 @@ class Engine {
  public:
   virtual ~Engine() = default;
   virtual void run(const float* input, float* output, size_t count) = 0;
-  // Whether the last call was one of auto's trials (docs/algorithms.md,
-  // "Trials"): the same on every rank.
-  virtual bool lastCallWasTrial() const { return false; }
+  // auto's trials (docs/algorithms.md, "Trials"): whether the last call's
+  // kind is still in them, and how many calls were trials so far; the same
+  // on every rank.
+  virtual bool trialsPending() const { return false; }
+  virtual uint64_t trialCalls() const { return 0; }
   std::string name;  // codec name, or "gloo" for the baseline
   std::string requestedAlgo;  // what the communicator was configured with
 };
@@ -228,7 +235,8 @@ class CompressedEngine : public Engine {
       : comm_(std::move(comm)), shared_(shared), forced_(forced), checkCalls_(checkCalls) {}
   // Which algorithm this engine's last call ran (auto picks per spec).
   const std::string& algorithm() const { return ran_; }
-  bool lastCallWasTrial() const override { return trial_; }
+  bool trialsPending() const override { return comm_->autoTrialsPending; }
+  uint64_t trialCalls() const override { return comm_->autoTrialCalls; }
   void run(const float* input, float* output, size_t count) override {
     if (shared_ && cc::commForceAlgorithm(comm_.get(), forced_, checkCalls_) != CC_SUCCESS) {
       fail(("forcing algorithm " + requestedAlgo).c_str(), comm_.get());
@@ -237,7 +245,6 @@ class CompressedEngine : public Engine {
       fail(("compressed_allreduce (codec " + name + ")").c_str(), comm_.get());
     }
     ran_ = comm_->lastAlgorithm;
-    trial_ = comm_->lastCallWasTrial;
   }
 
  private:
@@ -246,7 +253,6 @@ class CompressedEngine : public Engine {
   cc::AlgoId forced_;
   bool checkCalls_;
   std::string ran_;
-  bool trial_ = false;
 };
 
 // gloo::allreduce on host memory: what a Gloo user runs today.
@@ -395,11 +401,11 @@ Measurement measure(Engine& engine, const Reducer& reducer, const Launch& launch
   // here, before timing, so that the rounds measure what it settled on (a
   // call of 256 MiB makes few calls per round, and the trials would span
   // several rounds). How many calls were trials is reported.
-  int trialCalls = 0;
-  for (int i = 0; i < options.warmup || (i > 0 && engine.lastCallWasTrial()); ++i) {
+  const uint64_t trialCallsBefore = engine.trialCalls();
+  for (int i = 0; i < options.warmup || (i > 0 && engine.trialsPending()); ++i) {
     engine.run(input.data(), output.data(), count);
-    trialCalls += engine.lastCallWasTrial();
   }
+  const int trialCalls = static_cast<int>(engine.trialCalls() - trialCallsBefore);
   // Short calls repeat until a timing spans at least options.minSeconds, so
   // one scheduling hiccup does not decide a small size; every rank agrees on
   // the count (the slowest rank's first call sets it).
@@ -527,7 +533,10 @@ int runRank(const Launch& launch, const Options& options) {
     // machine hits one round of one engine, not a whole column. Each round
     // starts one engine later, so no engine always follows the same one (and
     // finds what it left on the links and in the caches). Each keeps its
-    // fastest round, or with --stat median its median round.
+    // fastest round, or with --stat its median round or trimmed mean. Where
+    // round times are bimodal (calls of emulated hosts sharing 2 cores: a
+    // scheduler slice or not), a median jumps between the modes from one
+    // engine to the next, and a trimmed mean moves with their proportion.
     std::vector<Measurement> rows(engines.size());
     std::vector<std::vector<double>> roundSeconds(engines.size());
     std::vector<int> trialCalls(engines.size(), 0);
@@ -544,12 +553,16 @@ int runRank(const Launch& launch, const Options& options) {
         }
       }
     }
-    if (options.medianOfRounds) {
-      for (size_t e = 0; e < engines.size(); ++e) {
-        std::vector<double>& times = roundSeconds[e];
-        std::sort(times.begin(), times.end());
+    for (size_t e = 0; e < engines.size() && options.stat != Options::RoundStat::Min; ++e) {
+      std::vector<double>& times = roundSeconds[e];
+      std::sort(times.begin(), times.end());
+      if (options.stat == Options::RoundStat::Median) {
         const size_t middle = times.size() / 2;
         rows[e].seconds = times.size() % 2 ? times[middle] : 0.5 * (times[middle - 1] + times[middle]);
+      } else {
+        const size_t trimmed = times.size() / 8;
+        rows[e].seconds = std::accumulate(times.begin() + trimmed, times.end() - trimmed, 0.0) /
+                          static_cast<double>(times.size() - 2 * trimmed);
       }
     }
     ++sizesDone;

@@ -349,47 +349,60 @@ TEST(CostModel, EstimatesGrowWithTheCount) {
 TEST(AutoTrials, CloseAlgorithmsAreTriedInBlocksAndTheLowestTimeWins) {
   cc::CostModel model = cheapCodecs(50e-6, 1e12);
   model.fixedSeconds[0] = 1.0e-3;  // ring
-  model.fixedSeconds[1] = 1.9e-3;  // direct: within 2x of ring
-  model.fixedSeconds[2] = 2.5e-3;  // tree: beyond it
+  model.fixedSeconds[1] = 1.9e-3;  // direct: within 3x of ring
+  model.fixedSeconds[2] = 3.5e-3;  // tree: beyond it
   const cc::CallShape call = natCall(4, 4096);
   ASSERT_EQ(cc::cheapestAlgorithm(model, call), cc::AlgoId::Ring);
   const cc::AutoTrialPlan plan = cc::planAutoTrials(model, call, 3);
   ASSERT_EQ(plan.candidateCount, 2);
   EXPECT_EQ(plan.candidates[0], cc::AlgoId::Ring);
   EXPECT_EQ(plan.candidates[1], cc::AlgoId::Direct);
-  // Blocks span about kTrialBlockSeconds by the model (0.1 s: 53 calls of
-  // 1.9 ms; 100 of 1 ms would be more than the 64 a block runs at most);
-  // each starts with an untimed call.
+  // Blocks span about kTrialBlockSeconds by the model (0.05 s: about 50
+  // calls of 1 ms, 27 of 1.9 ms); each starts with an untimed call. Calls
+  // this short take kShortCallTrialRounds rounds.
   const double ringSeconds = cc::estimateSeconds(model, call, cc::AlgoId::Ring);
   const double directSeconds = cc::estimateSeconds(model, call, cc::AlgoId::Direct);
-  EXPECT_EQ(plan.timedCalls[0], cc::kMaxTimedCallsPerBlock);
-  EXPECT_GT(cc::kTrialBlockSeconds / ringSeconds, cc::kMaxTimedCallsPerBlock);
+  EXPECT_EQ(plan.timedCalls[0], static_cast<int>(std::ceil(cc::kTrialBlockSeconds / ringSeconds)));
   EXPECT_EQ(plan.timedCalls[1], static_cast<int>(std::ceil(cc::kTrialBlockSeconds / directSeconds)));
-  EXPECT_LT(plan.timedCalls[1], cc::kMaxTimedCallsPerBlock);
-  ASSERT_EQ(plan.blockCount(), 2 * cc::kTrialRounds);
+  EXPECT_LT(plan.timedCalls[0], cc::kMaxTimedCallsPerBlock);
+  EXPECT_GT(plan.timedCalls[0], plan.timedCalls[1]);
+  ASSERT_EQ(plan.rounds, cc::kShortCallTrialRounds);
+  ASSERT_EQ(plan.blockCount(), 2 * cc::kShortCallTrialRounds);
   for (int block = 0; block < plan.blockCount(); ++block) {
     EXPECT_EQ(plan.candidateOfBlock(block), block % 2) << block;
   }
-  EXPECT_EQ(plan.totalCalls(), cc::kTrialRounds * (plan.timedCalls[0] + 1 + plan.timedCalls[1] + 1));
-  // At least the configured number, however long the calls.
+  EXPECT_EQ(plan.totalCalls(), plan.rounds * (plan.timedCalls[0] + 1 + plan.timedCalls[1] + 1));
+  // At least the configured number, at most kMaxTimedCallsPerBlock; calls
+  // longer than a block take kLongCallTrialRounds rounds.
   EXPECT_EQ(cc::planAutoTrials(model, call, 70).timedCalls[1], 70);
+  cc::CostModel fast = model;
+  for (double& fixed : fast.fixedSeconds) fixed *= 1e-2;
+  EXPECT_EQ(cc::planAutoTrials(fast, call, 2).timedCalls[0], cc::kMaxTimedCallsPerBlock);
   cc::CostModel slow = model;
   for (double& fixed : slow.fixedSeconds) fixed *= 1e3;
-  EXPECT_EQ(cc::planAutoTrials(slow, call, 3).timedCalls[0], 3);
+  const cc::AutoTrialPlan longCalls = cc::planAutoTrials(slow, call, 2);
+  EXPECT_EQ(longCalls.timedCalls[0], 2);
+  EXPECT_EQ(longCalls.rounds, cc::kLongCallTrialRounds);
 
   // Each candidate keeps the median of its blocks: direct's first block met
   // a spell of load, ring's second one a quiet spell.
-  static_assert(cc::kTrialRounds == 3, "three blocks per candidate below");
-  const double loaded[6] = {6e-3, 40e-3, 4e-3, 5e-3, 6e-3, 5e-3};  // ring, direct, ring, ...
+  static_assert(cc::kShortCallTrialRounds == 5, "five blocks per candidate below");
+  const double loaded[10] = {6e-3, 40e-3, 4e-3, 5e-3, 6e-3, 5e-3, 6e-3, 5e-3, 7e-3, 6e-3};  // ring, direct, ...
   EXPECT_DOUBLE_EQ(cc::candidateSeconds(plan, loaded, 0), 6e-3);
   EXPECT_DOUBLE_EQ(cc::candidateSeconds(plan, loaded, 1), 5e-3);
   EXPECT_EQ(cc::fastestInTrials(plan, loaded), cc::AlgoId::Direct);
   // A tie keeps the model's choice.
-  const double even[6] = {5e-3, 5e-3, 5e-3, 5e-3, 5e-3, 5e-3};
+  const double even[10] = {5e-3, 5e-3, 5e-3, 5e-3, 5e-3, 5e-3, 5e-3, 5e-3, 5e-3, 5e-3};
   EXPECT_EQ(cc::fastestInTrials(plan, even), cc::AlgoId::Ring);
+  // An even number of blocks takes the middle two.
+  cc::AutoTrialPlan four = plan;
+  four.rounds = 4;
+  const double times[8] = {1, 10, 2, 20, 3, 30, 4, 40};
+  EXPECT_DOUBLE_EQ(cc::candidateSeconds(four, times, 0), 2.5);
+  EXPECT_DOUBLE_EQ(cc::candidateSeconds(four, times, 1), 25);
 
   // Where the model is sure there is nothing to try.
-  model.fixedSeconds[1] = 3e-3;
+  model.fixedSeconds[1] = 4e-3;
   const cc::AutoTrialPlan sure = cc::planAutoTrials(model, call, 3);
   EXPECT_EQ(sure.candidateCount, 1);
   EXPECT_EQ(sure.candidates[0], cc::AlgoId::Ring);
@@ -403,13 +416,14 @@ TEST(AutoTrials, CloseAlgorithmsAreTriedInBlocksAndTheLowestTimeWins) {
 TEST(AutoTrials, RanksSettleAlikeOnTheSlowestRanksTimesAndKeepTheirChoice) {
   const int n = 3, after = 4;
   const size_t count = 30000;
-  // Predicted 50 and 60 ms: blocks of the fewest timed calls, 3, after the
-  // untimed one (the calls themselves take about a millisecond).
+  // Predicted 50 and 60 ms: long calls, so kLongCallTrialRounds rounds of
+  // blocks of the fewest timed calls, 3, after the untimed one (the calls
+  // themselves take about a millisecond).
   cc::CostModel model = cheapCodecs(50e-6, 1e12);
   model.fixedSeconds[0] = 50e-3;
   model.fixedSeconds[1] = 60e-3;
   model.fixedSeconds[2] = 1.0;
-  const int block = 4, trialCalls = block * 2 * cc::kTrialRounds;
+  const int block = 4, trialCalls = block * 2 * cc::kLongCallTrialRounds;
   for (const char* setting : {"3", "0"}) {
     SCOPED_TRACE(std::string("CC_AUTO_TRIALS=") + setting);
     ScopedEnv env("CC_AUTO_TRIALS", setting);

@@ -183,20 +183,24 @@ constexpr size_t kRateCalibrationValues = size_t(1) << 18;
 // the kind then settles on the fastest (docs/algorithms.md, "Trials"). The
 // candidates are the model's choice, first, and every algorithm it predicts
 // within kTrialCandidateFactor of that choice's time. The candidates' blocks
-// take turns for kTrialRounds rounds, so that a spell of load on a shared host
-// hits one block, not one candidate. A block starts with an untimed call,
-// which absorbs what the previous algorithm left in flight, then runs
-// enough timed calls to span about kTrialBlockSeconds by the model, at least
-// the configured number (CC_AUTO_TRIALS) and at most kMaxTimedCallsPerBlock.
-constexpr double kTrialCandidateFactor = 2.0;
-constexpr int kTrialRounds = 3;
-constexpr double kTrialBlockSeconds = 0.1;
+// take turns for several rounds, so that a spell of load on a shared host
+// hits some blocks, not one candidate: kShortCallTrialRounds where the
+// model's choice is predicted shorter than kTrialBlockSeconds (such calls
+// are the noisiest, and their rounds cheap), else kLongCallTrialRounds. A
+// block starts with an untimed call, which absorbs what the previous
+// algorithm left in flight, then runs enough timed calls to span about
+// kTrialBlockSeconds by the model, at least the configured number
+// (CC_AUTO_TRIALS) and at most kMaxTimedCallsPerBlock.
+constexpr double kTrialCandidateFactor = 3.0;
+constexpr int kShortCallTrialRounds = 5, kLongCallTrialRounds = 3;
+constexpr double kTrialBlockSeconds = 0.05;
 constexpr int kMaxTimedCallsPerBlock = 64;
 struct AutoTrialPlan {
   AlgoId candidates[3] = {AlgoId::Ring, AlgoId::Ring, AlgoId::Ring};
   int candidateCount = 0;
   int timedCalls[3] = {0, 0, 0};  // per block of each candidate
-  int blockCount() const { return kTrialRounds * candidateCount; }
+  int rounds = 0;
+  int blockCount() const { return rounds * candidateCount; }
   int candidateOfBlock(int block) const { return block % candidateCount; }
   int callsOfBlock(int block) const { return 1 + timedCalls[candidateOfBlock(block)]; }
   int totalCalls() const;

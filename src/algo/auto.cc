@@ -173,6 +173,7 @@ AutoTrialPlan planAutoTrials(const CostModel& model, const CallShape& call, int 
         std::max(minTimedCalls, static_cast<int>(std::min<double>(kMaxTimedCallsPerBlock, fitting)));
     plan.candidates[plan.candidateCount++] = algo;
   };
+  plan.rounds = chosenSeconds < kTrialBlockSeconds ? kShortCallTrialRounds : kLongCallTrialRounds;
   add(chosen, chosenSeconds);
   for (AlgoId other : {AlgoId::Ring, AlgoId::Direct, AlgoId::Tree}) {
     const double predicted = estimateSeconds(model, call, other);
@@ -188,7 +189,7 @@ int AutoTrialPlan::totalCalls() const {
 }
 
 double candidateSeconds(const AutoTrialPlan& plan, const double* agreedBlockSeconds, int candidate) {
-  double own[kTrialRounds];
+  double own[std::max(kShortCallTrialRounds, kLongCallTrialRounds)];
   int blocks = 0;
   for (int block = candidate; block < plan.blockCount(); block += plan.candidateCount) {
     own[blocks++] = agreedBlockSeconds[block];

@@ -19,7 +19,7 @@ constexpr int kDefaultTimeoutMs = 300000;
 constexpr size_t kDefaultChunkBytes = 1u << 20;
 constexpr size_t kMinChunkBytes = 4096;
 constexpr int kSlotsPerChannel = 4;
-constexpr int kDefaultAutoTrials = 3;
+constexpr int kDefaultAutoTrials = 2;
 constexpr int kMaxAutoTrials = 64;
 
 // "ring", "direct", "tree", "allgather" or "auto" (any case); `source` names

@@ -661,7 +661,6 @@ cc_result_t runAlgorithm(cc_comm_t comm, SpecCodecs& codecs, AlgoId algo, bool c
   ++comm->collectiveSeq;
   Prims prims(args);
   comm->lastAlgorithm = algoName(algo);
-  comm->lastCallWasTrial = trial != nullptr;
   const bool autoChose = comm->config.algo == AlgoId::Auto;
   if (autoChose && comm->config.checkCalls && comm->announceFromPrev != nullptr) {
     prims.expectAnnouncement(*comm->announceFromPrev, (comm->rank + comm->nranks - 1) % comm->nranks,
@@ -678,7 +677,11 @@ cc_result_t runAlgorithm(cc_comm_t comm, SpecCodecs& codecs, AlgoId algo, bool c
   }
   CC_CHECK(result);
   CC_CHECK(prims.settleAnnouncement());
-  if (trial != nullptr) CC_CHECK(recordTrial(comm, trial, nowSeconds() - start));
+  if (trial != nullptr) {
+    ++comm->autoTrialCalls;
+    CC_CHECK(recordTrial(comm, trial, nowSeconds() - start));
+  }
+  comm->autoTrialsPending = trial != nullptr && trial->settled == AlgoId::Auto;
   return CC_SUCCESS;
 }
 

@@ -118,7 +118,10 @@ struct cc_comm {
   std::string lastAlgorithm;   // which algorithm the last collective ran (perf tool)
   std::set<std::pair<size_t, cc::CodecId>> autoLogged;  // call shapes whose choice INFO showed
   std::map<cc::AutoCallKind, cc::AutoTrials> autoTrials;
-  bool lastCallWasTrial = false;  // the last collective was one of auto's trials (perf tool)
+  // For the perf tool: calls so far that were auto's trials, and whether the
+  // last call's kind is still in its trials (the same on every rank).
+  uint64_t autoTrialCalls = 0;
+  bool autoTrialsPending = false;
   std::mutex callMutex;        // collectives on one communicator run one at a time
   std::atomic<int> asyncError{CC_SUCCESS};
   std::atomic<bool> finalized{false};
