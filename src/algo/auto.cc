@@ -6,6 +6,7 @@
 // and forwarded up and down before every link is busy.
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "algo/algo.h"
 
@@ -189,13 +190,14 @@ int AutoTrialPlan::totalCalls() const {
 }
 
 double candidateSeconds(const AutoTrialPlan& plan, const double* agreedBlockSeconds, int candidate) {
-  double own[std::max(kShortCallTrialRounds, kLongCallTrialRounds)];
-  int blocks = 0;
+  std::vector<double> own;
   for (int block = candidate; block < plan.blockCount(); block += plan.candidateCount) {
-    own[blocks++] = agreedBlockSeconds[block];
+    own.push_back(agreedBlockSeconds[block]);
   }
-  std::sort(own, own + blocks);
-  return blocks % 2 ? own[blocks / 2] : 0.5 * (own[blocks / 2 - 1] + own[blocks / 2]);
+  if (own.empty()) return INFINITY;
+  std::sort(own.begin(), own.end());
+  const size_t half = own.size() / 2;
+  return own.size() % 2 ? own[half] : 0.5 * (own[half - 1] + own[half]);
 }
 
 AlgoId fastestInTrials(const AutoTrialPlan& plan, const double* agreedBlockSeconds) {
