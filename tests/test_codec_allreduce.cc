@@ -2,6 +2,7 @@
 // local transport): every rank bit-identical, unbiased codecs unbiased,
 // errors within the bounds REFERENCE.md gives; error feedback bookkeeping;
 // algorithm support; grouped (fused) calls and their scopes.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -44,7 +45,7 @@ TEST_P(CodecFamily, BitIdenticalUnbiasedAndBounded) {
   const cc::CodecSpec spec = parse(c.spec);
   const int calls = 24;
   std::vector<std::vector<std::vector<float>>> outputs(calls, std::vector<std::vector<float>>(c.nranks));
-  std::vector<std::string> algorithms(c.nranks);
+  std::vector<std::string> algorithms(c.nranks), ranByCall(calls);
   RankOptions options;
   options.codec = c.spec;
   runRanks(c.nranks, options, [&](int rank, cc_comm_t comm) {
@@ -55,6 +56,7 @@ TEST_P(CodecFamily, BitIdenticalUnbiasedAndBounded) {
                                      nullptr),
                 CC_SUCCESS)
           << cc_get_last_error(comm);
+      if (rank == 0) ranByCall[call] = comm->lastAlgorithm;
     }
     algorithms[rank] = comm->lastAlgorithm;
   });
@@ -72,14 +74,16 @@ TEST_P(CodecFamily, BitIdenticalUnbiasedAndBounded) {
     for (size_t i = 0; i < c.count; ++i) mean[i] += outputs[call][0][i] / calls;
   }
   // auto runs allgather for what a hop cannot re-encode, else the cheapest
-  // of ring, direct and tree; the bound is that of the algorithm that ran.
+  // of ring, direct and tree (its trials run several in the first calls);
+  // the bound is the loosest of the algorithms that ran.
   const std::string algo = algorithms[0];
   if (spec.hopReencodable()) {
     EXPECT_TRUE(algo == "ring" || algo == "direct" || algo == "tree") << algo;
   } else {
     EXPECT_EQ(algo, "allgather");
   }
-  const double bound = relativeErrorBound(spec, algo, c.nranks, c.count);
+  double bound = 0;
+  for (const std::string& ran : ranByCall) bound = std::max(bound, relativeErrorBound(spec, ran, c.nranks, c.count));
   // The bound holds in expectation over i.i.d. inputs; few values fluctuate.
   const double slack = c.count < 100 ? 3.0 : c.count < 1000 ? 2.0 : 1.2;
   EXPECT_LE(std::sqrt(meanSquaredError), slack * bound) << c.spec << " on " << algo;

@@ -293,6 +293,9 @@ struct AlgorithmResults {
   double rmsError[kAlgorithmSpecCount];              // rank 0: RMS over calls of the relative error
   double meanError[kAlgorithmSpecCount];             // rank 0: relative error of the mean output
   char ran[kAlgorithmSpecCount][16];                 // rank 0: the algorithm of the last call
+  // rank 0: of the algorithms its calls ran (auto's trials run several), the
+  // one with the loosest error bound
+  char loosest[kAlgorithmSpecCount][16];
 };
 
 struct AlgorithmCase {
@@ -332,7 +335,7 @@ TEST_P(MultiProcessAlgorithms, EveryCodecBitIdenticalUnbiasedAndBounded) {
         for (int s = 0; s < kAlgorithmSpecCount; ++s) {
           if (!selected[s]) continue;
           uint64_t digest = 0;
-          double squared = 0;
+          double squared = 0, loosestBound = -1;
           meanOutput.assign(rank == 0 ? count : 0, 0.0);
           for (int call = 0; call < calls; ++call) {
             if (compressed_allreduce_ex(input.data(), output.data(), count, CC_FLOAT32, CC_SUM, comm, nullptr,
@@ -345,6 +348,11 @@ TEST_P(MultiProcessAlgorithms, EveryCodecBitIdenticalUnbiasedAndBounded) {
             if (rank == 0) {
               const double error = relativeError(output, exact);
               squared += error * error / calls;
+              const double callBound = relativeErrorBound(specs[s], comm->lastAlgorithm, n, count);
+              if (callBound > loosestBound) {
+                loosestBound = callBound;
+                std::snprintf(shared->loosest[s], sizeof(shared->loosest[s]), "%s", comm->lastAlgorithm.c_str());
+              }
               for (size_t i = 0; i < count; ++i) meanOutput[i] += output[i] / calls;
             }
           }
@@ -377,8 +385,8 @@ TEST_P(MultiProcessAlgorithms, EveryCodecBitIdenticalUnbiasedAndBounded) {
     } else {
       EXPECT_EQ(ran, algo) << where;
     }
-    const double bound = relativeErrorBound(spec, ran, n, count);
-    EXPECT_LE(results->rmsError[s], 1.15 * bound) << where;
+    const double bound = relativeErrorBound(spec, results->loosest[s], n, count);
+    EXPECT_LE(results->rmsError[s], 1.15 * bound) << where << " (loosest bound: " << results->loosest[s] << ")";
     EXPECT_GT(results->rmsError[s], 0.0) << where;
     // Unbiased: 8 independent calls average to an error sqrt(8) = 2.8x
     // smaller (2x asserted).
