@@ -553,6 +553,7 @@ int runRank(const Launch& launch, const Options& options) {
         }
       }
     }
+    const std::vector<std::vector<double>> roundsInOrder = roundSeconds;
     for (size_t e = 0; e < engines.size() && options.stat != Options::RoundStat::Min; ++e) {
       std::vector<double>& times = roundSeconds[e];
       std::sort(times.begin(), times.end());
@@ -633,17 +634,30 @@ int runRank(const Launch& launch, const Options& options) {
         const std::string ran = static_cast<const CompressedEngine*>(engines[e].get())->algorithm();
         // The choice alone: the forced run of the algorithm auto ran, against
         // the best (auto's own run adds its per-call work and its rounds' noise).
-        char chosen[64] = "";
+        // Its per-call work alone: auto's round against the same round of the
+        // forced run of what it ran. Both ran within one round, under the
+        // same spell of load, which columns of trimmed means do not cancel.
+        char chosen[64] = "", paired[128] = "";
         for (size_t other = 0; other < engines.size(); ++other) {
           if (engines[other]->name == engines[e]->name && engines[other]->requestedAlgo == ran) {
             std::snprintf(chosen, sizeof(chosen), "; chosen/best %.3f", rows[other].seconds / rows[best].seconds);
+            if (options.rounds >= 4) {
+              std::vector<double> ratios(roundsInOrder[e].size());
+              for (size_t r = 0; r < ratios.size(); ++r) ratios[r] = roundsInOrder[e][r] / roundsInOrder[other][r];
+              std::sort(ratios.begin(), ratios.end());
+              const auto quantile = [&](double q) {
+                return ratios[static_cast<size_t>(q * static_cast<double>(ratios.size() - 1) + 0.5)];
+              };
+              std::snprintf(paired, sizeof(paired), "; auto/%s round by round: median %.3f, quartiles %.3f-%.3f",
+                            ran.c_str(), quantile(0.5), quantile(0.25), quantile(0.75));
+            }
           }
         }
         char trials[64] = "";
         if (trialCalls[e] > 0) std::snprintf(trials, sizeof(trials), "; %d trial calls before timing", trialCalls[e]);
-        std::printf("# %s/best %s %zu B: %.3f (auto ran %s; best %s%s%s)\n", engines[e]->requestedAlgo.c_str(),
+        std::printf("# %s/best %s %zu B: %.3f (auto ran %s; best %s%s%s%s)\n", engines[e]->requestedAlgo.c_str(),
                     engines[e]->name.c_str(), count * sizeof(float), rows[e].seconds / rows[best].seconds, ran.c_str(),
-                    engines[best]->requestedAlgo.c_str(), chosen, trials);
+                    engines[best]->requestedAlgo.c_str(), chosen, paired, trials);
       }
     }
     std::fflush(stdout);

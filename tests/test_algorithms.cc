@@ -384,17 +384,20 @@ TEST(AutoTrials, CloseAlgorithmsAreTriedInBlocksAndTheLowestTimeWins) {
   EXPECT_EQ(longCalls.timedCalls[0], 2);
   EXPECT_EQ(longCalls.rounds, cc::kLongCallTrialRounds);
 
-  // Each candidate keeps the median of its blocks: direct's first block met
-  // a spell of load, ring's second one a quiet spell.
+  // Each candidate's time is the mean of its blocks: direct, faster in four
+  // blocks of five, stalled in one long enough to lose on average.
   static_assert(cc::kShortCallTrialRounds == 5, "five blocks per candidate below");
-  const double loaded[10] = {6e-3, 40e-3, 4e-3, 5e-3, 6e-3, 5e-3, 6e-3, 5e-3, 7e-3, 6e-3};  // ring, direct, ...
-  EXPECT_DOUBLE_EQ(cc::candidateSeconds(plan, loaded, 0), 6e-3);
-  EXPECT_DOUBLE_EQ(cc::candidateSeconds(plan, loaded, 1), 5e-3);
-  EXPECT_EQ(cc::fastestInTrials(plan, loaded), cc::AlgoId::Direct);
+  const double stalled[10] = {6e-3, 40e-3, 4e-3, 5e-3, 6e-3, 5e-3, 6e-3, 5e-3, 7e-3, 6e-3};  // ring, direct, ...
+  EXPECT_DOUBLE_EQ(cc::candidateSeconds(plan, stalled, 0), 29e-3 / 5);
+  EXPECT_DOUBLE_EQ(cc::candidateSeconds(plan, stalled, 1), 61e-3 / 5);
+  EXPECT_EQ(cc::fastestInTrials(plan, stalled), cc::AlgoId::Ring);
+  // A short stall does not outweigh being faster in every other block.
+  const double brief[10] = {6e-3, 8e-3, 6e-3, 4e-3, 6e-3, 4e-3, 6e-3, 4e-3, 6e-3, 4e-3};
+  EXPECT_EQ(cc::fastestInTrials(plan, brief), cc::AlgoId::Direct);
   // A tie keeps the model's choice.
   const double even[10] = {5e-3, 5e-3, 5e-3, 5e-3, 5e-3, 5e-3, 5e-3, 5e-3, 5e-3, 5e-3};
   EXPECT_EQ(cc::fastestInTrials(plan, even), cc::AlgoId::Ring);
-  // An even number of blocks takes the middle two.
+  // Fewer rounds take fewer blocks.
   cc::AutoTrialPlan four = plan;
   four.rounds = 4;
   const double times[8] = {1, 10, 2, 20, 3, 30, 4, 40};

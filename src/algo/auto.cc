@@ -190,14 +190,13 @@ int AutoTrialPlan::totalCalls() const {
 }
 
 double candidateSeconds(const AutoTrialPlan& plan, const double* agreedBlockSeconds, int candidate) {
-  std::vector<double> own;
+  double sum = 0;
+  int blocks = 0;
   for (int block = candidate; block < plan.blockCount(); block += plan.candidateCount) {
-    own.push_back(agreedBlockSeconds[block]);
+    sum += agreedBlockSeconds[block];
+    ++blocks;
   }
-  if (own.empty()) return INFINITY;
-  std::sort(own.begin(), own.end());
-  const size_t half = own.size() / 2;
-  return own.size() % 2 ? own[half] : 0.5 * (own[half - 1] + own[half]);
+  return blocks > 0 ? sum / blocks : INFINITY;
 }
 
 AlgoId fastestInTrials(const AutoTrialPlan& plan, const double* agreedBlockSeconds) {

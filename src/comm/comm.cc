@@ -735,11 +735,16 @@ cc_result_t recordTrial(cc_comm_t comm, AutoTrials* trial, double seconds) {
     std::string means;
     for (int c = 0; c < plan.candidateCount; ++c) {
       char text[64];
-      std::snprintf(text, sizeof(text), "%s%s %.1f us (%d calls)", c ? ", " : "", algoName(plan.candidates[c]),
+      std::snprintf(text, sizeof(text), "%s%s %.1f us (%d calls; blocks", c ? ", " : "", algoName(plan.candidates[c]),
                     candidateSeconds(plan, agreed.data(), c) * 1e6, plan.timedCalls[c]);
       means += text;
+      for (int block = c; block < plan.blockCount(); block += plan.candidateCount) {
+        std::snprintf(text, sizeof(text), " %.0f", agreed[block] * 1e6);
+        means += text;
+      }
+      means += ")";
     }
-    CC_INFO("auto: %s: median block's mean call: %s: settles on %s", trial->kindName.c_str(), means.c_str(),
+    CC_INFO("auto: %s: mean call over its blocks: %s: settles on %s", trial->kindName.c_str(), means.c_str(),
             algoName(trial->settled));
   }
   return CC_SUCCESS;
