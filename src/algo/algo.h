@@ -209,8 +209,8 @@ AutoTrialPlan planAutoTrials(const CostModel& model, const CallShape& call, int 
 // One candidate's time: the mean of its blocks' mean call times (every block
 // has as many calls), stalls included: an algorithm that stalls now and then
 // costs its calls the stalls, which a median of blocks hid (direct on 8
-// emulated hosts at 4 MiB: blocks of 33 to 121 ms, median 33 to 40 ms, where
-// its calls took 44 to 53 ms on average; docs/algorithms.md, "Trials").
+// emulated hosts at 4 MiB: blocks of 32 to 121 ms, a median block of 33 ms
+// where the benchmark's rounds took 43 ms; docs/algorithms.md, "Trials").
 // `agreedBlockSeconds` holds plan.blockCount() of them in the order of the
 // blocks (each the slowest rank's).
 double candidateSeconds(const AutoTrialPlan& plan, const double* agreedBlockSeconds, int candidate);
