@@ -553,9 +553,8 @@ int runRank(const Launch& launch, const Options& options) {
         }
       }
     }
-    const std::vector<std::vector<double>> roundsInOrder = roundSeconds;
     for (size_t e = 0; e < engines.size() && options.stat != Options::RoundStat::Min; ++e) {
-      std::vector<double>& times = roundSeconds[e];
+      std::vector<double> times = roundSeconds[e];  // a sorted copy: auto's paired ratios need round order
       std::sort(times.begin(), times.end());
       if (options.stat == Options::RoundStat::Median) {
         const size_t middle = times.size() / 2;
@@ -642,8 +641,8 @@ int runRank(const Launch& launch, const Options& options) {
           if (engines[other]->name == engines[e]->name && engines[other]->requestedAlgo == ran) {
             std::snprintf(chosen, sizeof(chosen), "; chosen/best %.3f", rows[other].seconds / rows[best].seconds);
             if (options.rounds >= 4) {
-              std::vector<double> ratios(roundsInOrder[e].size());
-              for (size_t r = 0; r < ratios.size(); ++r) ratios[r] = roundsInOrder[e][r] / roundsInOrder[other][r];
+              std::vector<double> ratios(roundSeconds[e].size());
+              for (size_t r = 0; r < ratios.size(); ++r) ratios[r] = roundSeconds[e][r] / roundSeconds[other][r];
               std::sort(ratios.begin(), ratios.end());
               const auto quantile = [&](double q) {
                 return ratios[static_cast<size_t>(q * static_cast<double>(ratios.size() - 1) + 0.5)];

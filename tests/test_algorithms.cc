@@ -384,7 +384,7 @@ TEST(AutoTrials, CloseAlgorithmsAreTriedInBlocksAndTheLowestTimeWins) {
   EXPECT_EQ(longCalls.timedCalls[0], 2);
   EXPECT_EQ(longCalls.rounds, cc::kLongCallTrialRounds);
 
-  // Each candidate's time is the mean of its blocks: direct, faster in four
+  // Each candidate's time is the mean of its blocks: direct, faster in three
   // blocks of five, stalled in one long enough to lose on average.
   static_assert(cc::kShortCallTrialRounds == 5, "five blocks per candidate below");
   const double stalled[10] = {6e-3, 40e-3, 4e-3, 5e-3, 6e-3, 5e-3, 6e-3, 5e-3, 7e-3, 6e-3};  // ring, direct, ...

@@ -6,7 +6,6 @@
 // and forwarded up and down before every link is busy.
 #include <algorithm>
 #include <cmath>
-#include <vector>
 
 #include "algo/algo.h"
 
