@@ -218,6 +218,12 @@ class Engine {
   // on every rank.
   virtual bool trialsPending() const { return false; }
   virtual uint64_t trialCalls() const { return 0; }
+  // auto's watch once settled (docs/algorithms.md, "Watch"): challenges
+  // decided so far, those the runner-up won, and the calls it ran in them.
+  struct Watch {
+    uint64_t challenges = 0, switches = 0, challengeCalls = 0;
+  };
+  virtual Watch watch() const { return {}; }
   std::string name;  // codec name, or "gloo" for the baseline
   std::string requestedAlgo;  // what the communicator was configured with
 };
@@ -237,6 +243,7 @@ class CompressedEngine : public Engine {
   const std::string& algorithm() const { return ran_; }
   bool trialsPending() const override { return comm_->autoTrialsPending; }
   uint64_t trialCalls() const override { return comm_->autoTrialCalls; }
+  Watch watch() const override { return {comm_->autoChallenges, comm_->autoSwitches, comm_->autoChallengeCalls}; }
   void run(const float* input, float* output, size_t count) override {
     if (shared_ && cc::commForceAlgorithm(comm_.get(), forced_, checkCalls_) != CC_SUCCESS) {
       fail(("forcing algorithm " + requestedAlgo).c_str(), comm_.get());
@@ -371,6 +378,7 @@ struct Measurement {
   double relativeError = -1;
   bool identical = true;
   int trialCalls = 0;  // auto's trial calls run before timing
+  Engine::Watch watch;  // auto's challenges during the round (warm-up included)
 };
 
 // The last engine is ours, so it can reduce timings and hashes across ranks.
@@ -402,6 +410,7 @@ Measurement measure(Engine& engine, const Reducer& reducer, const Launch& launch
   // call of 256 MiB makes few calls per round, and the trials would span
   // several rounds). How many calls were trials is reported.
   const uint64_t trialCallsBefore = engine.trialCalls();
+  const Engine::Watch watchBefore = engine.watch();
   for (int i = 0; i < options.warmup || (i > 0 && engine.trialsPending()); ++i) {
     engine.run(input.data(), output.data(), count);
   }
@@ -425,6 +434,9 @@ Measurement measure(Engine& engine, const Reducer& reducer, const Launch& launch
   Measurement result;
   result.seconds = reducer.maxOf(elapsed / iters);
   result.trialCalls = trialCalls;
+  const Engine::Watch watchAfter = engine.watch();
+  result.watch = {watchAfter.challenges - watchBefore.challenges, watchAfter.switches - watchBefore.switches,
+                  watchAfter.challengeCalls - watchBefore.challengeCalls};
   if (options.check) {
     result.identical = reducer.sameOnAllRanks(fnv64(output.data(), count * sizeof(float)));
     if (launch.rank == 0) {
@@ -540,12 +552,16 @@ int runRank(const Launch& launch, const Options& options) {
     std::vector<Measurement> rows(engines.size());
     std::vector<std::vector<double>> roundSeconds(engines.size());
     std::vector<int> trialCalls(engines.size(), 0);
+    std::vector<Engine::Watch> watches(engines.size());
     for (int round = 0; round < options.rounds; ++round) {
       for (size_t turn = 0; turn < engines.size(); ++turn) {
         const size_t e = (turn + static_cast<size_t>(round)) % engines.size();
         Measurement m = measure(*engines[e], reducer, launch, count, exact, options);
         roundSeconds[e].push_back(m.seconds);
         trialCalls[e] += m.trialCalls;
+        watches[e].challenges += m.watch.challenges;
+        watches[e].switches += m.watch.switches;
+        watches[e].challengeCalls += m.watch.challengeCalls;
         if (round == 0 || m.seconds < rows[e].seconds) {
           const bool identical = round == 0 ? m.identical : rows[e].identical && m.identical;
           rows[e] = m;
@@ -652,11 +668,18 @@ int runRank(const Launch& launch, const Options& options) {
             }
           }
         }
-        char trials[64] = "";
+        char trials[64] = "", watch[128] = "";
         if (trialCalls[e] > 0) std::snprintf(trials, sizeof(trials), "; %d trial calls before timing", trialCalls[e]);
-        std::printf("# %s/best %s %zu B: %.3f (auto ran %s; best %s%s%s%s)\n", engines[e]->requestedAlgo.c_str(),
+        // Challenges run inside the rounds and count in auto's time.
+        const Engine::Watch& w = watches[e];
+        if (w.challenges > 0 || w.challengeCalls > 0) {
+          std::snprintf(watch, sizeof(watch), "; in its rounds %llu challenges (%llu calls), %llu switches",
+                        static_cast<unsigned long long>(w.challenges), static_cast<unsigned long long>(w.challengeCalls),
+                        static_cast<unsigned long long>(w.switches));
+        }
+        std::printf("# %s/best %s %zu B: %.3f (auto ran %s; best %s%s%s%s%s)\n", engines[e]->requestedAlgo.c_str(),
                     engines[e]->name.c_str(), count * sizeof(float), rows[e].seconds / rows[best].seconds, ran.c_str(),
-                    engines[best]->requestedAlgo.c_str(), chosen, paired, trials);
+                    engines[best]->requestedAlgo.c_str(), chosen, paired, trials, watch);
       }
     }
     std::fflush(stdout);

@@ -470,6 +470,137 @@ TEST(AutoTrials, RanksSettleAlikeOnTheSlowestRanksTimesAndKeepTheirChoice) {
   }
 }
 
+// The watch's rules: a settled window over kChallengeFactor of the
+// runner-up's latest time starts a challenge; the runner-up takes over only
+// by beating both of the settled algorithm's windows around it.
+TEST(AutoWatch, WindowsChallengesAndSwitches) {
+  EXPECT_EQ(cc::watchWindowCalls(0.25, 1e-3), 250);
+  EXPECT_EQ(cc::watchWindowCalls(0.25, 0.3e-3), 834);
+  EXPECT_EQ(cc::watchWindowCalls(0.25, 2.0), 1);  // a call longer than the window: one call
+  EXPECT_GT(cc::watchWindowCalls(0.25, 0), 0);
+  EXPECT_EQ(cc::watchWindowCalls(0.25, 0), cc::watchWindowCalls(0.25, 1e-30));
+
+  EXPECT_FALSE(cc::shouldChallenge(1.0e-3, 1.0e-3));
+  EXPECT_FALSE(cc::shouldChallenge(1.09e-3, 1.0e-3));
+  EXPECT_TRUE(cc::shouldChallenge(1.11e-3, 1.0e-3));
+  // The tree at 4 KiB with 100 us links: 2023 us a call in the rounds
+  // against direct's 1532 us in the trials.
+  EXPECT_TRUE(cc::shouldChallenge(2023e-6, 1532e-6));
+
+  EXPECT_TRUE(cc::challengerWins(2.0e-3, 1.5e-3, 2.0e-3));
+  // One stalled window alone: the settled algorithm was as fast again after it.
+  EXPECT_FALSE(cc::challengerWins(2.0e-3, 1.5e-3, 1.5e-3));
+  EXPECT_FALSE(cc::challengerWins(1.5e-3, 1.5e-3, 2.0e-3));
+  // Within kSwitchFactor of the better settled window: no switch.
+  EXPECT_FALSE(cc::challengerWins(2.0e-3, 1.95e-3, 2.0e-3));
+
+  // The runner-up is the fastest of the others, whatever the candidates' order.
+  cc::AutoTrialPlan plan;
+  plan.candidates[0] = cc::AlgoId::Direct;
+  plan.candidates[1] = cc::AlgoId::Ring;
+  plan.candidates[2] = cc::AlgoId::Tree;
+  plan.candidateCount = 3;
+  plan.rounds = 1;
+  const double times[3] = {2e-3, 3e-3, 1e-3};
+  ASSERT_EQ(cc::fastestInTrials(plan, times), cc::AlgoId::Tree);
+  EXPECT_EQ(cc::runnerUpInTrials(plan, times, cc::AlgoId::Tree), cc::AlgoId::Direct);
+  EXPECT_EQ(cc::runnerUpInTrials(plan, times, cc::AlgoId::Direct), cc::AlgoId::Tree);
+  plan.candidateCount = 1;
+  EXPECT_EQ(cc::runnerUpInTrials(plan, times, cc::AlgoId::Direct), cc::AlgoId::Auto);
+}
+
+// The algorithm auto's next call runs on a communicator with one kind of call.
+cc::AlgoId upcomingAutoAlgorithm(cc_comm_t comm) {
+  if (comm->autoTrials.size() != 1) return cc::AlgoId::Auto;
+  const cc::AutoTrials& trials = comm->autoTrials.begin()->second;
+  if (trials.settled == cc::AlgoId::Auto) return trials.plan.candidates[trials.plan.candidateOfBlock(trials.block)];
+  return trials.watch.stage == cc::WatchStage::Challenger ? trials.watch.runnerUp : trials.settled;
+}
+
+// The watch on real ranks. Rank 1 arrives 8 ms late at direct's calls, so
+// the trials settle on ring; then it arrives 40 ms late at ring's calls too:
+// throughout (ring became slow: direct takes over) or for one window only
+// (a stall: ring stays). Every rank runs the same algorithm in every call.
+TEST(AutoWatch, RanksSwitchAlikeWhenTheSettledAlgorithmSlowsAndNotForOneStall) {
+  const int n = 3, callsAfterDecision = 6;
+  const size_t count = 30000;
+  cc::CostModel model = cheapCodecs(50e-6, 1e12);
+  model.fixedSeconds[0] = 50e-3;
+  model.fixedSeconds[1] = 60e-3;
+  model.fixedSeconds[2] = 1.0;
+  ScopedEnv env("CC_AUTO_TRIALS", "3");
+  for (const bool slowsThroughout : {true, false}) {
+    SCOPED_TRACE(slowsThroughout ? "ring slows throughout" : "ring stalls for one window");
+    std::vector<std::vector<std::string>> ran(n);
+    std::vector<std::vector<uint64_t>> digests(n);
+    std::vector<int> decidedAt(n, -1);
+    std::vector<uint64_t> switchesAtDecision(n), challengesAtEnd(n), challengeCalls(n);
+    RankOptions options;
+    options.algo = "auto";
+    options.timeoutMs = 10000;
+    runRanks(n, options, [&](int rank, cc_comm_t comm) {
+      comm->costModel = model;
+      comm->autoWatchFirstWindowSeconds = 0.005;  // windows of a few calls
+      const std::vector<float> input = makeInput(count, rank);
+      std::vector<float> output(count);
+      for (int call = 0; call < 400; ++call) {
+        const cc::AlgoId next = upcomingAutoAlgorithm(comm);
+        const bool settled = !comm->autoTrials.empty() && comm->autoTrials.begin()->second.settled != cc::AlgoId::Auto;
+        const bool stalling = slowsThroughout || (comm->autoChallenges == 0 &&
+                                                  comm->autoTrials.begin()->second.watch.stage ==
+                                                      cc::WatchStage::Settled);
+        if (rank == 1 && next == cc::AlgoId::Direct) std::this_thread::sleep_for(std::chrono::milliseconds(8));
+        if (rank == 1 && settled && next == cc::AlgoId::Ring && stalling) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(40));
+        }
+        ASSERT_EQ(compressed_allreduce(input.data(), output.data(), count, CC_FLOAT32, CC_SUM, comm, nullptr),
+                  CC_SUCCESS)
+            << cc_get_last_error(comm);
+        ran[rank].push_back(comm->lastAlgorithm);
+        digests[rank].push_back(fnv64(output.data(), count * sizeof(float)));
+        if (decidedAt[rank] < 0 && comm->autoChallenges > 0) {
+          decidedAt[rank] = call;
+          switchesAtDecision[rank] = comm->autoSwitches;
+        }
+        if (decidedAt[rank] >= 0 && call == decidedAt[rank] + callsAfterDecision) break;
+      }
+      challengesAtEnd[rank] = comm->autoChallenges;
+      challengeCalls[rank] = comm->autoChallengeCalls;
+    });
+    ASSERT_GE(decidedAt[0], 0) << "no challenge in 400 calls";
+    for (int rank = 1; rank < n; ++rank) {
+      EXPECT_EQ(ran[rank], ran[0]) << "rank " << rank;
+      EXPECT_EQ(digests[rank], digests[0]) << "rank " << rank;
+      EXPECT_EQ(decidedAt[rank], decidedAt[0]) << "rank " << rank;
+      EXPECT_EQ(switchesAtDecision[rank], switchesAtDecision[0]) << "rank " << rank;
+    }
+    // Trials: blocks of 1 + 3 calls, ring's and direct's in turn.
+    const int trialCalls = 4 * 2 * cc::kLongCallTrialRounds;
+    for (int call = 0; call < trialCalls; ++call) {
+      EXPECT_EQ(ran[0][call], call / 4 % 2 ? "direct" : "ring") << "call " << call;
+    }
+    // Settled on ring; the challenge ran direct (an untimed call, then one
+    // window) between ring's calls.
+    EXPECT_EQ(ran[0][trialCalls], "ring");
+    EXPECT_GE(challengeCalls[0], 2u);
+    const int decided = decidedAt[0];
+    EXPECT_EQ(ran[0][decided], "ring") << "the challenge ends with the settled algorithm's window";
+    int directCalls = 0;
+    for (int call = trialCalls; call < decided; ++call) directCalls += ran[0][call] == "direct";
+    EXPECT_EQ(static_cast<uint64_t>(directCalls), challengeCalls[0]);
+    EXPECT_EQ(switchesAtDecision[0], slowsThroughout ? 1u : 0u);
+    for (int call = decided + 1; call <= decided + callsAfterDecision; ++call) {
+      if (slowsThroughout) {
+        // ring's latest window (40 ms late) is far above direct's: no new challenge
+        EXPECT_EQ(ran[0][call], "direct") << "call " << call;
+      }
+    }
+    if (slowsThroughout) {
+      EXPECT_EQ(challengesAtEnd[0], 1u);
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Every algorithm x codec x n x count x dtype x op.
 

@@ -217,5 +217,29 @@ double candidateSeconds(const AutoTrialPlan& plan, const double* agreedBlockSeco
 // The candidate with the lowest time; a tie goes to the earlier candidate,
 // the model's choice first.
 AlgoId fastestInTrials(const AutoTrialPlan& plan, const double* agreedBlockSeconds);
+// The runner-up: the candidate other than `settled` with the lowest time
+// (Auto where there is none).
+AlgoId runnerUpInTrials(const AutoTrialPlan& plan, const double* agreedBlockSeconds, AlgoId settled);
+
+// auto's watch over a settled kind (docs/algorithms.md, "Watch"). Trials see
+// about a second of a kind's first calls; on a shared host an algorithm's
+// speed shifts between levels over tens of seconds (the tree at 4 KiB on 4
+// emulated hosts with 100 us links: 1416 us a call in its trials, 2023 us
+// over the benchmark's rounds that followed, where direct took 1486). So the
+// settled algorithm's calls are timed in windows, agreed like the trials'
+// blocks. A window above kChallengeFactor times the runner-up's latest time
+// makes the runner-up run one window (the challenge), then the settled
+// algorithm one more; the runner-up takes over where it beat both of the
+// settled algorithm's windows by kSwitchFactor, so that one stalled window
+// alone does not swap them. Windows span kWatchFirstWindowSeconds of calls
+// after a challenge and double after each quiet one up to
+// kWatchLongestWindowSeconds, so that a kind that keeps its speed pays one
+// agreement (one exact call of a double) every few seconds.
+constexpr double kWatchFirstWindowSeconds = 0.25, kWatchLongestWindowSeconds = 4.0;
+constexpr double kChallengeFactor = 1.1, kSwitchFactor = 1.05;
+// Timed calls in a window of `windowSeconds` of calls taking `callSeconds`: at least one.
+int watchWindowCalls(double windowSeconds, double callSeconds);
+bool shouldChallenge(double settledWindowSeconds, double runnerUpSeconds);
+bool challengerWins(double settledBeforeSeconds, double challengerSeconds, double settledAfterSeconds);
 
 }  // namespace cc

@@ -211,4 +211,31 @@ AlgoId fastestInTrials(const AutoTrialPlan& plan, const double* agreedBlockSecon
   return fastest;
 }
 
+AlgoId runnerUpInTrials(const AutoTrialPlan& plan, const double* agreedBlockSeconds, AlgoId settled) {
+  AlgoId runnerUp = AlgoId::Auto;
+  double runnerUpSeconds = INFINITY;
+  for (int c = 0; c < plan.candidateCount; ++c) {
+    const double seconds = candidateSeconds(plan, agreedBlockSeconds, c);
+    if (plan.candidates[c] != settled && (runnerUp == AlgoId::Auto || seconds < runnerUpSeconds)) {
+      runnerUp = plan.candidates[c];
+      runnerUpSeconds = seconds;
+    }
+  }
+  return runnerUp;
+}
+
+int watchWindowCalls(double windowSeconds, double callSeconds) {
+  constexpr double kMostCalls = 1 << 20;  // a call timed at (almost) nothing must not make a window endless
+  if (!(callSeconds > 0)) return static_cast<int>(kMostCalls);
+  return static_cast<int>(std::clamp(std::ceil(windowSeconds / callSeconds), 1.0, kMostCalls));
+}
+
+bool shouldChallenge(double settledWindowSeconds, double runnerUpSeconds) {
+  return settledWindowSeconds > kChallengeFactor * runnerUpSeconds;
+}
+
+bool challengerWins(double settledBeforeSeconds, double challengerSeconds, double settledAfterSeconds) {
+  return kSwitchFactor * challengerSeconds < std::min(settledBeforeSeconds, settledAfterSeconds);
+}
+
 }  // namespace cc

@@ -619,10 +619,12 @@ cc_result_t collectiveArgs(cc_comm_t comm, SpecCodecs& codecs, bool compresses, 
 cc_result_t runChosenAlgorithm(cc_comm_t comm, SpecCodecs& codecs, AlgoId algo, const AlgorithmRun& run,
                                const CollectiveArgs& args, Prims& prims, float* chunkSums);
 
-// auto's algorithm for `call` (docs/algorithms.md, "Trials"); `trial` is set
-// when the call is one of its kind's trials, whose time recordTrial takes.
+// auto's algorithm for `call` (docs/algorithms.md, "Trials" and "Watch");
+// `trial` is set when the call's time counts, in its kind's trials or in its
+// watch once settled: recordTrial takes it.
 AlgoId autoChoice(cc_comm_t comm, const CallShape& call, const CollectiveArgs& args, AutoTrials** trial);
 cc_result_t recordTrial(cc_comm_t comm, AutoTrials* trial, double seconds);
+cc_result_t recordWatch(cc_comm_t comm, AutoTrials* trial, double seconds);
 
 cc_result_t runAlgorithm(cc_comm_t comm, SpecCodecs& codecs, AlgoId algo, bool compresses, const AlgorithmRun& run) {
   CollectiveArgs args;
@@ -677,9 +679,12 @@ cc_result_t runAlgorithm(cc_comm_t comm, SpecCodecs& codecs, AlgoId algo, bool c
   }
   CC_CHECK(result);
   CC_CHECK(prims.settleAnnouncement());
-  if (trial != nullptr) {
+  if (trial != nullptr && trial->settled == AlgoId::Auto) {
     ++comm->autoTrialCalls;
     CC_CHECK(recordTrial(comm, trial, nowSeconds() - start));
+  } else if (trial != nullptr) {
+    if (trial->watch.stage == WatchStage::Challenger) ++comm->autoChallengeCalls;
+    CC_CHECK(recordWatch(comm, trial, nowSeconds() - start));
   }
   comm->autoTrialsPending = trial != nullptr && trial->settled == AlgoId::Auto;
   return CC_SUCCESS;
@@ -701,12 +706,36 @@ AlgoId autoChoice(cc_comm_t comm, const CallShape& call, const CollectiveArgs& a
                   sizeClass < 0 ? 0ull : (2ull << sizeClass) - 1);
     trials.kindName = name;
   }
-  if (trials.settled != AlgoId::Auto) return trials.settled;
   // Where the model is sure (no other algorithm within the factor), it keeps
   // deciding call by call.
   if (trials.plan.candidateCount == 1) return cheapestAlgorithm(comm->costModel, call);
   *trial = &trials;
+  if (trials.settled != AlgoId::Auto) {
+    return trials.watch.stage == WatchStage::Challenger ? trials.watch.runnerUp : trials.settled;
+  }
   return trials.plan.candidates[trials.plan.candidateOfBlock(trials.block)];
+}
+
+// Every rank decides alike on the slowest rank's times: one exact ring call
+// (MAX) of this rank's `own` into `agreed`.
+cc_result_t agreeOnSlowest(cc_comm_t comm, const double* own, double* agreed, size_t count, const char* what) {
+  SpecCodecs* exact = nullptr;
+  CC_CHECK(specFor(comm, "none", &exact));
+  const size_t offsets[2] = {0, count};
+  const AlgorithmRun run{own, agreed, count, CC_FLOAT64, CC_MAX, nullptr, TensorLayout{count, offsets, 1}};
+  const std::string autoRan = comm->lastAlgorithm;
+  const cc_result_t result = runAlgorithm(comm, *exact, AlgoId::Ring, false, run);
+  comm->lastAlgorithm = autoRan;
+  return result == CC_SUCCESS ? result : addErrorContext(result, "agreeing on %s", what);
+}
+
+// The next window of the watch: `untimed` calls first, then enough timed
+// calls of `algo`'s latest time to span `span`.
+void beginWindow(AutoWatch& watch, double span, double callSeconds, int untimed) {
+  watch.untimedLeft = untimed;
+  watch.timedCalls = watchWindowCalls(span, callSeconds);
+  watch.timedLeft = watch.timedCalls;
+  watch.ownSeconds = 0;
 }
 
 cc_result_t recordTrial(cc_comm_t comm, AutoTrials* trial, double seconds) {
@@ -717,20 +746,21 @@ cc_result_t recordTrial(cc_comm_t comm, AutoTrials* trial, double seconds) {
   trial->blockSeconds = 0;
   trial->callInBlock = 0;
   if (++trial->block < plan.blockCount()) return CC_SUCCESS;
-  // Every rank settles alike on the slowest rank's times, which one exact
-  // ring call of the trials' seconds agrees on.
   const size_t count = trial->ownBlockSeconds.size();
   std::vector<double> agreed(count);
-  SpecCodecs* exact = nullptr;
-  CC_CHECK(specFor(comm, "none", &exact));
-  const size_t offsets[2] = {0, count};
-  const AlgorithmRun run{trial->ownBlockSeconds.data(), agreed.data(), count, CC_FLOAT64, CC_MAX,
-                         nullptr, TensorLayout{count, offsets, 1}};
-  const std::string trialRan = comm->lastAlgorithm;
-  const cc_result_t result = runAlgorithm(comm, *exact, AlgoId::Ring, false, run);
-  comm->lastAlgorithm = trialRan;
-  if (result != CC_SUCCESS) return addErrorContext(result, "agreeing on auto's trial times");
+  CC_CHECK(agreeOnSlowest(comm, trial->ownBlockSeconds.data(), agreed.data(), count, "auto's trial times"));
   trial->settled = fastestInTrials(plan, agreed.data());
+  AutoWatch& watch = trial->watch;
+  watch.runnerUp = runnerUpInTrials(plan, agreed.data(), trial->settled);
+  for (int c = 0; c < plan.candidateCount; ++c) {
+    const double seconds = candidateSeconds(plan, agreed.data(), c);
+    if (plan.candidates[c] == trial->settled) watch.settledSeconds = seconds;
+    if (plan.candidates[c] == watch.runnerUp) watch.runnerUpSeconds = seconds;
+  }
+  // The last block may have been the settled algorithm's or not: the first
+  // window starts with an untimed call either way.
+  watch.windowSpan = comm->autoWatchFirstWindowSeconds;
+  beginWindow(watch, watch.windowSpan, watch.settledSeconds, 1);
   if (logLevel() >= LogLevel::Info && comm->rank == 0) {
     std::string means;
     for (int c = 0; c < plan.candidateCount; ++c) {
@@ -746,6 +776,67 @@ cc_result_t recordTrial(cc_comm_t comm, AutoTrials* trial, double seconds) {
     }
     CC_INFO("auto: %s: mean call over its blocks: %s: settles on %s", trial->kindName.c_str(), means.c_str(),
             algoName(trial->settled));
+  }
+  return CC_SUCCESS;
+}
+
+cc_result_t recordWatch(cc_comm_t comm, AutoTrials* trial, double seconds) {
+  AutoWatch& watch = trial->watch;
+  if (watch.untimedLeft > 0) {
+    --watch.untimedLeft;
+    return CC_SUCCESS;
+  }
+  watch.ownSeconds += seconds;
+  if (--watch.timedLeft > 0) return CC_SUCCESS;
+  const double own = watch.ownSeconds / watch.timedCalls;
+  double agreed = 0;
+  CC_CHECK(agreeOnSlowest(comm, &own, &agreed, 1, "auto's watch window"));
+  const bool logs = logLevel() >= LogLevel::Info && comm->rank == 0;
+  switch (watch.stage) {
+    case WatchStage::Settled:
+      if (!shouldChallenge(agreed, watch.runnerUpSeconds)) {
+        watch.settledSeconds = agreed;
+        const double doublings = kWatchLongestWindowSeconds / kWatchFirstWindowSeconds;
+        watch.windowSpan = std::min(2 * watch.windowSpan, doublings * comm->autoWatchFirstWindowSeconds);
+        beginWindow(watch, watch.windowSpan, watch.settledSeconds, 0);
+        return CC_SUCCESS;
+      }
+      watch.settledBeforeSeconds = agreed;
+      watch.stage = WatchStage::Challenger;
+      beginWindow(watch, comm->autoWatchFirstWindowSeconds, watch.runnerUpSeconds, 1);
+      return CC_SUCCESS;
+    case WatchStage::Challenger:
+      watch.challengerSeconds = agreed;
+      watch.stage = WatchStage::SettledAgain;
+      beginWindow(watch, comm->autoWatchFirstWindowSeconds, watch.settledSeconds, 1);
+      return CC_SUCCESS;
+    case WatchStage::SettledAgain: {
+      const AlgoId was = trial->settled;
+      const bool switches = challengerWins(watch.settledBeforeSeconds, watch.challengerSeconds, agreed);
+      if (logs) {
+        CC_INFO("auto: %s: %s's calls took %.1f us, over %.2fx %s's latest %.1f us: %s then took %.1f us and %s "
+                "%.1f us: %s %s",
+                trial->kindName.c_str(), algoName(was), watch.settledBeforeSeconds * 1e6, kChallengeFactor,
+                algoName(watch.runnerUp), watch.runnerUpSeconds * 1e6, algoName(watch.runnerUp),
+                watch.challengerSeconds * 1e6, algoName(was), agreed * 1e6,
+                switches ? "switches to" : "keeps", algoName(switches ? watch.runnerUp : was));
+      }
+      ++comm->autoChallenges;
+      if (switches) {
+        trial->settled = watch.runnerUp;
+        watch.runnerUp = was;
+        watch.settledSeconds = watch.challengerSeconds;
+        watch.runnerUpSeconds = agreed;
+        ++comm->autoSwitches;
+      } else {
+        watch.settledSeconds = agreed;
+        watch.runnerUpSeconds = watch.challengerSeconds;
+      }
+      watch.stage = WatchStage::Settled;
+      watch.windowSpan = comm->autoWatchFirstWindowSeconds;
+      beginWindow(watch, watch.windowSpan, watch.settledSeconds, switches ? 1 : 0);
+      return CC_SUCCESS;
+    }
   }
   return CC_SUCCESS;
 }

@@ -75,6 +75,24 @@ struct DeviceState;
 // auto's trials of one kind of call (runAlgorithm): calls of one spec, master
 // spec, datatype and op whose counts share a power of two.
 using AutoCallKind = std::tuple<uint64_t, uint64_t, int, int, int>;
+// The watch over a settled kind (algo.h, kChallengeFactor): which window
+// runs now.
+enum class WatchStage {
+  Settled,       // the settled algorithm's calls, until one window is slow
+  Challenger,    // the runner-up's window
+  SettledAgain,  // the settled algorithm's window after it
+};
+struct AutoWatch {
+  AlgoId runnerUp = AlgoId::Auto;
+  double settledSeconds = 0, runnerUpSeconds = 0;  // each one's latest agreed mean call
+  WatchStage stage = WatchStage::Settled;
+  double windowSpan = 0;     // of the Settled windows
+  int untimedLeft = 0;       // a window after a change of algorithm starts with an untimed call
+  int timedCalls = 0;        // in the current window
+  int timedLeft = 0;
+  double ownSeconds = 0;     // this rank's timed calls of the window so far
+  double settledBeforeSeconds = 0, challengerSeconds = 0;  // agreed, of the challenge under way
+};
 struct AutoTrials {
   AutoTrialPlan plan;
   int block = 0;                   // the block of the next trial call
@@ -82,6 +100,7 @@ struct AutoTrials {
   double blockSeconds = 0;         // this rank's timed calls of the block so far
   std::vector<double> ownBlockSeconds;  // this rank's mean call time in each finished block
   AlgoId settled = AlgoId::Auto;   // Auto: trials run, or the model decides (one candidate)
+  AutoWatch watch;                 // once settled
   std::string kindName;            // for CC_DEBUG=INFO: codec and counts
 };
 
@@ -122,6 +141,12 @@ struct cc_comm {
   // last call's kind is still in its trials (the same on every rank).
   uint64_t autoTrialCalls = 0;
   bool autoTrialsPending = false;
+  // The watch's challenges so far: decided, won by the runner-up, and the
+  // calls the runner-up ran in them.
+  uint64_t autoChallenges = 0;
+  uint64_t autoSwitches = 0;
+  uint64_t autoChallengeCalls = 0;
+  double autoWatchFirstWindowSeconds = cc::kWatchFirstWindowSeconds;  // tests shorten the windows
   std::mutex callMutex;        // collectives on one communicator run one at a time
   std::atomic<int> asyncError{CC_SUCCESS};
   std::atomic<bool> finalized{false};
