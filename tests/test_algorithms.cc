@@ -476,7 +476,9 @@ TEST(AutoTrials, RanksSettleAlikeOnTheSlowestRanksTimesAndKeepTheirChoice) {
 TEST(AutoWatch, WindowsChallengesAndSwitches) {
   EXPECT_EQ(cc::watchWindowCalls(0.25, 1e-3), 250);
   EXPECT_EQ(cc::watchWindowCalls(0.25, 0.3e-3), 834);
-  EXPECT_EQ(cc::watchWindowCalls(0.25, 2.0), 1);  // a call longer than the window: one call
+  // Calls as long as the window or longer: the fewest calls that decide.
+  EXPECT_EQ(cc::watchWindowCalls(0.25, 0.2), cc::kFewestWatchWindowCalls);
+  EXPECT_EQ(cc::watchWindowCalls(0.25, 2.0), cc::kFewestWatchWindowCalls);
   EXPECT_GT(cc::watchWindowCalls(0.25, 0), 0);
   EXPECT_EQ(cc::watchWindowCalls(0.25, 0), cc::watchWindowCalls(0.25, 1e-30));
 
@@ -598,6 +600,54 @@ TEST(AutoWatch, RanksSwitchAlikeWhenTheSettledAlgorithmSlowsAndNotForOneStall) {
     if (slowsThroughout) {
       EXPECT_EQ(challengesAtEnd[0], 1u);
     }
+  }
+}
+
+// A call right after another collective does not count in the watch's
+// windows: here every other ring call follows an exact call (a caller's
+// barrier) and rank 1 arrives 40 ms late at it, which counted would put
+// ring's windows far over direct's time and start challenges.
+TEST(AutoWatch, CallsRightAfterAnotherCollectiveDoNotCount) {
+  const int n = 3, calls = 24 + 200;
+  const size_t count = 30000;
+  cc::CostModel model = cheapCodecs(50e-6, 1e12);
+  model.fixedSeconds[0] = 50e-3;
+  model.fixedSeconds[1] = 60e-3;
+  model.fixedSeconds[2] = 1.0;
+  ScopedEnv env("CC_AUTO_TRIALS", "3");
+  std::vector<uint64_t> challenges(n), settledOnRing(n), windowsDecided(n);
+  RankOptions options;
+  options.algo = "auto";
+  options.timeoutMs = 10000;
+  runRanks(n, options, [&](int rank, cc_comm_t comm) {
+    comm->costModel = model;
+    comm->autoWatchFirstWindowSeconds = 0.005;
+    const std::vector<float> input = makeInput(count, rank);
+    std::vector<float> output(count);
+    for (int call = 0; call < calls; ++call) {
+      const cc::AlgoId next = upcomingAutoAlgorithm(comm);
+      const bool settled = !comm->autoTrials.empty() && comm->autoTrials.begin()->second.settled != cc::AlgoId::Auto;
+      if (rank == 1 && next == cc::AlgoId::Direct) std::this_thread::sleep_for(std::chrono::milliseconds(8));
+      if (settled && call % 2 == 0) {
+        double mine = rank, most = 0;
+        ASSERT_EQ(compressed_allreduce(&mine, &most, 1, CC_FLOAT64, CC_MAX, comm, nullptr), CC_SUCCESS)
+            << cc_get_last_error(comm);
+        if (rank == 1) std::this_thread::sleep_for(std::chrono::milliseconds(40));
+      }
+      ASSERT_EQ(compressed_allreduce(input.data(), output.data(), count, CC_FLOAT32, CC_SUM, comm, nullptr),
+                CC_SUCCESS)
+          << cc_get_last_error(comm);
+    }
+    const cc::AutoTrials& trials = comm->autoTrials.begin()->second;
+    challenges[rank] = comm->autoChallenges;
+    settledOnRing[rank] = trials.settled == cc::AlgoId::Ring;
+    // the window span doubles after each quiet window
+    windowsDecided[rank] = trials.watch.windowSpan > comm->autoWatchFirstWindowSeconds;
+  });
+  for (int rank = 0; rank < n; ++rank) {
+    EXPECT_EQ(settledOnRing[rank], 1u) << "rank " << rank;
+    EXPECT_EQ(challenges[rank], 0u) << "rank " << rank;
+    EXPECT_EQ(windowsDecided[rank], 1u) << "rank " << rank << ": no window ended";
   }
 }
 

@@ -234,10 +234,16 @@ AlgoId runnerUpInTrials(const AutoTrialPlan& plan, const double* agreedBlockSeco
 // alone does not swap them. Windows span kWatchFirstWindowSeconds of calls
 // after a challenge and double after each quiet one up to
 // kWatchLongestWindowSeconds, so that a kind that keeps its speed pays one
-// agreement (one exact call of a double) every few seconds.
+// agreement (one exact call of a double) every few seconds. A window has at
+// least kFewestWatchWindowCalls timed calls: one call of 64 MiB on 4
+// emulated hosts is too noisy to decide on (ring 302 ms, direct 272, ring
+// 334 in three one-call windows switched to direct, which the rounds then
+// measured at 1.06x ring).
 constexpr double kWatchFirstWindowSeconds = 0.25, kWatchLongestWindowSeconds = 4.0;
+constexpr int kFewestWatchWindowCalls = 3;
 constexpr double kChallengeFactor = 1.1, kSwitchFactor = 1.05;
-// Timed calls in a window of `windowSeconds` of calls taking `callSeconds`: at least one.
+// Timed calls in a window of `windowSeconds` of calls taking `callSeconds`:
+// at least kFewestWatchWindowCalls.
 int watchWindowCalls(double windowSeconds, double callSeconds);
 bool shouldChallenge(double settledWindowSeconds, double runnerUpSeconds);
 bool challengerWins(double settledBeforeSeconds, double challengerSeconds, double settledAfterSeconds);

@@ -227,7 +227,8 @@ AlgoId runnerUpInTrials(const AutoTrialPlan& plan, const double* agreedBlockSeco
 int watchWindowCalls(double windowSeconds, double callSeconds) {
   constexpr double kMostCalls = 1 << 20;  // a call timed at (almost) nothing must not make a window endless
   if (!(callSeconds > 0)) return static_cast<int>(kMostCalls);
-  return static_cast<int>(std::clamp(std::ceil(windowSeconds / callSeconds), 1.0, kMostCalls));
+  const double calls = std::ceil(windowSeconds / callSeconds);
+  return static_cast<int>(std::clamp(calls, double{kFewestWatchWindowCalls}, kMostCalls));
 }
 
 bool shouldChallenge(double settledWindowSeconds, double runnerUpSeconds) {

@@ -624,7 +624,7 @@ cc_result_t runChosenAlgorithm(cc_comm_t comm, SpecCodecs& codecs, AlgoId algo, 
 // watch once settled: recordTrial takes it.
 AlgoId autoChoice(cc_comm_t comm, const CallShape& call, const CollectiveArgs& args, AutoTrials** trial);
 cc_result_t recordTrial(cc_comm_t comm, AutoTrials* trial, double seconds);
-cc_result_t recordWatch(cc_comm_t comm, AutoTrials* trial, double seconds);
+cc_result_t recordWatch(cc_comm_t comm, AutoTrials* trial, AlgoId ran, uint64_t seq, double seconds);
 
 cc_result_t runAlgorithm(cc_comm_t comm, SpecCodecs& codecs, AlgoId algo, bool compresses, const AlgorithmRun& run) {
   CollectiveArgs args;
@@ -684,7 +684,7 @@ cc_result_t runAlgorithm(cc_comm_t comm, SpecCodecs& codecs, AlgoId algo, bool c
     CC_CHECK(recordTrial(comm, trial, nowSeconds() - start));
   } else if (trial != nullptr) {
     if (trial->watch.stage == WatchStage::Challenger) ++comm->autoChallengeCalls;
-    CC_CHECK(recordWatch(comm, trial, nowSeconds() - start));
+    CC_CHECK(recordWatch(comm, trial, algo, args.collectiveSeq, nowSeconds() - start));
   }
   comm->autoTrialsPending = trial != nullptr && trial->settled == AlgoId::Auto;
   return CC_SUCCESS;
@@ -729,10 +729,8 @@ cc_result_t agreeOnSlowest(cc_comm_t comm, const double* own, double* agreed, si
   return result == CC_SUCCESS ? result : addErrorContext(result, "agreeing on %s", what);
 }
 
-// The next window of the watch: `untimed` calls first, then enough timed
-// calls of `algo`'s latest time to span `span`.
-void beginWindow(AutoWatch& watch, double span, double callSeconds, int untimed) {
-  watch.untimedLeft = untimed;
+// The next window of the watch: enough timed calls of `callSeconds` to span `span`.
+void beginWindow(AutoWatch& watch, double span, double callSeconds) {
   watch.timedCalls = watchWindowCalls(span, callSeconds);
   watch.timedLeft = watch.timedCalls;
   watch.ownSeconds = 0;
@@ -757,10 +755,8 @@ cc_result_t recordTrial(cc_comm_t comm, AutoTrials* trial, double seconds) {
     if (plan.candidates[c] == trial->settled) watch.settledSeconds = seconds;
     if (plan.candidates[c] == watch.runnerUp) watch.runnerUpSeconds = seconds;
   }
-  // The last block may have been the settled algorithm's or not: the first
-  // window starts with an untimed call either way.
   watch.windowSpan = comm->autoWatchFirstWindowSeconds;
-  beginWindow(watch, watch.windowSpan, watch.settledSeconds, 1);
+  beginWindow(watch, watch.windowSpan, watch.settledSeconds);
   if (logLevel() >= LogLevel::Info && comm->rank == 0) {
     std::string means;
     for (int c = 0; c < plan.candidateCount; ++c) {
@@ -780,12 +776,19 @@ cc_result_t recordTrial(cc_comm_t comm, AutoTrials* trial, double seconds) {
   return CC_SUCCESS;
 }
 
-cc_result_t recordWatch(cc_comm_t comm, AutoTrials* trial, double seconds) {
+cc_result_t recordWatch(cc_comm_t comm, AutoTrials* trial, AlgoId ran, uint64_t seq, double seconds) {
   AutoWatch& watch = trial->watch;
-  if (watch.untimedLeft > 0) {
-    --watch.untimedLeft;
-    return CC_SUCCESS;
-  }
+  // A call right after another collective (another algorithm, another kind,
+  // the watch's own agreement, a caller's barrier) absorbs what that left in
+  // flight or idle, as a trial block's first call does: it does not count.
+  // A benchmark that takes turns between algorithms on one communicator
+  // would otherwise charge the first call of each of auto's rounds, after
+  // other algorithms left their connections idle, to auto's windows.
+  const bool follows = watch.hasPrevious && seq == watch.previousSeq + 1 && ran == watch.previousAlgo;
+  watch.hasPrevious = true;
+  watch.previousSeq = seq;
+  watch.previousAlgo = ran;
+  if (!follows) return CC_SUCCESS;
   watch.ownSeconds += seconds;
   if (--watch.timedLeft > 0) return CC_SUCCESS;
   const double own = watch.ownSeconds / watch.timedCalls;
@@ -798,17 +801,17 @@ cc_result_t recordWatch(cc_comm_t comm, AutoTrials* trial, double seconds) {
         watch.settledSeconds = agreed;
         const double doublings = kWatchLongestWindowSeconds / kWatchFirstWindowSeconds;
         watch.windowSpan = std::min(2 * watch.windowSpan, doublings * comm->autoWatchFirstWindowSeconds);
-        beginWindow(watch, watch.windowSpan, watch.settledSeconds, 0);
+        beginWindow(watch, watch.windowSpan, watch.settledSeconds);
         return CC_SUCCESS;
       }
       watch.settledBeforeSeconds = agreed;
       watch.stage = WatchStage::Challenger;
-      beginWindow(watch, comm->autoWatchFirstWindowSeconds, watch.runnerUpSeconds, 1);
+      beginWindow(watch, comm->autoWatchFirstWindowSeconds, watch.runnerUpSeconds);
       return CC_SUCCESS;
     case WatchStage::Challenger:
       watch.challengerSeconds = agreed;
       watch.stage = WatchStage::SettledAgain;
-      beginWindow(watch, comm->autoWatchFirstWindowSeconds, watch.settledSeconds, 1);
+      beginWindow(watch, comm->autoWatchFirstWindowSeconds, watch.settledSeconds);
       return CC_SUCCESS;
     case WatchStage::SettledAgain: {
       const AlgoId was = trial->settled;
@@ -834,7 +837,7 @@ cc_result_t recordWatch(cc_comm_t comm, AutoTrials* trial, double seconds) {
       }
       watch.stage = WatchStage::Settled;
       watch.windowSpan = comm->autoWatchFirstWindowSeconds;
-      beginWindow(watch, watch.windowSpan, watch.settledSeconds, switches ? 1 : 0);
+      beginWindow(watch, watch.windowSpan, watch.settledSeconds);
       return CC_SUCCESS;
     }
   }

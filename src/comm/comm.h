@@ -87,11 +87,15 @@ struct AutoWatch {
   double settledSeconds = 0, runnerUpSeconds = 0;  // each one's latest agreed mean call
   WatchStage stage = WatchStage::Settled;
   double windowSpan = 0;     // of the Settled windows
-  int untimedLeft = 0;       // a window after a change of algorithm starts with an untimed call
   int timedCalls = 0;        // in the current window
   int timedLeft = 0;
   double ownSeconds = 0;     // this rank's timed calls of the window so far
   double settledBeforeSeconds = 0, challengerSeconds = 0;  // agreed, of the challenge under way
+  // The kind's previous call: a call counts only right after one of the
+  // same algorithm and kind, as the communicator's previous collective.
+  bool hasPrevious = false;
+  uint64_t previousSeq = 0;
+  AlgoId previousAlgo = AlgoId::Auto;
 };
 struct AutoTrials {
   AutoTrialPlan plan;
