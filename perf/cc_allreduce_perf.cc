@@ -673,9 +673,9 @@ int runRank(const Launch& launch, const Options& options) {
         // Challenges run inside the rounds and count in auto's time.
         const Engine::Watch& w = watches[e];
         if (w.challenges > 0 || w.challengeCalls > 0) {
+          using ull = unsigned long long;
           std::snprintf(watch, sizeof(watch), "; in its rounds %llu challenges (%llu calls), %llu switches",
-                        static_cast<unsigned long long>(w.challenges), static_cast<unsigned long long>(w.challengeCalls),
-                        static_cast<unsigned long long>(w.switches));
+                        static_cast<ull>(w.challenges), static_cast<ull>(w.challengeCalls), static_cast<ull>(w.switches));
         }
         std::printf("# %s/best %s %zu B: %.3f (auto ran %s; best %s%s%s%s%s)\n", engines[e]->requestedAlgo.c_str(),
                     engines[e]->name.c_str(), count * sizeof(float), rows[e].seconds / rows[best].seconds, ran.c_str(),
