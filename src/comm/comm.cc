@@ -620,8 +620,8 @@ cc_result_t runChosenAlgorithm(cc_comm_t comm, SpecCodecs& codecs, AlgoId algo, 
                                const CollectiveArgs& args, Prims& prims, float* chunkSums);
 
 // auto's algorithm for `call` (docs/algorithms.md, "Trials" and "Watch");
-// `trial` is set when the call's time counts, in its kind's trials or in its
-// watch once settled: recordTrial takes it.
+// `trial` is set where the call's time counts: in its kind's trials, which
+// recordTrial takes, or once settled in its watch, which recordWatch takes.
 AlgoId autoChoice(cc_comm_t comm, const CallShape& call, const CollectiveArgs& args, AutoTrials** trial);
 cc_result_t recordTrial(cc_comm_t comm, AutoTrials* trial, double seconds);
 cc_result_t recordWatch(cc_comm_t comm, AutoTrials* trial, AlgoId ran, uint64_t seq, double seconds);
@@ -799,8 +799,8 @@ cc_result_t recordWatch(cc_comm_t comm, AutoTrials* trial, AlgoId ran, uint64_t 
     case WatchStage::Settled:
       if (!shouldChallenge(agreed, watch.runnerUpSeconds)) {
         watch.settledSeconds = agreed;
-        const double doublings = kWatchLongestWindowSeconds / kWatchFirstWindowSeconds;
-        watch.windowSpan = std::min(2 * watch.windowSpan, doublings * comm->autoWatchFirstWindowSeconds);
+        const double longestOverFirst = kWatchLongestWindowSeconds / kWatchFirstWindowSeconds;
+        watch.windowSpan = std::min(2 * watch.windowSpan, longestOverFirst * comm->autoWatchFirstWindowSeconds);
         beginWindow(watch, watch.windowSpan, watch.settledSeconds);
         return CC_SUCCESS;
       }
