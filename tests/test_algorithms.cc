@@ -548,7 +548,8 @@ TEST(AutoWatch, RanksSwitchAlikeWhenTheSettledAlgorithmSlowsAndNotForOneStall) {
       for (int call = 0; call < 400; ++call) {
         const cc::AlgoId next = upcomingAutoAlgorithm(comm);
         const bool settled = !comm->autoTrials.empty() && comm->autoTrials.begin()->second.settled != cc::AlgoId::Auto;
-        const bool stalling = slowsThroughout || (comm->autoChallenges == 0 &&
+        // the stall: ring's first windows after the trials, until a challenge starts
+        const bool stalling = slowsThroughout || (settled && comm->autoChallenges == 0 &&
                                                   comm->autoTrials.begin()->second.watch.stage ==
                                                       cc::WatchStage::Settled);
         if (rank == 1 && next == cc::AlgoId::Direct) std::this_thread::sleep_for(std::chrono::milliseconds(8));
