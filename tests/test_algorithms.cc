@@ -394,7 +394,14 @@ TEST(AutoTrials, CloseAlgorithmsAreTriedInBlocksAndTheLowestTimeWins) {
   // A short stall does not outweigh being faster in every other block.
   const double brief[10] = {6e-3, 8e-3, 6e-3, 4e-3, 6e-3, 4e-3, 6e-3, 4e-3, 6e-3, 4e-3};
   EXPECT_EQ(cc::fastestInTrials(plan, brief), cc::AlgoId::Direct);
-  // A tie keeps the model's choice.
+  // Within kTrialTieFactor of the model's choice (ring) is a tie, which
+  // keeps it; beyond it the faster candidate wins.
+  const double close[10] = {5e-3, 4.9e-3, 5e-3, 4.9e-3, 5e-3, 4.9e-3, 5e-3, 4.9e-3, 5e-3, 4.9e-3};
+  ASSERT_LT(5.0 / 4.9, cc::kTrialTieFactor);
+  EXPECT_EQ(cc::fastestInTrials(plan, close), cc::AlgoId::Ring);
+  const double apart[10] = {5e-3, 4.8e-3, 5e-3, 4.8e-3, 5e-3, 4.8e-3, 5e-3, 4.8e-3, 5e-3, 4.8e-3};
+  ASSERT_GT(5.0 / 4.8, cc::kTrialTieFactor);
+  EXPECT_EQ(cc::fastestInTrials(plan, apart), cc::AlgoId::Direct);
   const double even[10] = {5e-3, 5e-3, 5e-3, 5e-3, 5e-3, 5e-3, 5e-3, 5e-3, 5e-3, 5e-3};
   EXPECT_EQ(cc::fastestInTrials(plan, even), cc::AlgoId::Ring);
   // Fewer rounds take fewer blocks.

@@ -208,7 +208,8 @@ AlgoId fastestInTrials(const AutoTrialPlan& plan, const double* agreedBlockSecon
       fastestSeconds = seconds;
     }
   }
-  return fastest;
+  const double modelsChoiceSeconds = candidateSeconds(plan, agreedBlockSeconds, 0);
+  return kTrialTieFactor * fastestSeconds < modelsChoiceSeconds ? fastest : plan.candidates[0];
 }
 
 AlgoId runnerUpInTrials(const AutoTrialPlan& plan, const double* agreedBlockSeconds, AlgoId settled) {
