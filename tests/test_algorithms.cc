@@ -418,6 +418,17 @@ TEST(AutoTrials, CloseAlgorithmsAreTriedInBlocksAndTheLowestTimeWins) {
   EXPECT_EQ(sure.candidates[0], cc::AlgoId::Ring);
 }
 
+// Ring predicted at 50 ms and direct at 60 ms, the tree far off: long calls,
+// so kLongCallTrialRounds rounds of blocks of the fewest timed calls (the
+// calls themselves take about a millisecond).
+cc::CostModel ringAndDirectCloseModel() {
+  cc::CostModel model = cheapCodecs(50e-6, 1e12);
+  model.fixedSeconds[0] = 50e-3;
+  model.fixedSeconds[1] = 60e-3;
+  model.fixedSeconds[2] = 1.0;
+  return model;
+}
+
 // The trials on real ranks: every rank runs the same algorithm in every
 // call, and all settle alike even where their own clocks disagree. Ranks 0
 // and 2 arrive late at direct's calls and rank 1 at ring's, so each rank
@@ -426,13 +437,8 @@ TEST(AutoTrials, CloseAlgorithmsAreTriedInBlocksAndTheLowestTimeWins) {
 TEST(AutoTrials, RanksSettleAlikeOnTheSlowestRanksTimesAndKeepTheirChoice) {
   const int n = 3, after = 4;
   const size_t count = 30000;
-  // Predicted 50 and 60 ms: long calls, so kLongCallTrialRounds rounds of
-  // blocks of the fewest timed calls, 3, after the untimed one (the calls
-  // themselves take about a millisecond).
-  cc::CostModel model = cheapCodecs(50e-6, 1e12);
-  model.fixedSeconds[0] = 50e-3;
-  model.fixedSeconds[1] = 60e-3;
-  model.fixedSeconds[2] = 1.0;
+  // Blocks of the fewest timed calls, 3, after the untimed one.
+  const cc::CostModel model = ringAndDirectCloseModel();
   const int block = 4, trialCalls = block * 2 * cc::kLongCallTrialRounds;
   for (const char* setting : {"3", "0"}) {
     SCOPED_TRACE(std::string("CC_AUTO_TRIALS=") + setting);
@@ -518,6 +524,11 @@ TEST(AutoWatch, WindowsChallengesAndSwitches) {
   EXPECT_EQ(cc::runnerUpInTrials(plan, times, cc::AlgoId::Direct), cc::AlgoId::Auto);
 }
 
+// Whether auto's one kind of call on `comm` has finished its trials.
+bool autoSettled(cc_comm_t comm) {
+  return !comm->autoTrials.empty() && comm->autoTrials.begin()->second.settled != cc::AlgoId::Auto;
+}
+
 // The algorithm auto's next call runs on a communicator with one kind of call.
 cc::AlgoId upcomingAutoAlgorithm(cc_comm_t comm) {
   if (comm->autoTrials.size() != 1) return cc::AlgoId::Auto;
@@ -533,10 +544,7 @@ cc::AlgoId upcomingAutoAlgorithm(cc_comm_t comm) {
 TEST(AutoWatch, RanksSwitchAlikeWhenTheSettledAlgorithmSlowsAndNotForOneStall) {
   const int n = 3, callsAfterDecision = 6;
   const size_t count = 30000;
-  cc::CostModel model = cheapCodecs(50e-6, 1e12);
-  model.fixedSeconds[0] = 50e-3;
-  model.fixedSeconds[1] = 60e-3;
-  model.fixedSeconds[2] = 1.0;
+  const cc::CostModel model = ringAndDirectCloseModel();
   ScopedEnv env("CC_AUTO_TRIALS", "3");
   for (const bool slowsThroughout : {true, false}) {
     SCOPED_TRACE(slowsThroughout ? "ring slows throughout" : "ring stalls for one window");
@@ -554,7 +562,7 @@ TEST(AutoWatch, RanksSwitchAlikeWhenTheSettledAlgorithmSlowsAndNotForOneStall) {
       std::vector<float> output(count);
       for (int call = 0; call < 400; ++call) {
         const cc::AlgoId next = upcomingAutoAlgorithm(comm);
-        const bool settled = !comm->autoTrials.empty() && comm->autoTrials.begin()->second.settled != cc::AlgoId::Auto;
+        const bool settled = autoSettled(comm);
         // the stall: ring's first windows after the trials, until a challenge starts
         const bool stalling = slowsThroughout || (settled && comm->autoChallenges == 0 &&
                                                   comm->autoTrials.begin()->second.watch.stage ==
@@ -618,10 +626,7 @@ TEST(AutoWatch, RanksSwitchAlikeWhenTheSettledAlgorithmSlowsAndNotForOneStall) {
 TEST(AutoWatch, CallsRightAfterAnotherCollectiveDoNotCount) {
   const int n = 3, calls = 24 + 200;
   const size_t count = 30000;
-  cc::CostModel model = cheapCodecs(50e-6, 1e12);
-  model.fixedSeconds[0] = 50e-3;
-  model.fixedSeconds[1] = 60e-3;
-  model.fixedSeconds[2] = 1.0;
+  const cc::CostModel model = ringAndDirectCloseModel();
   ScopedEnv env("CC_AUTO_TRIALS", "3");
   std::vector<uint64_t> challenges(n), settledOnRing(n), windowsDecided(n);
   RankOptions options;
@@ -634,7 +639,7 @@ TEST(AutoWatch, CallsRightAfterAnotherCollectiveDoNotCount) {
     std::vector<float> output(count);
     for (int call = 0; call < calls; ++call) {
       const cc::AlgoId next = upcomingAutoAlgorithm(comm);
-      const bool settled = !comm->autoTrials.empty() && comm->autoTrials.begin()->second.settled != cc::AlgoId::Auto;
+      const bool settled = autoSettled(comm);
       if (rank == 1 && next == cc::AlgoId::Direct) std::this_thread::sleep_for(std::chrono::milliseconds(8));
       if (settled && call % 2 == 0) {
         double mine = rank, most = 0;

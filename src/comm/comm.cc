@@ -784,8 +784,7 @@ cc_result_t recordWatch(cc_comm_t comm, AutoTrials* trial, AlgoId ran, uint64_t 
   // A benchmark that takes turns between algorithms on one communicator
   // would otherwise charge the first call of each of auto's rounds, after
   // other algorithms left their connections idle, to auto's windows.
-  const bool follows = watch.hasPrevious && seq == watch.previousSeq + 1 && ran == watch.previousAlgo;
-  watch.hasPrevious = true;
+  const bool follows = ran == watch.previousAlgo && seq == watch.previousSeq + 1;
   watch.previousSeq = seq;
   watch.previousAlgo = ran;
   if (!follows) return CC_SUCCESS;
@@ -794,7 +793,6 @@ cc_result_t recordWatch(cc_comm_t comm, AutoTrials* trial, AlgoId ran, uint64_t 
   const double own = watch.ownSeconds / watch.timedCalls;
   double agreed = 0;
   CC_CHECK(agreeOnSlowest(comm, &own, &agreed, 1, "auto's watch window"));
-  const bool logs = logLevel() >= LogLevel::Info && comm->rank == 0;
   switch (watch.stage) {
     case WatchStage::Settled:
       if (!shouldChallenge(agreed, watch.runnerUpSeconds)) {
@@ -816,7 +814,7 @@ cc_result_t recordWatch(cc_comm_t comm, AutoTrials* trial, AlgoId ran, uint64_t 
     case WatchStage::SettledAgain: {
       const AlgoId was = trial->settled;
       const bool switches = challengerWins(watch.settledBeforeSeconds, watch.challengerSeconds, agreed);
-      if (logs) {
+      if (logLevel() >= LogLevel::Info && comm->rank == 0) {
         CC_INFO("auto: %s: %s's calls took %.1f us, over %.2fx %s's latest %.1f us: %s then took %.1f us and %s "
                 "%.1f us: %s %s",
                 trial->kindName.c_str(), algoName(was), watch.settledBeforeSeconds * 1e6, kChallengeFactor,

@@ -92,8 +92,8 @@ struct AutoWatch {
   double ownSeconds = 0;     // this rank's timed calls of the window so far
   double settledBeforeSeconds = 0, challengerSeconds = 0;  // agreed, of the challenge under way
   // The kind's previous call: a call counts only right after one of the
-  // same algorithm and kind, as the communicator's previous collective.
-  bool hasPrevious = false;
+  // same algorithm and kind, as the communicator's previous collective
+  // (Auto: none yet, since a call always runs a concrete algorithm).
   uint64_t previousSeq = 0;
   AlgoId previousAlgo = AlgoId::Auto;
 };
