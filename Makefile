@@ -7,16 +7,23 @@ CMAKE_ARGS ?=
 JOBS ?= $(shell nproc)
 CTEST_ARGS ?=
 PERF_ARGS ?= --ranks 4 -b 4K -e 64M -f 4 --codec nat,none
+# The Python package is built with this environment's interpreter (Debian's
+# python3 + system packages + nanobind); scripts/python-env.sh makes it.
+VENV ?= $(BUILD)/venv
 
-.PHONY: all deps configure build perf test clean
+.PHONY: all deps python-env configure build perf test clean
 
 all: build
 
 deps:
 	@scripts/install-deps.sh
 
-configure: deps
-	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_ARGS)
+python-env: deps
+	@scripts/python-env.sh $(VENV)
+
+configure: deps python-env
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) \
+	  -DPython_EXECUTABLE=$(abspath $(VENV))/bin/python $(CMAKE_ARGS)
 
 build: configure
 	cmake --build $(BUILD) -j $(JOBS)

@@ -118,6 +118,11 @@ CC_API const char* cc_get_last_error(cc_comm_t comm);
  * every rank has finished cc_comm_init_rank. With CC_COMM_ID=host:port every
  * rank gets the same id and rank 0 serves the store at init. */
 CC_API cc_result_t cc_get_unique_id(cc_unique_id_t* id);
+/* The id that CC_COMM_ID=address gives ("host:port", "IPv4:port" or
+ * "[IPv6]:port"), for callers that hold the address themselves: every rank
+ * computes the same id from the same text and rank 0 serves the store at
+ * init. Nothing is started here. */
+CC_API cc_result_t cc_get_unique_id_from_address(const char* address, cc_unique_id_t* id);
 CC_API cc_result_t cc_comm_init_rank(cc_comm_t* comm, int nranks, cc_unique_id_t id, int rank,
                               const cc_config_t* config);
 

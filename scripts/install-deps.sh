@@ -3,8 +3,9 @@
 # skipping packages that are already present.
 set -euo pipefail
 
+# python3-torch is Debian's CPU build: the Python tests never pull a PyPI torch.
 packages=(build-essential cmake ninja-build pkg-config libgloo-dev libibverbs-dev libgtest-dev
-          iproute2)
+          iproute2 python3-dev python3-venv python3-pip python3-numpy python3-pytest python3-torch)
 missing=()
 for package in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then

@@ -109,6 +109,24 @@ int main(void) {
     CHECK(cc_comm_destroy(comm) == CC_SUCCESS, "destroy");
   }
 
+  {
+    /* The address form gives the id CC_COMM_ID would, on every call. */
+    cc_unique_id_t a;
+    cc_unique_id_t b;
+    CHECK(cc_get_unique_id_from_address("127.0.0.1:29999", &a) == CC_SUCCESS, "from address: %s",
+          cc_get_last_error(NULL));
+    CHECK(cc_get_unique_id_from_address("127.0.0.1:29999", &b) == CC_SUCCESS, "from address: %s",
+          cc_get_last_error(NULL));
+    CHECK(memcmp(&a, &b, sizeof a) == 0, "the same address gave different ids");
+    CHECK(cc_get_unique_id_from_address("127.0.0.1:29998", &b) == CC_SUCCESS, "from address: %s",
+          cc_get_last_error(NULL));
+    CHECK(memcmp(&a, &b, sizeof a) != 0, "different addresses gave the same id");
+    CHECK(cc_get_unique_id_from_address("127.0.0.1", &a) == CC_INVALID_ARGUMENT, "no port accepted");
+    CHECK(strstr(cc_get_last_error(NULL), "'127.0.0.1' is malformed") != NULL, "message: %s",
+          cc_get_last_error(NULL));
+    CHECK(cc_get_unique_id_from_address(NULL, &a) == CC_INVALID_ARGUMENT, "NULL address accepted");
+  }
+
   run_collective("local");
   run_collective("tcp");
 

@@ -223,13 +223,14 @@ cc_result_t randomNonce(uint64_t* nonce) {
   return CC_SUCCESS;
 }
 
-// CC_COMM_ID=host:port, IPv4:port or [IPv6]:port.
-cc_result_t parseCommId(const std::string& text, RootAddress* root) {
+// host:port, IPv4:port or [IPv6]:port, from CC_COMM_ID or the caller
+// (`source` names which in messages).
+cc_result_t parseCommId(const std::string& text, const char* source, RootAddress* root) {
   auto malformed = [&](const std::string& why) {
     return setError(CC_INVALID_ARGUMENT,
-                    "CC_COMM_ID='%s' is malformed (%s); expected host:port, IPv4:port or "
+                    "%s='%s' is malformed (%s); expected host:port, IPv4:port or "
                     "[IPv6]:port with a port in 1..65535",
-                    text.c_str(), why.c_str());
+                    source, text.c_str(), why.c_str());
   };
   std::string host;
   std::string portText;
@@ -269,7 +270,7 @@ cc_result_t parseCommId(const std::string& text, RootAddress* root) {
   if (rc != 0) {
     if (bracketed) return malformed("'" + host + "' is not an IPv6 address");
     return setError(rc == EAI_AGAIN ? CC_SYSTEM_ERROR : CC_INVALID_ARGUMENT,
-                    "CC_COMM_ID='%s': cannot resolve host '%s': %s", text.c_str(), host.c_str(),
+                    "%s='%s': cannot resolve host '%s': %s", source, text.c_str(), host.c_str(),
                     gai_strerror(rc));
   }
   // Every rank resolves the text itself, so prefer the family that resolves
@@ -284,7 +285,7 @@ cc_result_t parseCommId(const std::string& text, RootAddress* root) {
   }
   if (chosen == nullptr) {
     freeaddrinfo(results);
-    return setError(CC_INVALID_ARGUMENT, "CC_COMM_ID='%s': host '%s' has no IPv4 or IPv6 address",
+    return setError(CC_INVALID_ARGUMENT, "%s='%s': host '%s' has no IPv4 or IPv6 address", source,
                     text.c_str(), host.c_str());
   }
   *root = RootAddress{};
@@ -532,17 +533,20 @@ cc_result_t interfaceAddress(const std::string& ifname, sockaddr_storage* addr) 
                   ifname.c_str(), known.c_str());
 }
 
+cc_result_t uniqueIdFromAddress(const char* address, const char* source, cc_unique_id_t* id) {
+  // Every rank computes the same id from the same text; rank 0 serves the
+  // store at init, so nothing is started here.
+  RootAddress root;
+  CC_CHECK(parseCommId(address, source, &root));
+  encodeUniqueId(root, id);
+  return CC_SUCCESS;
+}
+
 cc_result_t createUniqueId(cc_unique_id_t* id) {
   if (id == nullptr) return setError(CC_INVALID_ARGUMENT, "cc_get_unique_id: id is NULL");
-  RootAddress root;
   const char* commId = std::getenv("CC_COMM_ID");
-  if (commId != nullptr && commId[0] != '\0') {
-    // Every rank computes the same id from the same text; rank 0 serves the
-    // store at init, so nothing is started here.
-    CC_CHECK(parseCommId(commId, &root));
-    encodeUniqueId(root, id);
-    return CC_SUCCESS;
-  }
+  if (commId != nullptr && commId[0] != '\0') return uniqueIdFromAddress(commId, "CC_COMM_ID", id);
+  RootAddress root;
   sockaddr_storage addr{};
   const char* ifname = std::getenv("CC_SOCKET_IFNAME");
   if (ifname != nullptr && ifname[0] != '\0') {

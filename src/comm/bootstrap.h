@@ -36,6 +36,9 @@ struct RootAddress {
 // loopback, else loopback), starts the store server on an ephemeral port in
 // this process and encodes its address with a random nonce.
 cc_result_t createUniqueId(cc_unique_id_t* id);
+// The id CC_COMM_ID=`address` gives (cc_get_unique_id_from_address); `source`
+// names where the text came from in messages.
+cc_result_t uniqueIdFromAddress(const char* address, const char* source, cc_unique_id_t* id);
 // Decodes and validates an id (CC_INVALID_ARGUMENT when it was not made by
 // cc_get_unique_id).
 cc_result_t decodeUniqueId(const cc_unique_id_t& id, RootAddress* root);
