@@ -345,3 +345,24 @@ def test_from_store_accepts_any_store_with_set_and_get():
     comms = run_threads(2, lambda rank: cc.Comm.from_store(stores[rank], rank, 2, transport="local", timeout=10))
     assert [comm.rank for comm in comms] == [0, 1]
     close_all(comms)
+
+
+def test_the_extension_stub_names_what_the_extension_has():
+    import ast
+    from pathlib import Path
+
+    stub = ast.parse((Path(cc.__file__).parent / "_core.pyi").read_text())
+    stubbed = {}
+    for node in stub.body:
+        if isinstance(node, ast.ClassDef):
+            stubbed[node.name] = {item.name for item in node.body if isinstance(item, ast.FunctionDef)}
+        elif isinstance(node, ast.FunctionDef):
+            stubbed[node.name] = None
+        elif isinstance(node, ast.AnnAssign):
+            stubbed[node.target.id] = None
+    public = {name for name in dir(cc._core) if not name.startswith("__") or name == "__version__"}
+    public.discard("__doc__")
+    assert set(stubbed) == public
+    for cls in ("Comm", "Residual"):
+        members = {name for name in dir(getattr(cc._core, cls)) if not name.startswith("_") or name == "__init__"}
+        assert stubbed[cls] == members, cls

@@ -71,7 +71,7 @@ def test_mismatched_counts_fail_on_every_rank_without_hanging():
     for rank, process in enumerate(results):
         outcome = last_json(process)
         assert outcome["error"] is not None, f"rank {rank} succeeded with a mismatched count"
-        assert outcome["elapsed"] < 30, outcome
+        assert outcome["elapsed"] < 5, outcome  # the frame check, not the 60 s timeout
         assert "count" in outcome["message"], outcome
 
 
@@ -82,4 +82,4 @@ def test_mismatched_dtypes_fail_on_every_rank_without_hanging():
     for rank, process in enumerate(results):
         outcome = last_json(process)
         assert outcome["error"] is not None, f"rank {rank} succeeded with a mismatched datatype"
-        assert outcome["elapsed"] < 30, outcome
+        assert outcome["elapsed"] < 5, outcome  # the frame check, not the 60 s timeout
