@@ -13,7 +13,8 @@
 #include <vector>
 
 #include "algo/algo.h"
-#include "api/error.h"
+#include "base/error.h"
+#include "base/log.h"
 #include "comm/bootstrap.h"
 #include "comm/comm.h"
 #include "cuda/device_codec.h"

@@ -6,7 +6,7 @@
 #include <cstring>
 
 #include "algo/algo.h"
-#include "api/error.h"
+#include "base/error.h"
 
 namespace cc {
 

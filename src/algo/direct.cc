@@ -5,7 +5,7 @@
 #include <numeric>
 
 #include "algo/algo.h"
-#include "api/error.h"
+#include "base/error.h"
 
 namespace cc {
 namespace {

@@ -4,7 +4,7 @@
 // nodes re-encode their partial sums (log2 n encodes on the longest path);
 // the root's encode is broadcast unchanged.
 #include "algo/algo.h"
-#include "api/error.h"
+#include "base/error.h"
 
 namespace cc {
 namespace {

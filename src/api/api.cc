@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "api/error.h"
+#include "base/error.h"
 #include "codec/codec.h"
 #include "comm/bootstrap.h"
 #include "comm/comm.h"

@@ -6,7 +6,8 @@
 #include <string>
 
 #include "algo/algo.h"
-#include "api/error.h"
+#include "base/error.h"
+#include "base/log.h"
 #include "codec/codec.h"
 #include "codec/spec.h"
 

@@ -24,7 +24,8 @@
 
 #include <gloo/common/error.h>
 
-#include "api/error.h"
+#include "base/error.h"
+#include "base/log.h"
 #include "comm/store_protocol.h"
 
 namespace cc {

@@ -8,6 +8,8 @@
 #include <random>
 
 #include "algo/algo.h"
+#include "base/clock.h"
+#include "base/log.h"
 #include "codec/elements.h"
 #include "codec/randk.h"
 #include "comm/bootstrap.h"
@@ -189,10 +191,6 @@ cc_result_t openAlgorithmChannels(Transport& transport, int rank, int nranks, si
 }
 
 // ---- auto's measurements -------------------------------------------------
-
-double nowSeconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 // The codec passes of one family on values like gradients, best of a few
 // runs. All ranks measure at once, so a machine shared by several ranks
@@ -385,19 +383,6 @@ cc_result_t measureCostModel(StoreClient& store, cc_comm& comm, CostModel* model
 
 }  // namespace
 
-const char* datatypeName(cc_datatype_t datatype) {
-  static const char* names[CC_NUM_DATATYPES] = {"int8",    "uint8",   "int32",   "uint32",  "int64",
-                                                "uint64",  "float16", "float32", "float64", "bfloat16"};
-  int index = static_cast<int>(datatype);
-  return index >= 0 && index < CC_NUM_DATATYPES ? names[index] : "unknown";
-}
-
-const char* opName(cc_red_op_t op) {
-  static const char* names[CC_NUM_OPS] = {"sum", "prod", "max", "min", "avg"};
-  int index = static_cast<int>(op);
-  return index >= 0 && index < CC_NUM_OPS ? names[index] : "unknown";
-}
-
 cc_result_t commInit(cc_comm_t* out, int nranks, const cc_unique_id_t& id, int rank,
                      const cc_config_t* userConfig) {
   auto comm = std::make_unique<cc_comm>();
@@ -478,10 +463,6 @@ cc_result_t commInit(cc_comm_t* out, int nranks, const cc_unique_id_t& id, int r
 namespace {
 
 constexpr size_t kTensorAlignmentValues = kBlockValues;
-
-bool isFloatType(cc_datatype_t datatype) {
-  return datatype == CC_FLOAT32 || datatype == CC_FLOAT16 || datatype == CC_BFLOAT16;
-}
 
 // Where each tensor of a fused call starts: block-aligned, so that codec
 // blocks never straddle two tensors.

@@ -15,6 +15,7 @@
 
 #include "algo/algo.h"
 #include "api/config.h"
+#include "base/datatypes.h"
 #include "codec/codec.h"
 #include "codec/spec.h"
 #include "compressedcoll.h"
@@ -179,7 +180,5 @@ void commAbort(cc_comm_t comm);
 // auto, whose channels every algorithm can use; `checkCalls` also needs one
 // opened with CC_CHECK_CALLS=1.
 cc_result_t commForceAlgorithm(cc_comm_t comm, AlgoId algo, bool checkCalls);
-const char* datatypeName(cc_datatype_t datatype);
-const char* opName(cc_red_op_t op);
 
 }  // namespace cc

@@ -17,7 +17,8 @@
 #include <memory>
 #include <vector>
 
-#include "api/error.h"
+#include "base/error.h"
+#include "base/log.h"
 #include "comm/bootstrap.h"
 #include "transports/gloo/gloo_context.h"
 #include "transports/transport.h"

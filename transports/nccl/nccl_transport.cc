@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "api/error.h"
+#include "base/error.h"
 #include "comm/bootstrap.h"
 #include "transports/transport.h"
 
