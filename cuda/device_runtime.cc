@@ -15,10 +15,10 @@
 #include "algo/algo.h"
 #include "base/error.h"
 #include "base/log.h"
-#include "comm/bootstrap.h"
 #include "comm/comm.h"
 #include "cuda/device_codec.h"
 #include "cuda/device_prims.h"
+#include "transports/rendezvous.h"
 #include "transports/transport.h"
 
 namespace cc {
@@ -236,7 +236,7 @@ cc_result_t runDeviceCollective(cc_comm_t comm, DeviceState& state, const void* 
 
 }  // namespace
 
-cc_result_t deviceInit(cc_comm_t comm, StoreClient& store, const TransportSetup& setup) {
+cc_result_t deviceInit(cc_comm_t comm, RendezvousStore& store, const TransportSetup& setup) {
   auto state = std::make_shared<DeviceState>();
   state->setup = setup;
   state->setup.store = nullptr;  // the init store is gone after init

@@ -17,12 +17,12 @@ struct cc_residual;
 
 namespace cc {
 
-class StoreClient;
+class RendezvousStore;
 struct TransportSetup;
 
 // Collective at init; `store` is the init store (NCCL's id travels on it).
 // Never fails for want of a GPU: device calls then say why they cannot run.
-cc_result_t deviceInit(cc_comm_t comm, StoreClient& store, const TransportSetup& setup);
+cc_result_t deviceInit(cc_comm_t comm, RendezvousStore& store, const TransportSetup& setup);
 
 // Whether `pointer` is GPU (or managed) memory, by its CUDA attributes.
 bool isDeviceMemory(const void* pointer);

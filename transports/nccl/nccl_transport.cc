@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "base/error.h"
-#include "comm/bootstrap.h"
+#include "transports/rendezvous.h"
 #include "transports/transport.h"
 
 namespace cc {
