@@ -3,7 +3,7 @@
 # skipping packages that are already present.
 set -euo pipefail
 
-packages=(build-essential cmake ninja-build pkg-config libgloo-dev libibverbs-dev libgtest-dev
+packages=(build-essential cmake ninja-build pkg-config python3 libgloo-dev libibverbs-dev libgtest-dev
           iproute2)
 missing=()
 for package in "${packages[@]}"; do
