@@ -1,4 +1,5 @@
-// Bootstrap: the unique id and the rendezvous store served by the root.
+// Bootstrap: the unique id (unique_id.cc) and the rendezvous store served by
+// the root (store_client.cc, store_server.cc).
 //
 // The id carries the root's address, port and a random nonce. Ranks meet in a
 // small TCP key-value store (it implements gloo::rendezvous::Store, so Gloo
