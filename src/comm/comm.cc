@@ -1,7 +1,7 @@
 // The communicator's own work: connect the ranks, agree on the settings,
 // open the transport and the channels the configured algorithm may need,
 // hand calls down, break the links when a call fails half-way. What a call
-// does below that is the algorithm layer's (algo/allreduce_call.h).
+// does below that is the algorithm layer's (algo/call/allreduce_call.h).
 #include "comm/comm.h"
 
 #include <cstring>

@@ -1,8 +1,8 @@
 // The communicator: it connects its ranks (bootstrap, settings agreement,
 // transport, channels), hands each call to the algorithm layer
-// (algo/allreduce_call.h) and keeps the lifecycle the C API exposes
+// (algo/call/allreduce_call.h) and keeps the lifecycle the C API exposes
 // (finalize, abort, asynchronous errors). What collectives read and advance
-// is its base, CollectiveState (algo/collectives.h).
+// is its base, CollectiveState (algo/call/collectives.h).
 #pragma once
 
 #include <atomic>

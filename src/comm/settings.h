@@ -1,5 +1,5 @@
 // What a communicator is opened with: the settings its collectives follow
-// (CallSettings, algo/collectives.h) and what only init reads. The C API
+// (CallSettings, algo/call/collectives.h) and what only init reads. The C API
 // fills them from cc_config_t, the environment and the defaults
 // (api/config.h); ranks agree on them at init (comm.cc).
 #pragma once
