@@ -36,7 +36,9 @@ struct InitRecord {
   uint64_t seed;
   uint64_t commKey;
 };
-constexpr uint32_t kInitMagic = 0x43434933u;
+// "CCI4": the algorithm byte is an AlgoId, a row of the algorithm table
+// (ring 0, auto 0xff), which "CCI3" ranks read otherwise.
+constexpr uint32_t kInitMagic = 0x43434934u;
 
 uint64_t random64() {
   std::random_device device;
