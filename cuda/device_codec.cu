@@ -3,7 +3,7 @@
 // rank and a host rank of one collective use the same packed format.
 #include <memory>
 
-#include "api/error.h"
+#include "base/error.h"
 #include "codec/codec.h"
 #include "codec/spec.h"
 #include "cuda/device_codec.h"

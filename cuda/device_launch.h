@@ -5,7 +5,7 @@
 
 #include <cuda_runtime.h>
 
-#include "api/error.h"
+#include "base/error.h"
 
 namespace cc {
 

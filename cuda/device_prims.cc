@@ -1,6 +1,6 @@
 #include "cuda/device_prims.h"
 
-#include "api/error.h"
+#include "base/error.h"
 
 namespace cc {
 

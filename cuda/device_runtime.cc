@@ -6,18 +6,16 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
-#include <mutex>
 #include <set>
 #include <string>
 #include <tuple>
 #include <vector>
 
-#include "algo/algo.h"
-#include "api/error.h"
-#include "comm/bootstrap.h"
-#include "comm/comm.h"
-#include "cuda/device_codec.h"
-#include "cuda/device_prims.h"
+#include "base/datatypes.h"
+#include "base/error.h"
+#include "base/log.h"
+#include "codec/residual.h"
+#include "transports/rendezvous.h"
 #include "transports/transport.h"
 
 namespace cc {
@@ -53,7 +51,7 @@ struct DeviceState {
   std::string unavailable;
   int device = -1;  // the GPU of this rank, fixed at its first device call (local) or init (NCCL)
   bool nccl = false;
-  TransportSetup setup;  // for the local device transport, made at the first device call
+  DeviceSetup setup;  // for the local device transport, made at the first device call
   std::unique_ptr<Transport> transport;
   std::unique_ptr<SendChannel> toNext;
   std::unique_ptr<RecvChannel> fromPrev;
@@ -100,16 +98,15 @@ std::string deviceIdentity(int* device) {
 
 // Opens the ring's channels on the device transport at the first device
 // collective (every rank makes it, so the opens meet).
-cc_result_t ensureRing(cc_comm_t comm, DeviceState& state) {
+cc_result_t ensureRing(DeviceState& state, int rank, int nranks) {
   if (!state.transport) {
     CC_CHECK(cudaDeviceOfThisThread(&state.device));
-    CC_CHECK(createLocalDeviceTransport(state.setup, &state.transport));
+    CC_CHECK(createLocalDeviceTransport(state.setup.transport, &state.transport));
   }
   if (!state.toNext) {
-    const int n = comm->nranks;
-    const size_t slotBytes = std::max(kMinDeviceSlotBytes, comm->config.chunkBytes);
-    CC_CHECK(state.transport->openSend((comm->rank + 1) % n, kDeviceRingTag, slotBytes, kDeviceSlots, &state.toNext));
-    CC_CHECK(state.transport->openRecv((comm->rank + n - 1) % n, kDeviceRingTag, slotBytes, kDeviceSlots,
+    const size_t slotBytes = std::max(kMinDeviceSlotBytes, state.setup.chunkBytes);
+    CC_CHECK(state.transport->openSend((rank + 1) % nranks, kDeviceRingTag, slotBytes, kDeviceSlots, &state.toNext));
+    CC_CHECK(state.transport->openRecv((rank + nranks - 1) % nranks, kDeviceRingTag, slotBytes, kDeviceSlots,
                                        &state.fromPrev));
   }
   if (state.done == nullptr) {
@@ -153,107 +150,28 @@ cc_result_t residualOnDevice(cc_residual* residual, float** out) {
   return CC_SUCCESS;
 }
 
-// Why a call cannot run natively on the GPU (the ring on block codecs, over a
-// device transport), or an empty string when it can. Such calls are staged
-// through host memory instead.
-std::string nativeObstacle(cc_comm_t comm, const DeviceState& state, const CodecSpec& spec, bool compresses,
-                           const cc_residual* residual) {
-  if (!state.unavailable.empty()) return state.unavailable;
-  if (comm->config.algo != AlgoId::Auto && comm->config.algo != AlgoId::Ring) {
-    return std::string("algorithm ") + algoName(comm->config.algo) + " has no device path yet";
-  }
-  if (compresses && (spec.selector != Selector::None || !spec.hopReencodable())) {
-    return "codec spec '" + spec.canonical + "' has no device kernels yet";
-  }
-  if (residual != nullptr && (!compresses || comm->nranks == 1)) {
-    return "error feedback that loses nothing (an exact spec, or one rank) folds the residual on the host";
-  }
-  return std::string();
-}
-
-// The same collective through host memory: wait for the stream, copy the
-// input down, run the host path, copy the result up. Correct for every
-// codec and algorithm, bit-identical to a host call, but it synchronises.
-cc_result_t runStaged(cc_comm_t comm, DeviceState& state, const void* sendbuf, void* recvbuf, size_t count,
-                      cc_datatype_t datatype, cc_red_op_t op, const char* specText, cc_residual* residual,
-                      cudaStream_t stream) {
-  const size_t bytes = count * elementBytes(elementTypeOf(datatype));
-  cudaError_t status = cudaStreamSynchronize(stream);
-  if (status != cudaSuccess) return cudaFailure(status, "cudaStreamSynchronize (staging)");
-  if (state.staging.size() < bytes) state.staging.resize(bytes);
-  status = cudaMemcpy(state.staging.data(), sendbuf, bytes, cudaMemcpyDeviceToHost);
-  if (status != cudaSuccess) return cudaFailure(status, "cudaMemcpy (staging the input)");
-  if (residual != nullptr) CC_CHECK(residualToHost(residual));
-  const TensorCall call{state.staging.data(), state.staging.data(), count, residual};
-  CC_CHECK(commAllreduce(comm, &call, 1, datatype, op, specText));
-  status = cudaMemcpy(recvbuf, state.staging.data(), bytes, cudaMemcpyHostToDevice);
-  if (status != cudaSuccess) return cudaFailure(status, "cudaMemcpy (staging the result)");
-  return CC_SUCCESS;
-}
-
-cc_result_t runDeviceCollective(cc_comm_t comm, DeviceState& state, const void* sendbuf, void* recvbuf, size_t count,
-                                cc_datatype_t datatype, cc_red_op_t op, const CodecSpec& spec, cc_residual* residual,
-                                cudaStream_t stream) {
-  if (comm->nranks == 1) {
-    CC_CHECK(cudaDeviceOfThisThread(&state.device));
-    if (sendbuf != recvbuf) {
-      const cudaError_t status = cudaMemcpyAsync(recvbuf, sendbuf, count * elementBytes(elementTypeOf(datatype)),
-                                                 cudaMemcpyDeviceToDevice, stream);
-      if (status != cudaSuccess) return cudaFailure(status, "cudaMemcpyAsync (one rank)");
-    }
-    comm->lastAlgorithm = "none";
-    ++comm->collectiveSeq;
-    return CC_SUCCESS;
-  }
-  CC_CHECK(ensureRing(comm, state));
-  int current = -1;
-  if (cudaGetDevice(&current) == cudaSuccess && current != state.device) {
-    return setError(CC_INVALID_USAGE,
-                    "this rank's device collectives run on GPU %d, but GPU %d is current (cudaSetDevice(%d) "
-                    "before the call)",
-                    state.device, current, state.device);
-  }
-  DeviceCodecs* codecs = nullptr;
-  CC_CHECK(codecsFor(state, spec, datatype, op, &codecs));
-  float* residualValues = nullptr;
-  if (residual != nullptr) CC_CHECK(residualOnDevice(residual, &residualValues));
-
-  CollectiveArgs args{sendbuf, recvbuf, count, datatype, op, codecs->host.get(),
-                      comm->seed, comm->collectiveSeq, comm->rank, comm->nranks};
-  args.specHash = spec.hash;
-  args.residual = residualValues;
-  state.transport->setStream(stream);
-  DevicePrims prims(args, *codecs->device, stream);
-  CC_CHECK(ringAllreduce(prims, args, RingChannels{state.toNext.get(), state.fromPrev.get()}));
-  CC_CHECK(state.transport->flush());
-  const cudaError_t status = cudaEventRecord(state.done, stream);
-  if (status != cudaSuccess) return cudaFailure(status, "cudaEventRecord (collective done)");
-  comm->lastAlgorithm = "ring";
-  ++comm->collectiveSeq;
-  return CC_SUCCESS;
-}
-
 }  // namespace
 
-cc_result_t deviceInit(cc_comm_t comm, StoreClient& store, const TransportSetup& setup) {
+cc_result_t deviceInit(const DeviceSetup& setup, RendezvousStore& store, std::shared_ptr<DeviceState>* out) {
   auto state = std::make_shared<DeviceState>();
   state->setup = setup;
-  state->setup.store = nullptr;  // the init store is gone after init
-  if (comm->config.transport == TransportKind::Local || comm->nranks == 1) {
-    comm->device = state;
+  state->setup.transport.store = nullptr;  // the init store is gone after init
+  const int rank = setup.transport.rank, nranks = setup.transport.nranks;
+  if (setup.sameProcess || nranks == 1) {
+    *out = state;
     return CC_SUCCESS;
   }
   // Gloo between processes: NCCL when every rank has a GPU of its own.
   const std::string mine = deviceIdentity(&state->device);
   const std::string prefix = "cc/device/";
-  CC_CHECK(store.trySet(prefix + std::to_string(comm->rank), std::vector<char>(mine.begin(), mine.end())));
-  std::vector<std::string> identities(comm->nranks);
-  for (int r = 0; r < comm->nranks; ++r) {
+  CC_CHECK(store.trySet(prefix + std::to_string(rank), std::vector<char>(mine.begin(), mine.end())));
+  std::vector<std::string> identities(nranks);
+  for (int r = 0; r < nranks; ++r) {
     std::vector<char> bytes;
     CC_CHECK(store.tryGet(prefix + std::to_string(r), &bytes));
     identities[r].assign(bytes.begin(), bytes.end());
   }
-  for (int r = 0; r < comm->nranks && state->unavailable.empty(); ++r) {
+  for (int r = 0; r < nranks && state->unavailable.empty(); ++r) {
     if (identities[r] == "none") {
       state->unavailable = "rank " + std::to_string(r) + " has no CUDA device";
       break;
@@ -269,14 +187,14 @@ cc_result_t deviceInit(cc_comm_t comm, StoreClient& store, const TransportSetup&
   }
 #ifdef CC_HAVE_NCCL
   if (state->unavailable.empty()) {
-    TransportSetup ncclSetup = setup;
+    TransportSetup ncclSetup = setup.transport;
     ncclSetup.store = &store;
     if (createNcclTransport(ncclSetup, &state->transport) == CC_SUCCESS) {
       state->nccl = true;
     } else {
       // The host path still works: device calls are staged through it.
       state->unavailable = lastErrorMessage();
-      CC_WARN("rank %d: device collectives will be staged through host memory: %s", comm->rank,
+      CC_WARN("rank %d: device collectives will be staged through host memory: %s", rank,
               state->unavailable.c_str());
       clearLastError();
     }
@@ -284,9 +202,15 @@ cc_result_t deviceInit(cc_comm_t comm, StoreClient& store, const TransportSetup&
 #else
   if (state->unavailable.empty()) state->unavailable = "this build has no NCCL (nccl.h was not found when it was configured)";
 #endif
-  if (!state->unavailable.empty()) CC_INFO("rank %d: no device collectives: %s", comm->rank, state->unavailable.c_str());
-  comm->device = state;
+  if (!state->unavailable.empty()) CC_INFO("rank %d: no device collectives: %s", rank, state->unavailable.c_str());
+  *out = state;
   return CC_SUCCESS;
+}
+
+const std::string& deviceUnavailable(const DeviceState& state) { return state.unavailable; }
+
+bool firstStagingFor(DeviceState& state, const std::string& reason) {
+  return state.stagedReasons.insert(reason).second;
 }
 
 bool isDeviceMemory(const void* pointer) {
@@ -299,42 +223,63 @@ bool isDeviceMemory(const void* pointer) {
   return attributes.type == cudaMemoryTypeDevice || attributes.type == cudaMemoryTypeManaged;
 }
 
-cc_result_t deviceAllreduce(cc_comm_t comm, const void* sendbuf, void* recvbuf, size_t count, cc_datatype_t datatype,
-                            cc_red_op_t op, const char* specText, cc_residual* residual, void* stream) {
-  const CodecSpec* spec = nullptr;
-  CC_CHECK(commSpec(comm, specText, &spec));
-  std::unique_lock<std::mutex> lock(comm->callMutex);
-  if (comm->asyncError.load() != CC_SUCCESS) {
-    return setError(CC_INVALID_USAGE, "the communicator is broken by an earlier %s; create a new one",
-                    resultName(static_cast<cc_result_t>(comm->asyncError.load())));
+cc_result_t deviceCopyOneRank(DeviceState& state, const void* sendbuf, void* recvbuf, size_t bytes, void* stream) {
+  CC_CHECK(cudaDeviceOfThisThread(&state.device));
+  if (sendbuf != recvbuf) {
+    const cudaError_t status =
+        cudaMemcpyAsync(recvbuf, sendbuf, bytes, cudaMemcpyDeviceToDevice, static_cast<cudaStream_t>(stream));
+    if (status != cudaSuccess) return cudaFailure(status, "cudaMemcpyAsync (one rank)");
   }
-  DeviceState& state = *comm->device;
-  cudaStream_t cudaStream = static_cast<cudaStream_t>(stream);
-  const std::string obstacle =
-      nativeObstacle(comm, state, *spec, specCompresses(*spec, datatype, op), residual);
-  if (!obstacle.empty()) {
-    if (state.stagedReasons.insert(obstacle).second) {
-      CC_INFO("rank %d: device buffers staged through host memory: %s", comm->rank, obstacle.c_str());
-    }
-    lock.unlock();  // the host path takes the call lock itself
-    return runStaged(comm, state, sendbuf, recvbuf, count, datatype, op, specText, residual, cudaStream);
+  return CC_SUCCESS;
+}
+
+cc_result_t beginDeviceRing(DeviceState& state, int rank, int nranks, const CodecSpec& spec, cc_datatype_t datatype,
+                            cc_red_op_t op, cc_residual* residual, void* stream, DeviceRing* ring) {
+  CC_CHECK(ensureRing(state, rank, nranks));
+  int current = -1;
+  if (cudaGetDevice(&current) == cudaSuccess && current != state.device) {
+    return setError(CC_INVALID_USAGE,
+                    "this rank's device collectives run on GPU %d, but GPU %d is current (cudaSetDevice(%d) "
+                    "before the call)",
+                    state.device, current, state.device);
   }
-  const uint64_t seq = comm->collectiveSeq;
-  cc_result_t result = runDeviceCollective(comm, state, sendbuf, recvbuf, count, datatype, op, *spec, residual,
-                                           cudaStream);
-  if (result == CC_SUCCESS && stream == nullptr) {
-    const cudaError_t status = cudaStreamSynchronize(nullptr);
-    if (status != cudaSuccess) result = cudaFailure(status, "cudaStreamSynchronize (default stream)");
-  }
-  if (result != CC_SUCCESS) {
-    if (result != CC_UNSUPPORTED && result != CC_INVALID_USAGE) {
-      comm->asyncError.store(result);
-      if (state.transport) state.transport->abort();
-    }
-    return addErrorContext(result, "compressed_allreduce #%llu on device buffers (%zu x %s, %s, codec %s) on rank %d",
-                           static_cast<unsigned long long>(seq), count, datatypeName(datatype), opName(op),
-                           spec->canonical.c_str(), comm->rank);
-  }
+  DeviceCodecs* codecs = nullptr;
+  CC_CHECK(codecsFor(state, spec, datatype, op, &codecs));
+  ring->hostCodec = codecs->host.get();
+  ring->deviceCodec = codecs->device.get();
+  ring->residual = nullptr;
+  if (residual != nullptr) CC_CHECK(residualOnDevice(residual, &ring->residual));
+  ring->channels = RingChannels{state.toNext.get(), state.fromPrev.get()};
+  state.transport->setStream(stream);
+  return CC_SUCCESS;
+}
+
+cc_result_t endDeviceRing(DeviceState& state, void* stream) {
+  CC_CHECK(state.transport->flush());
+  const cudaError_t status = cudaEventRecord(state.done, static_cast<cudaStream_t>(stream));
+  if (status != cudaSuccess) return cudaFailure(status, "cudaEventRecord (collective done)");
+  return CC_SUCCESS;
+}
+
+cc_result_t stageToHost(DeviceState& state, const void* sendbuf, size_t bytes, void* stream, void** host) {
+  cudaError_t status = cudaStreamSynchronize(static_cast<cudaStream_t>(stream));
+  if (status != cudaSuccess) return cudaFailure(status, "cudaStreamSynchronize (staging)");
+  if (state.staging.size() < bytes) state.staging.resize(bytes);
+  status = cudaMemcpy(state.staging.data(), sendbuf, bytes, cudaMemcpyDeviceToHost);
+  if (status != cudaSuccess) return cudaFailure(status, "cudaMemcpy (staging the input)");
+  *host = state.staging.data();
+  return CC_SUCCESS;
+}
+
+cc_result_t stageFromHost(const void* host, void* recvbuf, size_t bytes) {
+  const cudaError_t status = cudaMemcpy(recvbuf, host, bytes, cudaMemcpyHostToDevice);
+  if (status != cudaSuccess) return cudaFailure(status, "cudaMemcpy (staging the result)");
+  return CC_SUCCESS;
+}
+
+cc_result_t synchronizeDefaultStream() {
+  const cudaError_t status = cudaStreamSynchronize(nullptr);
+  if (status != cudaSuccess) return cudaFailure(status, "cudaStreamSynchronize (default stream)");
   return CC_SUCCESS;
 }
 
@@ -356,24 +301,22 @@ cc_result_t residualToHost(cc_residual* residual) {
   return CC_SUCCESS;
 }
 
-cc_result_t deviceFinalize(cc_comm_t comm) {
-  if (!comm->device || comm->device->done == nullptr) return CC_SUCCESS;
-  const cudaError_t status = cudaEventSynchronize(comm->device->done);
+cc_result_t deviceFinalize(DeviceState& state) {
+  if (state.done == nullptr) return CC_SUCCESS;
+  const cudaError_t status = cudaEventSynchronize(state.done);
   if (status != cudaSuccess) return cudaFailure(status, "cudaEventSynchronize (finalize)");
   return CC_SUCCESS;
 }
 
-void deviceAbort(cc_comm_t comm) {
-  if (comm->device && comm->device->transport) comm->device->transport->abort();
+void deviceAbort(DeviceState& state) {
+  if (state.transport) state.transport->abort();
 }
 
-cc_result_t deviceAsyncError(cc_comm_t comm) {
+cc_result_t deviceAsyncError(DeviceState& state) {
 #ifdef CC_HAVE_NCCL
-  if (comm->device && comm->device->nccl && comm->device->transport) {
-    return ncclTransportAsyncError(*comm->device->transport);
-  }
+  if (state.nccl && state.transport) return ncclTransportAsyncError(*state.transport);
 #else
-  (void)comm;
+  (void)state;
 #endif
   return CC_SUCCESS;
 }

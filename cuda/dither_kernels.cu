@@ -38,7 +38,7 @@
 #include <cstdint>
 #include <memory>
 
-#include "api/error.h"
+#include "base/error.h"
 #include "codec/codec.h"
 #include "codec/dither.h"
 #include "codec/spec.h"

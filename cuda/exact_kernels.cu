@@ -16,7 +16,7 @@
 #include <memory>
 #include <type_traits>
 
-#include "api/error.h"
+#include "base/error.h"
 #include "cuda/device_codec.h"
 #include "cuda/device_float.cuh"
 #include "cuda/device_launch.h"

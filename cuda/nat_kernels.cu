@@ -28,7 +28,7 @@
 #include <memory>
 #include <type_traits>
 
-#include "api/error.h"
+#include "base/error.h"
 #include "codec/nat_kernels.h"
 #include "cuda/device_codec.h"
 #include "cuda/device_float.cuh"

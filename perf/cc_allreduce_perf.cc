@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "api/config.h"
 #include "codec/codec.h"
 #include "codec/spec.h"
 #include "comm/comm.h"

@@ -24,7 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "api/error.h"
+#include "base/error.h"
 #include "codec/codec.h"
 #include "codec/randk.h"
 #include "codec/spec.h"

@@ -29,7 +29,7 @@
 #include <string>
 #include <vector>
 
-#include "api/error.h"
+#include "base/error.h"
 #include "codec/codec.h"
 #include "codec/spec.h"
 #include "cuda/device_codec.h"

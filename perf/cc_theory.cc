@@ -26,7 +26,7 @@
 #include <string>
 #include <vector>
 
-#include "api/error.h"
+#include "base/error.h"
 #include "codec/codec.h"
 #include "codec/randk.h"
 #include "codec/spec.h"
@@ -164,7 +164,7 @@ struct RandKState {
   mutable std::vector<uint8_t> packed;
 };
 
-// runRandK (src/comm/comm.cc) on one rank: the shared-seed mask, the kept
+// runRandK (src/algo/call/allreduce_call.cc) on one rank: the shared-seed mask, the kept
 // values gathered and scaled by 1/ratio, the inner quantizer on the compact
 // vector; D scatters them back. Only the inner packed bytes travel.
 size_t drawRandK(const cc::CodecSpec& spec, const void* opaque, const std::vector<float>& x, uint64_t seed,

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 # python3-torch is Debian's CPU build: the Python tests never pull a PyPI torch.
-packages=(build-essential cmake ninja-build pkg-config libgloo-dev libibverbs-dev libgtest-dev
+packages=(build-essential cmake ninja-build pkg-config python3 libgloo-dev libibverbs-dev libgtest-dev
           iproute2 python3-dev python3-venv python3-pip python3-numpy python3-pytest python3-torch)
 missing=()
 for package in "${packages[@]}"; do

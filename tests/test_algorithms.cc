@@ -161,8 +161,8 @@ cc::CallShape natCall(int nranks, size_t count) {
   // 2^18 values per chunk (about 288 KiB of nat), so that segments and
   // halves of the counts below are whole chunks; direct's slots are a
   // 1/(n - 1) share
-  call.ringChunkValues = call.treeChunkValues = size_t(1) << 18;
-  call.directChunkValues = std::max<size_t>(4096, call.ringChunkValues / (nranks - 1));
+  call.chunkValuesOf(cc::AlgoId::Ring) = call.chunkValuesOf(cc::AlgoId::Tree) = size_t(1) << 18;
+  call.chunkValuesOf(cc::AlgoId::Direct) = std::max<size_t>(4096, call.chunkValuesOf(cc::AlgoId::Ring) / (nranks - 1));
   return call;
 }
 
@@ -220,9 +220,9 @@ TEST(CostModel, BurstsFittedToMeasuredCallsDecideMidSizes) {
   model.fixedSeconds[1] = 1.08e-3;
   model.fixedSeconds[2] = 0.98e-3;
   cc::CallShape call = natCall(4, 65536);
-  call.ringChunkValues = 932000;  // 1 MiB slots
-  call.treeChunkValues = 116000;  // 1/8 of them
-  call.directChunkValues = 310000;
+  call.chunkValuesOf(cc::AlgoId::Ring) = 932000;  // 1 MiB slots
+  call.chunkValuesOf(cc::AlgoId::Tree) = 116000;  // 1/8 of them
+  call.chunkValuesOf(cc::AlgoId::Direct) = 310000;
   const cc::AlgoId algos[3] = {cc::AlgoId::Ring, cc::AlgoId::Direct, cc::AlgoId::Tree};
   const double measured[3] = {2.02e-3, 1.76e-3, 1.22e-3};
   // Without bursts, 64 K values look rate-bound: the tree's store-and-forward
@@ -268,9 +268,9 @@ TEST(CostModel, LinkSharesFittedAtTwoSizesKeepDirectOffWhereItsFlowsLose) {
   }();
   auto callOf = [](size_t count) {
     cc::CallShape call = natCall(4, count);
-    call.ringChunkValues = 932000;
-    call.treeChunkValues = 116000;
-    call.directChunkValues = 310000;
+    call.chunkValuesOf(cc::AlgoId::Ring) = 932000;
+    call.chunkValuesOf(cc::AlgoId::Tree) = 116000;
+    call.chunkValuesOf(cc::AlgoId::Direct) = 310000;
     return call;
   };
   const size_t shorter = size_t(1) << 17, longer = size_t(1) << 19, between = size_t(1) << 18;

@@ -27,7 +27,7 @@
 #include <gloo/transport/tcp/device.h>
 #include <gtest/gtest.h>
 
-#include "api/error.h"
+#include "base/error.h"
 #include "comm/bootstrap.h"
 #include "comm/store_protocol.h"
 #include "test_helpers.h"

@@ -4,7 +4,7 @@
 
 #include <string>
 
-#include "api/error.h"
+#include "base/error.h"
 #include "codec/codec.h"
 #include "codec/spec.h"
 

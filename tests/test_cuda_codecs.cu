@@ -19,7 +19,7 @@
 #include <string>
 #include <vector>
 
-#include "api/error.h"
+#include "base/error.h"
 #include "codec/codec.h"
 #include "codec/elements.h"
 #include "codec/spec.h"

@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "api/error.h"
+#include "base/error.h"
 #include "codec/codec.h"
 #include "codec/dither.h"
 #include "codec/spec.h"

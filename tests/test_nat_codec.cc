@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "api/error.h"
+#include "base/error.h"
 #include "codec/codec.h"
 #include "codec/nat_kernels.h"
 #include "cuda/nat_math.h"

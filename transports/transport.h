@@ -21,7 +21,7 @@
 
 namespace cc {
 
-class StoreClient;
+class RendezvousStore;
 
 struct TransportProperties {
   const char* name;    // "local", "tcp", "ibverbs"
@@ -107,7 +107,7 @@ struct TransportSetup {
   int nranks = 1;
   int timeoutMs = 300000;
   uint64_t nonce = 0;               // the communicator's id: local ranks meet by it
-  StoreClient* store = nullptr;     // rendezvous for the engines' own connections
+  RendezvousStore* store = nullptr;  // rendezvous for the engines' own connections
   std::string socketIfname;         // CC_SOCKET_IFNAME ("" = the interface reaching the root)
   std::string ibDevice;             // CC_IB_DEVICE ("" = first device)
 };

@@ -6,7 +6,10 @@
 #include <cstring>
 
 #include "algo/algo.h"
-#include "api/error.h"
+#include "algo/call/collectives.h"
+#include "base/error.h"
+#include "codec/elements.h"
+#include "codec/spec_codecs.h"
 
 namespace cc {
 
@@ -46,6 +49,62 @@ cc_result_t allgatherAllreduce(Prims& prims, const CollectiveArgs& args, const R
     for (size_t i = 0; i < call.layout.count; ++i) call.sum[i] /= divisor;
   }
   return CC_SUCCESS;
+}
+
+namespace {
+
+// The whole vector in float32 p = x + e, encoded once per rank.
+cc_result_t runAllgather(const AlgorithmCall& call) {
+  const AlgorithmRun& run = call.run;
+  if (call.codecs.spec.selector == Selector::TopK && run.count > 0xffffffffull) {
+    return setError(CC_UNSUPPORTED, "topk carries 32-bit indices: a call of %zu values is too large; split it",
+                    run.count);
+  }
+  const VectorCodec* vector = nullptr;
+  CC_CHECK(vectorCodec(call.codecs, &vector));
+  CallScratch& scratch = call.scratch;
+  // The codec reads float32 p = x + e and the sum is float32: float32 calls
+  // without a residual use the user's buffers as they are (the input is
+  // encoded before the sum is written, so in place works too).
+  const ElementType type = elementTypeOf(run.datatype);
+  const bool direct = type == ElementType::F32;
+  const float* values = static_cast<const float*>(run.input);
+  if (!direct || run.residual != nullptr) {
+    float* p = grow(scratch.vectorValues, run.count);
+    for (size_t i = 0; i < run.count; ++i) {
+      p[i] = loadFloat(type, run.input, i) + (run.residual ? run.residual[i] : 0.0f);
+    }
+    values = p;
+  }
+  VectorCall vectorCall;
+  vectorCall.codec = vector;
+  vectorCall.layout = run.layout;
+  vectorCall.values = values;
+  vectorCall.residual = run.residual;
+  vectorCall.sum = direct ? static_cast<float*>(run.output) : grow(scratch.vectorSum, run.count);
+  const size_t encoded = vector->encodedBytes(run.layout);
+  vectorCall.encodings = grow(scratch.encodings, encoded * static_cast<size_t>(call.args.nranks));
+  CC_CHECK(allgatherAllreduce(call.prims, call.args, call.ring, vectorCall));
+  if (!direct) {
+    for (size_t i = 0; i < run.count; ++i) storeFloat(type, run.output, i, vectorCall.sum[i]);
+  }
+  return CC_SUCCESS;
+}
+
+}  // namespace
+
+// Not one of auto's candidates: auto runs it only for what no chunked
+// algorithm can carry (top-k, norms over a tensor or the model).
+const AlgorithmRow& allgatherAlgorithm() {
+  static const AlgorithmRow row = [] {
+    AlgorithmRow r;
+    r.name = "allgather";
+    // Any codec: the whole-vector codec takes every scope, and top-k.
+    r.cannotCarry = cannotSumInFloat32;
+    r.run = runAllgather;
+    return r;
+  }();
+  return row;
 }
 
 }  // namespace cc

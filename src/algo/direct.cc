@@ -2,16 +2,32 @@
 // owns shard j. Two encodes per value whatever n is (C_W at the worker, C_M
 // at the owner), so the error does not grow with n as ring's does; the price
 // is n - 1 messages per rank and step instead of one.
+#include <algorithm>
+#include <memory>
 #include <numeric>
+#include <vector>
 
 #include "algo/algo.h"
-#include "api/error.h"
+#include "algo/auto/cost_model.h"
+#include "base/error.h"
 
 namespace cc {
 namespace {
 
 constexpr uint32_t kShardStep = 0;  // worker encodes of the shards, towards their owners
 constexpr uint32_t kSumStep = 1;    // the owners' encodes of the sums, towards everyone
+constexpr int kShardTag = 1;        // channels: worker shards to their owners
+constexpr int kSumTag = 2;          // owners' sums to everyone
+
+// The channels to and from every peer, and the views directAllreduce takes.
+class DirectLinks : public AlgorithmChannels {
+ public:
+  std::vector<std::unique_ptr<SendChannel>> shardTo, sumTo;      // [peer]
+  std::vector<std::unique_ptr<RecvChannel>> shardFrom, sumFrom;  // [peer]
+  std::vector<SendChannel*> shardToView, sumToView, sumToOthers;
+  std::vector<RecvChannel*> shardFromView, sumFromView;
+  DirectChannels view{};
+};
 
 }  // namespace
 
@@ -75,6 +91,90 @@ cc_result_t directAllreduce(Prims& prims, const CollectiveArgs& args, const Dire
   }
   if (shards.iterations > 0) CC_CHECK(gatherSums(shards.iterations - 1));
   return CC_SUCCESS;
+}
+
+const DirectChannels* directChannelsOf(const AlgorithmChannels* own) {
+  const DirectLinks* links = dynamic_cast<const DirectLinks*>(own);
+  return links != nullptr ? &links->view : nullptr;
+}
+
+namespace {
+
+// direct sends n - 1 messages per step, so its slots are a 1/(n - 1) share
+// of the chunk (not below the minimum chunk): its memory stays near one ring
+// channel's whatever n is.
+cc_result_t openDirectChannels(const ChannelSetup& setup, std::unique_ptr<AlgorithmChannels>* out) {
+  const int n = setup.nranks, rank = setup.rank;
+  Transport& transport = *setup.transport;
+  auto links = std::make_unique<DirectLinks>();
+  const size_t payload = std::max(kMinChunkBytes, (setup.chunkBytes / static_cast<size_t>(n - 1) + 63) / 64 * 64);
+  const size_t slot = kFrameHeaderBytes + payload;
+  links->shardTo.resize(n);
+  links->sumTo.resize(n);
+  links->shardFrom.resize(n);
+  links->sumFrom.resize(n);
+  for (int k = 1; k < n; ++k) {
+    const int peer = (rank + k) % n;
+    CC_CHECK(transport.openSend(peer, kShardTag, slot, kSlotsPerChannel, &links->shardTo[peer]));
+    CC_CHECK(transport.openRecv(peer, kShardTag, slot, kSlotsPerChannel, &links->shardFrom[peer]));
+    CC_CHECK(transport.openSend(peer, kSumTag, slot, kSlotsPerChannel, &links->sumTo[peer]));
+    CC_CHECK(transport.openRecv(peer, kSumTag, slot, kSlotsPerChannel, &links->sumFrom[peer]));
+    links->sumToOthers.push_back(links->sumTo[peer].get());
+  }
+  for (int peer = 0; peer < n; ++peer) {
+    links->shardToView.push_back(links->shardTo[peer].get());
+    links->sumToView.push_back(links->sumTo[peer].get());
+    links->shardFromView.push_back(links->shardFrom[peer].get());
+    links->sumFromView.push_back(links->sumFrom[peer].get());
+  }
+  links->view = DirectChannels{slot,
+                               links->shardToView.data(),
+                               links->shardFromView.data(),
+                               links->sumToView.data(),
+                               links->sumFromView.data(),
+                               links->sumToOthers.data()};
+  *out = std::move(links);
+  return CC_SUCCESS;
+}
+
+cc_result_t runDirect(const AlgorithmCall& call) {
+  return directAllreduce(call.prims, call.args, *directChannelsOf(call.own), call.chunkScratch);
+}
+
+size_t directChunkValues(const Prims& sizing, const RingChannels&, const AlgorithmChannels* own) {
+  const DirectChannels* channels = directChannelsOf(own);
+  return channels != nullptr ? sizing.chunkValuesBothStages(channels->slotBytes) : 0;
+}
+
+bool directPipeline(const CostModel& model, const CallShape& call, size_t chunkValues, Pipeline* p) {
+  const double n = call.nranks;
+  const CodecCosts& w = model.codec[static_cast<int>(call.worker)];
+  const CodecCosts& m = model.codec[static_cast<int>(call.master)];
+  const double segment = static_cast<double>(call.count) / n;  // values each rank owns
+  p->iterations = ceilDiv(segment, static_cast<double>(chunkValues));
+  p->hops = 2;
+  p->messages = 4 * (n - 1);
+  p->wireBytes = (n - 1) * segment * (call.workerBytesPerValue + call.masterBytesPerValue);
+  p->computeSeconds = segment * ((n - 1) * (w.encode + w.decodeAccumulate + m.decode) + m.encode);
+  return true;
+}
+
+}  // namespace
+
+const AlgorithmRow& directAlgorithm() {
+  static const AlgorithmRow row = [] {
+    AlgorithmRow r;
+    r.name = "direct";
+    r.cannotCarry = cannotCarryOnFloat32Chunks;  // the owner sums in float32
+    r.run = runDirect;
+    r.openChannels = openDirectChannels;
+    r.chunkValues = directChunkValues;
+    r.chunkScratch = true;  // the owner's sum and its decoded form
+    r.autoCandidate = true;
+    r.pipeline = directPipeline;
+    return r;
+  }();
+  return row;
 }
 
 }  // namespace cc

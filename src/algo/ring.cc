@@ -1,22 +1,13 @@
-#include "algo/algo.h"
-
+// The ring: every value is encoded n times (n - 1 partial sums and the
+// owner's final sum), each hop one fused decode-add-encode; the packed
+// results then travel around once more, forwarded unchanged.
 #include <algorithm>
 
-#include "api/error.h"
+#include "algo/algo.h"
+#include "algo/auto/cost_model.h"
+#include "base/error.h"
 
 namespace cc {
-
-const char* algoName(AlgoId id) {
-  switch (id) {
-    case AlgoId::Auto: return "auto";
-    case AlgoId::Ring: return "ring";
-    case AlgoId::Allgather: return "allgather";
-    case AlgoId::Direct: return "direct";
-    case AlgoId::Tree: return "tree";
-  }
-  return "unknown";
-}
-
 
 RingLayout::RingLayout(size_t count, int nranks, size_t chunkValues, size_t alignmentValues)
     : count_(count), chunkValues_(chunkValues) {
@@ -80,6 +71,49 @@ cc_result_t ringAllreduce(RingPrims& prims, const CollectiveArgs& args, const Ri
     }
   }
   return CC_SUCCESS;
+}
+
+namespace {
+
+cc_result_t runRing(const AlgorithmCall& call) { return ringAllreduce(call.prims, call.args, call.ring); }
+
+size_t ringChunkValues(const Prims& sizing, const RingChannels& ring, const AlgorithmChannels*) {
+  return ring.toNext != nullptr ? sizing.chunkValues(ring.toNext->slotBytes()) : 0;
+}
+
+// Every segment moves at once, so every link is busy from the start: no fill.
+bool ringPipeline(const CostModel& model, const CallShape& call, size_t chunkValues, Pipeline* p) {
+  const double n = call.nranks;
+  const CodecCosts& w = model.codec[static_cast<int>(call.worker)];
+  const double segment = static_cast<double>(call.count) / n;  // values each rank owns
+  p->iterations = ceilDiv(segment, static_cast<double>(chunkValues));
+  p->hops = 2 * (n - 1);
+  p->messages = 4 * (n - 1);
+  p->wireBytes = 2 * (n - 1) * segment * call.workerBytesPerValue;
+  // one encode, n - 1 fused hops (the last one the owner's), n - 1 decodes
+  p->computeSeconds = segment * (w.encode + (n - 1) * w.fused + (n - 1) * w.decode);
+  return true;
+}
+
+}  // namespace
+
+const AlgorithmRow& ringAlgorithm() {
+  static const AlgorithmRow row = [] {
+    AlgorithmRow r;
+    r.name = "ring";
+    r.cannotCarry = cannotCarryOnChunks;  // and every exact reduction, of any type and op
+    r.memoryKinds = kHostMemory | kDeviceMemory;
+    r.run = runRing;
+    r.runOnDevice = ringAllreduce;
+    r.chunkValues = ringChunkValues;
+    r.autoCandidate = true;
+    // One flow per link, no idle levels: between communicators on a loaded
+    // host its fitted figures vary least (docs/algorithms.md).
+    r.autoDefault = true;
+    r.pipeline = ringPipeline;
+    return r;
+  }();
+  return row;
 }
 
 }  // namespace cc

@@ -3,8 +3,13 @@
 // one vector's worth while a message crosses only 2 log2 n links. Interior
 // nodes re-encode their partial sums (log2 n encodes on the longest path);
 // the root's encode is broadcast unchanged.
+#include <algorithm>
+#include <cmath>
+#include <memory>
+
 #include "algo/algo.h"
-#include "api/error.h"
+#include "algo/auto/cost_model.h"
+#include "base/error.h"
 
 namespace cc {
 namespace {
@@ -15,6 +20,7 @@ constexpr uint32_t kDownStep = 2;  // the root's packed result, parent to child
 // below the slots per channel, so a parent never waits for a slot its child
 // can only free after the parent moved on.
 constexpr size_t kTreeLag = 2;
+constexpr int kTreeTag[2] = {3, 4};  // channels of tree 0 and tree 1
 
 // The in-order binary tree rooted at 0 (NCCL's ncclGetBtree): the lowest set
 // bit of a rank gives its level; leaves are the odd ranks.
@@ -130,6 +136,96 @@ cc_result_t treeAllreduce(Prims& prims, const CollectiveArgs& args, const TreeNo
     }
   }
   return CC_SUCCESS;
+}
+
+namespace {
+
+// This rank's place in both trees and the channels to its parents and children.
+class TreeLinks : public AlgorithmChannels {
+ public:
+  TreeNode trees[2];
+  std::unique_ptr<SendChannel> up[2], toChild[2][2];
+  std::unique_ptr<RecvChannel> down[2], fromChild[2][2];
+  TreeChannels view{};
+};
+
+// Tree chunks are received whole at every level before they go on, so they
+// are smaller than ring's: the pipeline fills in 1/8 of the time.
+cc_result_t openTreeChannels(const ChannelSetup& setup, std::unique_ptr<AlgorithmChannels>* out) {
+  Transport& transport = *setup.transport;
+  auto links = std::make_unique<TreeLinks>();
+  const size_t slot = kFrameHeaderBytes + std::max(kMinChunkBytes, setup.chunkBytes / 8 / 64 * 64);
+  doubleBinaryTree(setup.nranks, setup.rank, links->trees);
+  links->view.slotBytes = slot;
+  for (int t = 0; t < 2; ++t) {
+    const TreeNode& node = links->trees[t];
+    if (node.parent >= 0) {
+      CC_CHECK(transport.openSend(node.parent, kTreeTag[t], slot, kSlotsPerChannel, &links->up[t]));
+      CC_CHECK(transport.openRecv(node.parent, kTreeTag[t], slot, kSlotsPerChannel, &links->down[t]));
+    }
+    for (int c = 0; c < 2; ++c) {
+      if (node.child[c] < 0) continue;
+      CC_CHECK(transport.openRecv(node.child[c], kTreeTag[t], slot, kSlotsPerChannel, &links->fromChild[t][c]));
+      CC_CHECK(transport.openSend(node.child[c], kTreeTag[t], slot, kSlotsPerChannel, &links->toChild[t][c]));
+    }
+    links->view.up[t] = links->up[t].get();
+    links->view.down[t] = links->down[t].get();
+    for (int c = 0; c < 2; ++c) {
+      links->view.fromChild[t][c] = links->fromChild[t][c].get();
+      links->view.toChild[t][c] = links->toChild[t][c].get();
+    }
+  }
+  *out = std::move(links);
+  return CC_SUCCESS;
+}
+
+const TreeLinks* treeLinksOf(const AlgorithmChannels* own) { return dynamic_cast<const TreeLinks*>(own); }
+
+cc_result_t runTree(const AlgorithmCall& call) {
+  const TreeLinks& links = *treeLinksOf(call.own);
+  return treeAllreduce(call.prims, call.args, links.trees, links.view, call.chunkScratch);
+}
+
+size_t treeChunkValues(const Prims& sizing, const RingChannels&, const AlgorithmChannels* own) {
+  const TreeLinks* links = treeLinksOf(own);
+  return links != nullptr ? sizing.chunkValues(links->view.slotBytes) : 0;
+}
+
+bool treePipeline(const CostModel& model, const CallShape& call, size_t chunkValues, Pipeline* p) {
+  const double n = call.nranks;
+  const CodecCosts& w = model.codec[static_cast<int>(call.worker)];
+  const double half = static_cast<double>(call.count) / 2;
+  const double chunk = std::min<double>(half, static_cast<double>(chunkValues));
+  const double depth = std::ceil(std::log2(n));
+  p->iterations = ceilDiv(half, chunk);
+  p->hops = 2 * depth;
+  // interior in one tree (two children), a leaf in the other
+  p->messages = 8;
+  // per value of each half: up twice (once per tree) and down to two
+  // children, so 4 packed values leave the busiest rank
+  p->wireBytes = 4 * half * call.workerBytesPerValue;
+  p->computeSeconds = half * (w.decodeAccumulate + w.fused + 2 * w.decode + w.encode);
+  // a chunk is received whole before it goes on: up and down the tree
+  p->fillBytes = (p->hops - 1) * chunk * call.workerBytesPerValue;
+  return true;
+}
+
+}  // namespace
+
+const AlgorithmRow& treeAlgorithm() {
+  static const AlgorithmRow row = [] {
+    AlgorithmRow r;
+    r.name = "tree";
+    r.cannotCarry = cannotCarryOnFloat32Chunks;  // interior nodes sum in float32
+    r.run = runTree;
+    r.openChannels = openTreeChannels;
+    r.chunkValues = treeChunkValues;
+    r.chunkScratch = true;  // a node's float32 sum of its first child and itself
+    r.autoCandidate = true;
+    r.pipeline = treePipeline;
+    return r;
+  }();
+  return row;
 }
 
 }  // namespace cc

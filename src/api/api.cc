@@ -7,11 +7,15 @@
 #include <string>
 #include <vector>
 
-#include "api/error.h"
+#include "api/config.h"
+#include "base/datatypes.h"
+#include "base/error.h"
 #include "codec/codec.h"
+#include "codec/residual.h"
 #include "comm/bootstrap.h"
 #include "comm/comm.h"
 #ifdef CC_HAVE_CUDA
+#include "comm/device_calls.h"
 #include "cuda/device_runtime.h"
 #endif
 
@@ -105,7 +109,7 @@ cc_result_t checkAllreduceArgs(const void* sendbuf, void* recvbuf, size_t count,
 
 cc_result_t checkResidual(cc_residual_t residual, size_t count, cc_datatype_t datatype, cc_red_op_t op) {
   if (residual == nullptr) return CC_SUCCESS;
-  if (datatype != CC_FLOAT32 && datatype != CC_FLOAT16 && datatype != CC_BFLOAT16) {
+  if (!isFloatType(datatype)) {
     return setError(CC_INVALID_ARGUMENT,
                     "compressed_allreduce_ex: error feedback needs float32, float16 or bfloat16, not %s",
                     datatypeName(datatype));
@@ -159,8 +163,8 @@ cc_result_t runFused(const std::vector<const PendingAllreduce*>& calls) {
   CallGuard guard(first.comm);
 #ifdef CC_HAVE_CUDA
   if (first.onDevice) {
-    return deviceAllreduce(first.comm, first.sendbuf, first.recvbuf, first.count, first.datatype, first.op,
-                           first.spec.empty() ? nullptr : first.spec.c_str(), first.residual, first.stream);
+    return commDeviceAllreduce(first.comm, first.sendbuf, first.recvbuf, first.count, first.datatype, first.op,
+                               first.spec.empty() ? nullptr : first.spec.c_str(), first.residual, first.stream);
   }
   // Host buffers after work on a stream (a copy into pinned memory, say) wait
   // for it; an error-feedback residual last used on the GPU comes back.
@@ -250,7 +254,9 @@ cc_result_t cc_comm_init_rank(cc_comm_t* comm, int nranks, cc_unique_id_t id, in
   if (rank < 0 || rank >= nranks) {
     return setError(CC_INVALID_ARGUMENT, "cc_comm_init_rank: rank %d is outside [0, %d)", rank, nranks);
   }
-  cc_result_t result = commInit(comm, nranks, id, rank, config);
+  ResolvedConfig resolved;
+  cc_result_t result = resolveConfig(config, &resolved);
+  if (result == CC_SUCCESS) result = commInit(comm, nranks, id, rank, resolved);
   if (result != CC_SUCCESS) return addErrorContext(result, "cc_comm_init_rank (rank %d of %d)", rank, nranks);
   return CC_SUCCESS;
 }
@@ -270,7 +276,7 @@ cc_result_t compressed_allreduce_ex(const void* sendbuf, void* recvbuf, size_t c
 cc_result_t cc_residual_create(cc_residual_t* residual, size_t count, cc_datatype_t datatype) {
   if (residual == nullptr) return setError(CC_INVALID_ARGUMENT, "cc_residual_create: residual is NULL");
   *residual = nullptr;
-  if (datatype != CC_FLOAT32 && datatype != CC_FLOAT16 && datatype != CC_BFLOAT16) {
+  if (!isFloatType(datatype)) {
     return setError(CC_INVALID_ARGUMENT,
                     "cc_residual_create: error feedback needs float32, float16 or bfloat16, not %s",
                     datatypeName(datatype));
@@ -378,7 +384,7 @@ cc_result_t cc_comm_finalize(cc_comm_t comm) {
   // Host collectives complete before they return; device ones are waited for.
   std::lock_guard<std::mutex> lock(comm->callMutex);
 #ifdef CC_HAVE_CUDA
-  CC_CHECK(deviceFinalize(comm));
+  CC_CHECK(commDeviceFinalize(comm));
 #endif
   comm->finalized.store(true);
   return CC_SUCCESS;
@@ -411,7 +417,7 @@ cc_result_t cc_comm_get_async_error(cc_comm_t comm, cc_result_t* async_error) {
   *async_error = static_cast<cc_result_t>(comm->asyncError.load());
 #ifdef CC_HAVE_CUDA
   if (*async_error == CC_SUCCESS) {
-    const cc_result_t engine = deviceAsyncError(comm);
+    const cc_result_t engine = commDeviceAsyncError(comm);
     if (engine != CC_SUCCESS) {
       int expected = CC_SUCCESS;
       comm->asyncError.compare_exchange_strong(expected, engine);

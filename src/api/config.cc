@@ -4,6 +4,9 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "base/log.h"
+#include "prims/prims.h"
+
 namespace cc {
 namespace {
 
@@ -60,25 +63,9 @@ cc_result_t parseSize(const char* text, const char* source, uint64_t* out) {
 }  // namespace
 
 cc_result_t parseAlgo(const char* text, const char* source, AlgoId* out) {
-  if (equalsIgnoreCase(text, "ring")) *out = AlgoId::Ring;
-  else if (equalsIgnoreCase(text, "allgather")) *out = AlgoId::Allgather;
-  else if (equalsIgnoreCase(text, "direct")) *out = AlgoId::Direct;
-  else if (equalsIgnoreCase(text, "tree")) *out = AlgoId::Tree;
-  else if (equalsIgnoreCase(text, "auto")) *out = AlgoId::Auto;
-  else {
-    return setError(CC_INVALID_ARGUMENT,
-                    "%s: unknown algorithm '%s' (valid: ring, direct, tree, allgather, auto)", source, text);
-  }
-  return CC_SUCCESS;
-}
-
-const char* transportName(TransportKind kind) {
-  switch (kind) {
-    case TransportKind::Tcp: return "tcp";
-    case TransportKind::Ibverbs: return "ibverbs";
-    case TransportKind::Local: return "local";
-  }
-  return "unknown";
+  if (algorithmByName(text, out)) return CC_SUCCESS;
+  return setError(CC_INVALID_ARGUMENT, "%s: unknown algorithm '%s' (valid: %s, auto)", source, text,
+                  algorithmNames().c_str());
 }
 
 cc_result_t resolveConfig(const cc_config_t* config, ResolvedConfig* out) {

@@ -6,7 +6,7 @@
 #include <cstring>
 #include <type_traits>
 
-#include "api/error.h"
+#include "base/error.h"
 #include "codec/dither.h"
 #include "codec/nat_kernels.h"
 #include "codec/spec.h"

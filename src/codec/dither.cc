@@ -18,7 +18,7 @@
 #include <memory>
 #include <vector>
 
-#include "api/error.h"
+#include "base/error.h"
 #include "codec/elements.h"
 #include "cuda/nat_math.h"
 #include "cuda/philox.h"

@@ -7,7 +7,7 @@
 #include <map>
 #include <vector>
 
-#include "api/error.h"
+#include "base/error.h"
 
 namespace cc {
 namespace {

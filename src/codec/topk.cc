@@ -16,7 +16,7 @@
 #include <functional>
 #include <vector>
 
-#include "api/error.h"
+#include "base/error.h"
 #include "codec/elements.h"
 #include "codec/nat_kernels.h"
 #include "cuda/nat_math.h"

@@ -1,4 +1,5 @@
-// Bootstrap: the unique id and the rendezvous store served by the root.
+// Bootstrap: the unique id (unique_id.cc) and the rendezvous store served by
+// the root (store_client.cc, store_server.cc).
 //
 // The id carries the root's address, port and a random nonce. Ranks meet in a
 // small TCP key-value store (it implements gloo::rendezvous::Store, so Gloo
@@ -16,9 +17,8 @@
 #include <string>
 #include <vector>
 
-#include <gloo/rendezvous/store.h>
-
 #include "compressedcoll.h"
+#include "transports/rendezvous.h"
 
 namespace cc {
 
@@ -47,10 +47,11 @@ cc_result_t decodeUniqueId(const cc_unique_id_t& id, RootAddress* root);
 // CC_COMM_ID). Fails with CC_SYSTEM_ERROR naming the address when it cannot bind.
 cc_result_t serveStore(const RootAddress& root);
 
-// One rank's connection to the store. All calls time out after timeoutMs.
-// The gloo::rendezvous::Store overrides throw gloo::IoException (Gloo expects
-// that); the try* calls return a cc_result_t with a message instead.
-class StoreClient : public gloo::rendezvous::Store {
+// One rank's connection to the store: the transports' RendezvousStore. All
+// calls time out after timeoutMs. The gloo::rendezvous::Store overrides throw
+// gloo::IoException (Gloo expects that); the try* calls return a cc_result_t
+// with a message instead.
+class StoreClient : public RendezvousStore {
  public:
   // Connects (retrying until the timeout while the root is not yet listening),
   // then joins as `rank` of `nranks`. A wrong nonce, nranks mismatch or a
@@ -65,13 +66,12 @@ class StoreClient : public gloo::rendezvous::Store {
   const sockaddr_storage& localAddress() const { return local_; }
   std::string localAddressString() const;
 
-  cc_result_t trySet(const std::string& key, const std::vector<char>& value);
-  // Waits until the key exists (or the timeout), then returns its value.
-  cc_result_t tryGet(const std::string& key, std::vector<char>* value);
-  // Atomically adds delta to the integer stored at key (0 when absent).
-  cc_result_t tryAdd(const std::string& key, int64_t delta, int64_t* result);
-  // Returns when all nranks ranks have entered the barrier of this name.
-  cc_result_t barrier(const std::string& name);
+  // RendezvousStore
+  cc_result_t trySet(const std::string& key, const std::vector<char>& value) override;
+  cc_result_t tryGet(const std::string& key, std::vector<char>* value) override;
+  cc_result_t tryAdd(const std::string& key, int64_t delta, int64_t* result) override;
+  cc_result_t barrier(const std::string& name) override;
+  std::string localHost() const override { return localAddressString(); }
 
   // gloo::rendezvous::Store
   void set(const std::string& key, const std::vector<char>& data) override;

@@ -31,7 +31,8 @@
 #include <unordered_set>
 #include <vector>
 
-#include "api/error.h"
+#include "base/error.h"
+#include "base/log.h"
 #include "comm/bootstrap.h"
 #include "comm/store_protocol.h"
 

@@ -7,7 +7,7 @@
 
 #include "codec/elements.h"
 
-#include "api/error.h"
+#include "base/error.h"
 
 namespace cc {
 uint32_t frameHeaderChecksum(const FrameHeader& header) {

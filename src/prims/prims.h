@@ -34,6 +34,19 @@ static_assert(sizeof(FrameHeader) == 64, "frame header is 64 bytes");
 constexpr size_t kFrameHeaderBytes = sizeof(FrameHeader);
 constexpr uint32_t kFrameMagic = 0x31464343u;  // "CCF1"
 constexpr uint8_t kFrameVersion = 2;
+
+// Channels hold this many slots (credits in flight), and a slot's payload
+// is at least kMinChunkBytes (CC_CHUNK_BYTES' floor).
+constexpr int kSlotsPerChannel = 4;
+constexpr size_t kMinChunkBytes = 4096;
+
+// The channels of the ring: to (rank + 1) % n and from (rank - 1 + n) % n.
+// Every communicator of more than one rank has them; the ring, allgather,
+// auto's agreements and its link measurements run on them.
+struct RingChannels {
+  SendChannel* toNext;
+  RecvChannel* fromPrev;
+};
 // FNV-1a over the header up to its checksum field.
 uint32_t frameHeaderChecksum(const FrameHeader& header);
 

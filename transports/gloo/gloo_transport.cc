@@ -17,9 +17,10 @@
 #include <memory>
 #include <vector>
 
-#include "api/error.h"
-#include "comm/bootstrap.h"
+#include "base/error.h"
+#include "base/log.h"
 #include "transports/gloo/gloo_context.h"
+#include "transports/rendezvous.h"
 #include "transports/transport.h"
 
 namespace cc {
@@ -383,7 +384,7 @@ cc_result_t createDevice(const TransportSetup& setup, bool ibverbs,
       if (!setup.socketIfname.empty()) {
         attr.iface = setup.socketIfname;
       } else {
-        attr.hostname = sockaddrToString(setup.store->localAddress(), false);
+        attr.hostname = setup.store->localHost();
       }
       *device = gloo::transport::tcp::CreateDevice(attr);
       int mbps = (*device)->getInterfaceSpeed();

@@ -16,7 +16,7 @@
 #include <mutex>
 #include <vector>
 
-#include "api/error.h"
+#include "base/error.h"
 #include "transports/local/local_fabric.h"
 #include "transports/transport.h"
 

@@ -15,7 +15,7 @@
 #include <tuple>
 #include <vector>
 
-#include "api/error.h"
+#include "base/error.h"
 
 namespace cc {
 

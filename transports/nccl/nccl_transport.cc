@@ -18,8 +18,8 @@
 #include <string>
 #include <vector>
 
-#include "api/error.h"
-#include "comm/bootstrap.h"
+#include "base/error.h"
+#include "transports/rendezvous.h"
 #include "transports/transport.h"
 
 namespace cc {

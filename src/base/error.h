@@ -1,5 +1,6 @@
-// Errors and logging shared by every layer. A failing function records a
-// message for the calling thread and returns the code up the stack.
+// Results and error text, the ground floor every layer stands on. A failing
+// function records a message for the calling thread and returns the code up
+// the stack; the public header's cc_result_t is the code.
 #pragma once
 
 #include <cstdarg>
@@ -22,25 +23,10 @@ void clearLastError();
 void restoreLastError(const std::string& message);
 const char* resultName(cc_result_t code);
 
-enum class LogLevel { Warn = 0, Info = 1, Trace = 2 };
-LogLevel logLevel();
-void setLogLevel(LogLevel level);
-void logMessage(LogLevel level, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
-
 }  // namespace cc
 
 #define CC_CHECK(expr)                           \
   do {                                           \
     cc_result_t cc_check_result_ = (expr);       \
     if (cc_check_result_ != CC_SUCCESS) return cc_check_result_; \
-  } while (0)
-
-#define CC_WARN(...) ::cc::logMessage(::cc::LogLevel::Warn, __VA_ARGS__)
-#define CC_INFO(...)                                                              \
-  do {                                                                            \
-    if (::cc::logLevel() >= ::cc::LogLevel::Info) ::cc::logMessage(::cc::LogLevel::Info, __VA_ARGS__); \
-  } while (0)
-#define CC_TRACE(...)                                                             \
-  do {                                                                            \
-    if (::cc::logLevel() >= ::cc::LogLevel::Trace) ::cc::logMessage(::cc::LogLevel::Trace, __VA_ARGS__); \
   } while (0)

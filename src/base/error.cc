@@ -1,27 +1,12 @@
-#include "api/error.h"
+#include "base/error.h"
 
-#include <unistd.h>
-
-#include <atomic>
-#include <cstdio>
-#include <vector>
+#include "base/format.h"
+#include "base/log.h"
 
 namespace cc {
 namespace {
 
 thread_local std::string tlsLastError;
-std::atomic<int> gLogLevel{static_cast<int>(LogLevel::Warn)};
-
-std::string formatV(const char* fmt, va_list args) {
-  va_list copy;
-  va_copy(copy, args);
-  int needed = std::vsnprintf(nullptr, 0, fmt, copy);
-  va_end(copy);
-  if (needed < 0) return fmt;
-  std::vector<char> buf(static_cast<size_t>(needed) + 1);
-  std::vsnprintf(buf.data(), buf.size(), fmt, args);
-  return std::string(buf.data(), static_cast<size_t>(needed));
-}
 
 }  // namespace
 
@@ -71,20 +56,5 @@ cc_result_t addErrorContext(cc_result_t code, const char* fmt, ...) {
 const std::string& lastErrorMessage() { return tlsLastError; }
 void clearLastError() { tlsLastError.clear(); }
 void restoreLastError(const std::string& message) { tlsLastError = message; }
-
-LogLevel logLevel() { return static_cast<LogLevel>(gLogLevel.load(std::memory_order_relaxed)); }
-void setLogLevel(LogLevel level) { gLogLevel.store(static_cast<int>(level)); }
-
-void logMessage(LogLevel level, const char* fmt, ...) {
-  static const char* names[] = {"WARN", "INFO", "TRACE"};
-  va_list args;
-  va_start(args, fmt);
-  std::string text = formatV(fmt, args);
-  va_end(args);
-  char host[64] = {0};
-  gethostname(host, sizeof(host) - 1);
-  std::fprintf(stderr, "%s:%d [cc %s] %s\n", host, static_cast<int>(getpid()),
-               names[static_cast<int>(level)], text.c_str());
-}
 
 }  // namespace cc

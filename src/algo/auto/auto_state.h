@@ -1,0 +1,39 @@
+// auto's state in one communicator: the agreed cost model, each kind of
+// call's trials and watch, and counters the benchmark reports.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <set>
+#include <tuple>
+#include <utility>
+
+#include "algo/auto/cost_model.h"
+#include "algo/auto/trials.h"
+#include "algo/auto/watch.h"
+#include "codec/codec.h"
+
+namespace cc {
+
+// A kind of call for auto's trials: calls of one spec, master spec,
+// datatype and op whose counts share a power of two.
+using AutoCallKind = std::tuple<uint64_t, uint64_t, int, int, int>;
+
+struct AutoState {
+  CostModel costModel;  // what auto decides with; identical on every rank
+  std::set<std::pair<size_t, CodecId>> autoLogged;  // call shapes whose choice INFO showed
+  std::map<AutoCallKind, AutoTrials> autoTrials;
+  // For the perf tool: calls so far that were auto's trials, and whether the
+  // last call's kind is still in its trials (the same on every rank).
+  uint64_t autoTrialCalls = 0;
+  bool autoTrialsPending = false;
+  // The watch's challenges so far: decided, won by the runner-up, and the
+  // calls the runner-up ran in them.
+  uint64_t autoChallenges = 0;
+  uint64_t autoSwitches = 0;
+  uint64_t autoChallengeCalls = 0;
+  double autoWatchFirstWindowSeconds = kWatchFirstWindowSeconds;  // tests shorten the windows
+};
+
+}  // namespace cc

@@ -1,0 +1,77 @@
+// auto's trials: where the model's margin is too thin to trust, the first
+// calls of a kind run each close algorithm for a block of calls, timed, and
+// the kind then settles on the fastest (docs/algorithms.md, "Trials"). The
+// candidates are the model's choice, first, and every algorithm it predicts
+// within kTrialCandidateFactor of that choice's time. The candidates' blocks
+// take turns for several rounds, so that a spell of load on a shared host
+// hits some blocks, not one candidate: kShortCallTrialRounds where the
+// model's choice is predicted shorter than kTrialBlockSeconds (such calls
+// are the noisiest, and their rounds cheap), else kLongCallTrialRounds. A
+// block starts with an untimed call, which absorbs what the previous
+// algorithm left in flight, then runs enough timed calls to span about
+// kTrialBlockSeconds by the model, at least the configured number
+// (CC_AUTO_TRIALS) and at most kMaxTimedCallsPerBlock.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "algo/auto/cost_model.h"
+#include "algo/auto/watch.h"
+#include "algo/registry.h"
+
+namespace cc {
+
+struct CollectiveState;
+
+constexpr double kTrialCandidateFactor = 3.0;
+constexpr int kShortCallTrialRounds = 5, kLongCallTrialRounds = 3;
+constexpr double kTrialBlockSeconds = 0.05;
+constexpr int kMaxTimedCallsPerBlock = 64;
+struct AutoTrialPlan {
+  AlgoId candidates[kMaxAlgorithms] = {};
+  int candidateCount = 0;
+  int timedCalls[kMaxAlgorithms] = {};  // per block of each candidate
+  int rounds = 0;
+  int blockCount() const { return rounds * candidateCount; }
+  int candidateOfBlock(int block) const { return block % candidateCount; }
+  int callsOfBlock(int block) const { return 1 + timedCalls[candidateOfBlock(block)]; }
+  int totalCalls() const;
+};
+AutoTrialPlan planAutoTrials(const CostModel& model, const CallShape& call, int minTimedCalls);
+// One candidate's time: the mean of its blocks' mean call times (every block
+// has as many calls), stalls included: an algorithm that stalls now and then
+// costs its calls the stalls, which a median of blocks hid (direct on 8
+// emulated hosts at 4 MiB: blocks of 32 to 121 ms, a median block of 33 ms
+// where the benchmark's rounds took 43 ms; docs/algorithms.md, "Trials").
+// `agreedBlockSeconds` holds plan.blockCount() of them in the order of the
+// blocks (each the slowest rank's).
+double candidateSeconds(const AutoTrialPlan& plan, const double* agreedBlockSeconds, int candidate);
+// The candidate with the lowest time, where it beats the model's choice (the
+// first candidate) by more than kTrialTieFactor; else the model's choice.
+// Trials within a few percent are noise on a shared host: at 1 MiB on 4
+// emulated hosts with 100 us links they put direct at 4902 us a call
+// against ring's 4937, and the rounds then took 5006 against 4434.
+constexpr double kTrialTieFactor = 1.03;
+AlgoId fastestInTrials(const AutoTrialPlan& plan, const double* agreedBlockSeconds);
+// The runner-up: the candidate other than `settled` with the lowest time
+// (Auto where there is none).
+AlgoId runnerUpInTrials(const AutoTrialPlan& plan, const double* agreedBlockSeconds, AlgoId settled);
+
+// The trials of one kind of call, then its watch.
+struct AutoTrials {
+  AutoTrialPlan plan;
+  int block = 0;                   // the block of the next trial call
+  int callInBlock = 0;             // its place there (0: the untimed call)
+  double blockSeconds = 0;         // this rank's timed calls of the block so far
+  std::vector<double> ownBlockSeconds;  // this rank's mean call time in each finished block
+  AlgoId settled = AlgoId::Auto;   // Auto: trials run, or the model decides (one candidate)
+  AutoWatch watch;                 // once settled
+  std::string kindName;            // for CC_DEBUG=INFO: codec and counts
+};
+
+// A trial call that took `seconds`: after the last block the ranks agree on
+// the blocks' times and the kind settles.
+cc_result_t recordTrial(CollectiveState& state, AutoTrials* trial, double seconds);
+
+}  // namespace cc
