@@ -77,7 +77,9 @@ typedef struct {
  * built-in default.
  */
 #define CC_CONFIG_MAGIC 0xC0C0C0F1u
-#define CC_CONFIG_VERSION 1u
+/* 2: switch_addr added at the end. The library still takes version 1
+ * configs (those end before switch_addr). */
+#define CC_CONFIG_VERSION 2u
 #define CC_CONFIG_UNSET_INT (-1)
 
 typedef struct {
@@ -87,8 +89,8 @@ typedef struct {
   const char* codec;     /* a codec spec, e.g. "nat", "qsgd:s=16", "randk:ratio=0.1+nat",
                             "topk:ratio=0.01+nat" (grammar: name[:key=value,...][+name...],
                             docs/wire-format.md); NULL: CC_CODEC, else "nat" */
-  const char* algo;      /* "ring" | "direct" | "tree" | "allgather" | "auto"; NULL: CC_ALGO, else
-                            "auto" (a cost model picks per call, docs/algorithms.md) */
+  const char* algo;      /* "ring" | "direct" | "tree" | "allgather" | "switch" | "auto"; NULL: CC_ALGO,
+                            else "auto" (a cost model picks per call, docs/algorithms.md) */
   const char* transport; /* "tcp" | "ibverbs" | "local"; NULL: CC_TRANSPORT, else "tcp" */
   const char* socket_ifname; /* NULL: CC_SOCKET_IFNAME, else the interface reaching the root */
   const char* ib_device;     /* NULL: CC_IB_DEVICE, else the first ibverbs device */
@@ -98,13 +100,16 @@ typedef struct {
   int timeout_ms;            /* CC_CONFIG_UNSET_INT: CC_TIMEOUT_MS, else 300000 */
   long long chunk_bytes;     /* wire bytes per pipelined message; CC_CONFIG_UNSET_INT: CC_CHUNK_BYTES, else 1 MiB */
   const char* master_codec;  /* direct's owner codec C_M, a quantizer spec ("nat", "qsgd:s=64");
+                                the switch's downlink ("nat", or "none": int32 sums);
                                 NULL: CC_MASTER_CODEC, else the call's own codec */
+  const char* switch_addr;   /* version 2: a cc_switchd's "host:port" for algorithm "switch"
+                                (docs/switch-protocol.md); NULL: CC_SWITCH_ADDR, else none */
 } cc_config_t;
 
 #define CC_CONFIG_INITIALIZER                                                            \
   {                                                                                      \
     sizeof(cc_config_t), CC_CONFIG_MAGIC, CC_CONFIG_VERSION, NULL, NULL, NULL, NULL,     \
-        NULL, NULL, 0, 0ull, CC_CONFIG_UNSET_INT, CC_CONFIG_UNSET_INT, NULL              \
+        NULL, NULL, 0, 0ull, CC_CONFIG_UNSET_INT, CC_CONFIG_UNSET_INT, NULL, NULL        \
   }
 
 CC_API cc_result_t cc_get_version(int* version);

@@ -3,8 +3,9 @@
 
     base <- codec <- prims <- algo <- comm <- api
     transports and cuda beside prims: above codec, below algo
+    switch/ (the daemon): on base, codec and transports only
 
-Every quoted #include of a file under src/, cuda/ or transports/ is resolved
+Every quoted #include of a file under src/, cuda/, transports/ or switch/ is resolved
 to the file it names and checked against the layer map below; the public
 header (include/compressedcoll.h) is the C API's contract and open to all.
 perf/ and tests/ stand outside the layers and are not checked.
@@ -37,6 +38,9 @@ LAYER_OF_PATH = [
     ("src/algo/", "algo"),
     ("src/comm/", "comm"),
     ("src/api/", "api"),
+    # The aggregation switch's daemon: the switch protocol (transports/udp/)
+    # and the codecs' fixed point, nothing of the communicator.
+    ("switch/", "switchd"),
 ]
 
 # The layers each layer may include (itself and the public header always).
@@ -49,9 +53,10 @@ BELOW = {
     "algo": ["base", "codec", "transport", "prims", "cuda"],
     "comm": ["base", "codec", "transport", "prims", "cuda", "algo"],
     "api": ["base", "codec", "transport", "prims", "cuda", "algo", "comm"],
+    "switchd": ["base", "codec", "transport"],
 }
 
-SOURCE_DIRS = ["src", "cuda", "transports"]
+SOURCE_DIRS = ["src", "cuda", "transports", "switch"]
 SOURCE_EXTENSIONS = (".h", ".cc", ".cu", ".cuh")
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')
 # Where a quoted include is looked up, as the build's include path does.

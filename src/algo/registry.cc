@@ -7,6 +7,7 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <vector>
 
 #include "base/error.h"
 #include "codec/spec.h"
@@ -117,6 +118,29 @@ std::string algorithmNames(bool (*keep)(const AlgorithmRow& row)) {
     names += (names.empty() ? "" : ", ") + std::string(row.name);
   }
   return names;
+}
+
+std::string algorithmChoices() {
+  std::string text = algorithmNames([](const AlgorithmRow& row) { return row.requires == nullptr; });
+  text += (text.empty() ? "" : ", ") + std::string("auto");
+  // Rows that need a setting, grouped by it, in table order.
+  std::vector<std::string> settings;
+  for (int i = 0; i < algorithmCount(); ++i) {
+    const AlgorithmRow& row = *table().row(i);
+    if (row.requires == nullptr) continue;
+    bool seen = false;
+    for (const std::string& setting : settings) seen |= setting == row.requires;
+    if (!seen) settings.push_back(row.requires);
+  }
+  for (const std::string& setting : settings) {
+    std::string names;
+    for (int i = 0; i < algorithmCount(); ++i) {
+      const AlgorithmRow& row = *table().row(i);
+      if (row.requires != nullptr && setting == row.requires) names += (names.empty() ? "" : ", ") + std::string(row.name);
+    }
+    text += "; with " + setting + " set: " + names;
+  }
+  return text;
 }
 
 cc_result_t registerAlgorithm(const AlgorithmRow& row, AlgoId* id) { return table().add(row, id); }

@@ -23,12 +23,13 @@ struct CostModel;
 struct CallShape;
 struct Pipeline;
 class Transport;
+class RendezvousStore;
 
 // An algorithm's number is its row's place in the table. The built-in rows
 // come first, in this order (code that names an algorithm, such as auto's
 // model and the tests, uses these values); rows registered at run time get
 // the next numbers. Auto is no row: it picks one per call.
-enum class AlgoId : uint8_t { Ring = 0, Direct = 1, Tree = 2, Allgather = 3, Auto = 0xff };
+enum class AlgoId : uint8_t { Ring = 0, Direct = 1, Tree = 2, Allgather = 3, Switch = 4, Auto = 0xff };
 constexpr int kMaxAlgorithms = 16;
 inline int indexOf(AlgoId id) { return static_cast<int>(id); }
 inline unsigned bitOf(AlgoId id) { return 1u << indexOf(id); }
@@ -48,13 +49,25 @@ struct CallTraits {
 class AlgorithmChannels {
  public:
   virtual ~AlgorithmChannels() = default;
+  // The communicator is broken (a collective failed half-way, or
+  // cc_comm_abort): channels whose peers would otherwise wait until their
+  // timeout tell them now. `reason` says why. From any thread.
+  virtual void abort(const char* reason) { (void)reason; }
 };
 
 struct ChannelSetup {
-  Transport* transport;
-  int rank;
-  int nranks;
-  size_t chunkBytes;  // CC_CHUNK_BYTES: the payload of one ring message
+  Transport* transport = nullptr;
+  int rank = 0;
+  int nranks = 1;
+  size_t chunkBytes = 0;  // CC_CHUNK_BYTES: the payload of one ring message
+  // What algorithms that meet more than their peers need at init (the
+  // switch: its address, a job admitted through the store).
+  RendezvousStore* store = nullptr;
+  AlgoId configured = AlgoId::Auto;  // CC_ALGO: a row it names must open or fail
+  std::string switchAddress;         // CC_SWITCH_ADDR ("" when unset)
+  int timeoutMs = 300000;
+  uint64_t seed = 0;                 // the communicator's agreed seed
+  uint64_t nonce = 0;                // the communicator's key, the same on every rank
 };
 
 // What a row's entry point gets for one call on host memory.
@@ -102,6 +115,14 @@ struct AlgorithmRow {
   bool autoCandidate = false;
   // The algorithm auto keeps unless another is predicted clearly cheaper.
   bool autoDefault = false;
+  // Set for a row that runs only where a setting it needs is given (the
+  // switch: "CC_SWITCH_ADDR"): its openChannels opens nothing without it,
+  // auto then leaves it out, and messages list it apart, naming the setting.
+  const char* requires = nullptr;
+  // The row carries exact calls only approximately (the switch's int32
+  // fixed point): an explicit CC_ALGO gets it, auto leaves exact calls to
+  // the other rows.
+  bool roundsExactCalls = false;
   // `chunkValues`: the call's chunks on this algorithm (its chunkValues hook).
   bool (*pipeline)(const CostModel& model, const CallShape& call, size_t chunkValues, Pipeline* out) = nullptr;
 };
@@ -116,7 +137,8 @@ constexpr size_t kMaxAlgorithmNameBytes = 16;
   ROW(ring)                     \
   ROW(direct)                   \
   ROW(tree)                     \
-  ROW(allgather)
+  ROW(allgather)                \
+  ROW(switch)
 
 #define CC_DECLARE_ALGORITHM_ROW(name) const AlgorithmRow& name##Algorithm();
 CC_ALGORITHM_TABLE(CC_DECLARE_ALGORITHM_ROW)
@@ -134,6 +156,9 @@ const char* algoName(AlgoId id);
 // The names of the rows for which `keep` is true (all when null), in table
 // order, joined by ", ".
 std::string algorithmNames(bool (*keep)(const AlgorithmRow& row) = nullptr);
+// "ring, direct, tree, allgather, auto; with CC_SWITCH_ADDR set: switch":
+// every name CC_ALGO takes, rows that need a setting listed apart.
+std::string algorithmChoices();
 
 // Adds a row after the others, for algorithms outside the library (tests,
 // experiments); returns its id. The row is copied, its name too. Register

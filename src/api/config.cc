@@ -1,6 +1,7 @@
 #include "api/config.h"
 
 #include <cerrno>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 
@@ -64,8 +65,8 @@ cc_result_t parseSize(const char* text, const char* source, uint64_t* out) {
 
 cc_result_t parseAlgo(const char* text, const char* source, AlgoId* out) {
   if (algorithmByName(text, out)) return CC_SUCCESS;
-  return setError(CC_INVALID_ARGUMENT, "%s: unknown algorithm '%s' (valid: %s, auto)", source, text,
-                  algorithmNames().c_str());
+  return setError(CC_INVALID_ARGUMENT, "%s: unknown algorithm '%s' (valid: %s)", source, text,
+                  algorithmChoices().c_str());
 }
 
 cc_result_t resolveConfig(const cc_config_t* config, ResolvedConfig* out) {
@@ -73,13 +74,16 @@ cc_result_t resolveConfig(const cc_config_t* config, ResolvedConfig* out) {
   if (config == nullptr) {
     config = &unset;
   } else {
-    if (config->magic != CC_CONFIG_MAGIC || config->version != CC_CONFIG_VERSION ||
-        config->size != sizeof(cc_config_t)) {
+    // A caller built against version 1 of the header has a config that ends
+    // before switch_addr: it is read up to there.
+    const bool current = config->version == CC_CONFIG_VERSION && config->size == sizeof(cc_config_t);
+    const bool version1 = config->version == 1 && config->size == offsetof(cc_config_t, switch_addr);
+    if (config->magic != CC_CONFIG_MAGIC || !(current || version1)) {
       return setError(CC_INVALID_ARGUMENT,
                       "config was not initialised with CC_CONFIG_INITIALIZER (size %zu, magic "
-                      "0x%08x, version %u; expected %zu, 0x%08x, %u)",
+                      "0x%08x, version %u; expected %zu, 0x%08x, %u, or a version 1 config of %zu bytes)",
                       config->size, config->magic, config->version, sizeof(cc_config_t),
-                      CC_CONFIG_MAGIC, CC_CONFIG_VERSION);
+                      CC_CONFIG_MAGIC, CC_CONFIG_VERSION, offsetof(cc_config_t, switch_addr));
     }
   }
   ResolvedConfig resolved;
@@ -111,6 +115,9 @@ cc_result_t resolveConfig(const cc_config_t* config, ResolvedConfig* out) {
                             &resolved.transport));
   }
   if (const char* text = pick(config->socket_ifname, "CC_SOCKET_IFNAME")) resolved.socketIfname = text;
+  // Older configs (version 1) end before switch_addr.
+  const char* switchField = config->version >= 2 ? config->switch_addr : nullptr;
+  if (const char* text = pick(switchField, "CC_SWITCH_ADDR")) resolved.switchAddress = text;
   if (const char* text = pick(config->ib_device, "CC_IB_DEVICE")) resolved.ibDevice = text;
   if (config->has_seed) {
     resolved.hasSeed = true;

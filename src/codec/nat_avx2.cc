@@ -356,6 +356,72 @@ void decodeAddEncodeTyped(const uint8_t* in, const void* local, size_t count, ui
   }
 }
 
+// The switch's fixed point, 8 lanes (fixed_point.cc has the scalar rule).
+// A nat code e with sign s adds (-1)^s * 2^(e - F) when 0 <= e - F <= M;
+// 0 adds nothing, 255 makes the accumulator INT32_MIN for good, and any
+// other code is left out and reported.
+inline void accumulateFixed8(__m256i exponents, __m256i negative, __m256i floor, __m256i maxShiftPlusOne,
+                             bool first, __m256i laneUsed, int32_t* acc, __m256i* bad) {
+  const __m256i one = _mm256_set1_epi32(1);
+  const __m256i minValue = _mm256_set1_epi32(INT32_MIN);
+  const __m256i shift = _mm256_sub_epi32(exponents, floor);
+  const __m256i isZero = _mm256_cmpeq_epi32(exponents, _mm256_setzero_si256());
+  const __m256i isNonFinite = _mm256_cmpeq_epi32(exponents, _mm256_set1_epi32(255));
+  const __m256i inRange = _mm256_and_si256(_mm256_cmpgt_epi32(shift, _mm256_set1_epi32(-1)),
+                                           _mm256_cmpgt_epi32(maxShiftPlusOne, shift));
+  const __m256i valid = _mm256_or_si256(inRange, _mm256_or_si256(isZero, isNonFinite));
+  *bad = _mm256_or_si256(*bad, _mm256_andnot_si256(valid, laneUsed));
+  const __m256i adds = _mm256_andnot_si256(_mm256_or_si256(isZero, isNonFinite), inRange);
+  __m256i q = _mm256_and_si256(_mm256_sllv_epi32(one, shift), adds);
+  q = _mm256_sub_epi32(_mm256_xor_si256(q, negative), negative);
+  __m256i* target = reinterpret_cast<__m256i*>(acc);
+  __m256i sum = q;
+  __m256i sticky = isNonFinite;
+  if (!first) {
+    const __m256i before = _mm256_loadu_si256(target);
+    sum = _mm256_add_epi32(before, q);
+    sticky = _mm256_or_si256(sticky, _mm256_cmpeq_epi32(before, minValue));
+  }
+  _mm256_storeu_si256(target, _mm256_blendv_epi8(sum, minValue, sticky));
+}
+
+// natEncodeFixed's rule for 8 sums whose codes are all normal (1 <= F and
+// F + 31 <= 254): p = floor(log2 |S|) from the float conversion (which may
+// round up to the next power: corrected by comparing 2^p with |S| as
+// unsigned), up when (u & (2^p - 1)) < |S| - 2^p. Returns the exponent
+// bytes as lanes; `signBits` gets each lane's sign in bit 31.
+inline __m256i fixedCodes8(__m256i sums, __m256i words, __m256i floor, __m256i* signBits) {
+  const __m256i one = _mm256_set1_epi32(1);
+  const __m256i minValue = _mm256_set1_epi32(INT32_MIN);
+  const __m256i nonFinite = _mm256_cmpeq_epi32(sums, minValue);
+  const __m256i magnitude = _mm256_abs_epi32(sums);
+  const __m256i isZero = _mm256_cmpeq_epi32(magnitude, _mm256_setzero_si256());
+  const __m256i rounded = _mm256_castps_si256(_mm256_cvtepi32_ps(magnitude));
+  const __m256i pRounded = _mm256_sub_epi32(_mm256_srli_epi32(rounded, 23), _mm256_set1_epi32(127));
+  const __m256i power = _mm256_sllv_epi32(one, pRounded);
+  const __m256i tooHigh =
+      _mm256_cmpgt_epi32(_mm256_xor_si256(power, minValue), _mm256_xor_si256(magnitude, minValue));
+  const __m256i p = _mm256_add_epi32(pRounded, tooHigh);
+  const __m256i lower = _mm256_sllv_epi32(one, p);
+  const __m256i fraction = _mm256_sub_epi32(magnitude, lower);
+  const __m256i draw = _mm256_and_si256(words, _mm256_sub_epi32(lower, one));
+  const __m256i up = _mm256_cmpgt_epi32(fraction, draw);
+  __m256i exponents = _mm256_sub_epi32(_mm256_add_epi32(p, floor), up);
+  exponents = _mm256_andnot_si256(isZero, exponents);
+  exponents = _mm256_blendv_epi8(exponents, _mm256_set1_epi32(255), nonFinite);
+  *signBits = _mm256_andnot_si256(nonFinite, sums);
+  return exponents;
+}
+
+inline void encodeFixedBlock(const int32_t* sums, const __m256i words[4], __m256i floor, uint8_t* out) {
+  __m256i exponents[4], signBits[4];
+  for (int j = 0; j < 4; ++j) {
+    const __m256i s = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sums + 8 * j));
+    exponents[j] = fixedCodes8(s, words[j], floor, &signBits[j]);
+  }
+  storeBlock(signMaskOf(signBits), exponents, out);
+}
+
 bool isNatType(ElementType type) {
   return type == ElementType::F32 || type == ElementType::BF16 || type == ElementType::F16;
 }
@@ -429,6 +495,70 @@ void natDecodeAddEncodeAvx2(ElementType type, const void* packedIn, const void* 
     default:
       return decodeAddEncodeTyped<ElementType::F16>(in, local, count, firstIndex, rs, divisor, out, decodedOut);
   }
+}
+
+bool natAccumulateFixedAvx2(const void* packed, size_t count, int floor, int maxShift, bool first, int32_t* acc) {
+  const uint8_t* in = static_cast<const uint8_t*>(packed);
+  const __m256i floorVector = _mm256_set1_epi32(floor);
+  const __m256i maxShiftPlusOne = _mm256_set1_epi32(maxShift + 1);
+  const __m256i allLanes = _mm256_set1_epi32(-1);
+  __m256i bad = _mm256_setzero_si256();
+  const size_t blocks = (count + kValuesPerBlock - 1) / kValuesPerBlock;
+  for (size_t block = 0; block < blocks; ++block) {
+    const uint8_t* blockIn = in + block * kBytesPerBlock;
+    uint32_t signMask;
+    memcpy(&signMask, blockIn, 4);
+    const __m256i maskInEveryLane = _mm256_set1_epi32(static_cast<int>(signMask));
+    const size_t valid = count - block * kValuesPerBlock;
+    for (int j = 0; j < 4; ++j) {
+      const __m256i bits = _mm256_sllv_epi32(_mm256_set1_epi32(1), _mm256_setr_epi32(8 * j, 8 * j + 1, 8 * j + 2,
+                                                                                        8 * j + 3, 8 * j + 4, 8 * j + 5,
+                                                                                        8 * j + 6, 8 * j + 7));
+      const __m256i negative = _mm256_cmpeq_epi32(_mm256_and_si256(maskInEveryLane, bits), bits);
+      const __m256i exponents =
+          _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(blockIn + 4 + 8 * j)));
+      // Pad lanes of a tail block are scratch: not checked.
+      __m256i laneUsed = allLanes;
+      if (valid < kValuesPerBlock) {
+        const __m256i laneIndex = _mm256_setr_epi32(8 * j, 8 * j + 1, 8 * j + 2, 8 * j + 3, 8 * j + 4, 8 * j + 5,
+                                                    8 * j + 6, 8 * j + 7);
+        laneUsed = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(valid)), laneIndex);
+      }
+      accumulateFixed8(exponents, negative, floorVector, maxShiftPlusOne, first, laneUsed,
+                       acc + block * kValuesPerBlock + 8 * j, &bad);
+    }
+  }
+  return _mm256_testz_si256(bad, bad) != 0;
+}
+
+void natEncodeFixedAvx2(const int32_t* sums, size_t count, int floor, uint64_t firstIndex, RandomStream rs,
+                        void* packed) {
+  uint8_t* out = static_cast<uint8_t*>(packed);
+  const PhiloxRoundKeys keys(rs.seed);
+  const uint64_t firstGroup = firstIndex / 4;
+  const __m256i floorVector = _mm256_set1_epi32(floor);
+  const size_t fullBlocks = count / kValuesPerBlock;
+  size_t block = 0;
+  for (; block + kBlocksPerStep <= fullBlocks; block += kBlocksPerStep) {
+    __m256i randomWords[4 * kBlocksPerStep];
+    blockRandomWords<kBlocksPerStep>(keys, firstGroup + 8 * block, rs.stream, randomWords);
+    for (size_t b = 0; b < kBlocksPerStep; ++b) {
+      encodeFixedBlock(sums + (block + b) * kValuesPerBlock, randomWords + 4 * b, floorVector,
+                       out + (block + b) * kBytesPerBlock);
+    }
+  }
+  for (; block < fullBlocks; ++block) {
+    __m256i randomWords[4];
+    blockRandomWords<1>(keys, firstGroup + 8 * block, rs.stream, randomWords);
+    encodeFixedBlock(sums + block * kValuesPerBlock, randomWords, floorVector, out + block * kBytesPerBlock);
+  }
+  const size_t tail = count - fullBlocks * kValuesPerBlock;
+  if (tail == 0) return;
+  alignas(32) int32_t padded[kValuesPerBlock] = {};
+  memcpy(padded, sums + fullBlocks * kValuesPerBlock, tail * sizeof(int32_t));
+  __m256i randomWords[4];
+  blockRandomWords<1>(keys, firstGroup + 8 * fullBlocks, rs.stream, randomWords);
+  encodeFixedBlock(padded, randomWords, floorVector, out + fullBlocks * kBytesPerBlock);
 }
 
 }  // namespace cc

@@ -41,5 +41,11 @@ void natDecodeAvx2(ElementType type, const void* packed, size_t count, void* out
 void natDecodeAccumulateAvx2(const void* packed, size_t count, float* acc);
 void natDecodeAddEncodeAvx2(ElementType type, const void* packedIn, const void* local, size_t count,
                             uint64_t firstIndex, RandomStream rs, uint32_t divisor, void* packedOut, void* decodedOut);
+// The switch's fixed point (codec/fixed_point.h) on the same path: the nat
+// codes' integers into accumulators, and sums back to nat codes (a floor in
+// 1..223 and a firstIndex that is a multiple of 32; the caller checks).
+bool natAccumulateFixedAvx2(const void* packed, size_t count, int floor, int maxShift, bool first, int32_t* acc);
+void natEncodeFixedAvx2(const int32_t* sums, size_t count, int floor, uint64_t firstIndex, RandomStream rs,
+                        void* packed);
 
 }  // namespace cc

@@ -35,10 +35,19 @@ struct InitRecord {
   uint64_t chunkBytes;
   uint64_t seed;
   uint64_t commKey;
+  uint32_t switchHash;  // FNV-1a of CC_SWITCH_ADDR's text (0: unset)
+  uint32_t reserved;
 };
-// "CCI4": the algorithm byte is an AlgoId, a row of the algorithm table
-// (ring 0, auto 0xff), which "CCI3" ranks read otherwise.
-constexpr uint32_t kInitMagic = 0x43434934u;
+// "CCI5": the record carries the switch address's hash ("CCI4" ranks have
+// no switch and a shorter record).
+constexpr uint32_t kInitMagic = 0x43434935u;
+
+uint32_t textHash(const std::string& text) {
+  if (text.empty()) return 0;
+  uint32_t hash = 2166136261u;
+  for (unsigned char c : text) hash = (hash ^ c) * 16777619u;
+  return hash == 0 ? 1 : hash;
+}
 
 uint64_t random64() {
   std::random_device device;
@@ -61,6 +70,7 @@ cc_result_t agreeOnSettings(RendezvousStore& store, int rank, const ResolvedConf
   mine.chunkBytes = config.chunkBytes;
   mine.checkCalls = config.checkCalls ? 1 : 0;
   mine.autoTrials = static_cast<uint32_t>(config.autoTrials);
+  mine.switchHash = textHash(config.switchAddress);
   if (rank == 0) {
     mine.seed = config.hasSeed ? config.seed : random64();
     mine.commKey = random64();
@@ -68,6 +78,7 @@ cc_result_t agreeOnSettings(RendezvousStore& store, int rank, const ResolvedConf
     std::memcpy(bytes.data(), &mine, sizeof(mine));
     CC_CHECK(store.trySet("cc/init", bytes));
     CC_CHECK(store.trySet("cc/init/codec", toBytes(config.codec.canonical)));
+    CC_CHECK(store.trySet("cc/init/switch", toBytes(config.switchAddress)));
   }
   std::vector<char> bytes;
   CC_CHECK(store.tryGet("cc/init", &bytes));
@@ -99,6 +110,11 @@ cc_result_t agreeOnSettings(RendezvousStore& store, int rank, const ResolvedConf
   } else if (agreed->checkCalls != mine.checkCalls) {
     mismatch = std::string("CC_CHECK_CALLS=") + (mine.checkCalls ? "1" : "0") + " differs from rank 0's " +
                (agreed->checkCalls ? "1" : "0");
+  } else if (agreed->switchHash != mine.switchHash) {
+    std::vector<char> theirs;
+    CC_CHECK(store.tryGet("cc/init/switch", &theirs));
+    mismatch = "switch address '" + config.switchAddress + "' (CC_SWITCH_ADDR) differs from rank 0's '" +
+               std::string(theirs.begin(), theirs.end()) + "'";
   } else if (agreed->autoTrials != mine.autoTrials) {
     // Ranks whose trial blocks differ in length would run different algorithms in one call.
     mismatch = "CC_AUTO_TRIALS=" + std::to_string(mine.autoTrials) + " differs from rank 0's " +
@@ -163,7 +179,11 @@ cc_result_t commInit(cc_comm_t* out, int nranks, const cc_unique_id_t& id, int r
   setup.socketIfname = config.socketIfname;
   setup.ibDevice = config.ibDevice;
   CC_CHECK(createTransport(config, setup, &comm->transport));
-  CC_CHECK(openCollectiveChannels(*comm));
+  ChannelContext channels;
+  channels.store = store.get();
+  channels.timeoutMs = config.timeoutMs;
+  channels.nonce = agreed.commKey;
+  CC_CHECK(openCollectiveChannels(*comm, channels));
   // Every receive slot is registered before anyone sends into it.
   CC_CHECK(store->barrier("cc/init/ready"));
 #ifdef CC_HAVE_CUDA
@@ -206,6 +226,7 @@ cc_result_t commAllreduce(cc_comm_t comm, const TensorCall* tensors, size_t nten
     // so they fail now instead of at their timeout.
     comm->asyncError.store(result);
     comm->transport->abort();
+    abortAlgorithmChannels(*comm, lastErrorMessage().c_str());
   }
   return result;
 }
@@ -229,6 +250,8 @@ void commAbort(cc_comm_t comm) {
   int expected = CC_SUCCESS;
   comm->asyncError.compare_exchange_strong(expected, CC_REMOTE_ERROR);
   if (comm->transport) comm->transport->abort();
+  const std::string reason = "cc_comm_abort on rank " + std::to_string(comm->rank);
+  abortAlgorithmChannels(*comm, reason.c_str());
 #ifdef CC_HAVE_CUDA
   if (comm->device) deviceAbort(*comm->device);
 #endif

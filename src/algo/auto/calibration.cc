@@ -142,11 +142,14 @@ cc_result_t measureFanOut(const DirectChannels& channels, int rank, int nranks, 
   return CC_SUCCESS;
 }
 
-// The algorithms auto may pick, in table order: those calibrated.
-std::vector<AlgoId> candidates() {
+// The algorithms auto may pick on this communicator, in table order: those
+// calibrated.
+std::vector<AlgoId> candidates(const CollectiveState& state) {
   std::vector<AlgoId> ids;
+  const unsigned available = availableAlgorithms(state);
   for (int i = 0; i < algorithmCount(); ++i) {
-    if (findAlgorithm(static_cast<AlgoId>(i))->autoCandidate) ids.push_back(static_cast<AlgoId>(i));
+    const AlgoId id = static_cast<AlgoId>(i);
+    if (findAlgorithm(id)->autoCandidate && (available & bitOf(id)) != 0) ids.push_back(id);
   }
   return ids;
 }
@@ -162,7 +165,7 @@ struct CalibrationShapes {
 cc_result_t measureAlgorithmCalls(CollectiveState& state, CostModel* mine, CalibrationShapes* shapes) {
   SpecCodecs* codecs = nullptr;
   CC_CHECK(state.specCodecs("nat", &codecs));
-  const std::vector<AlgoId> algos = candidates();
+  const std::vector<AlgoId> algos = candidates(state);
   // Per algorithm, the mean of `rounds` x `timed` calls of `count` values
   // without their slowest and fastest eighths. The algorithms take turns by
   // rounds, so a spell of load on a shared host hits them alike; within a
@@ -218,9 +221,9 @@ cc_result_t measureAlgorithmCalls(CollectiveState& state, CostModel* mine, Calib
 }
 
 // "ring 1.0, direct 2.0, tree 3.0": one figure per candidate, for the INFO line.
-std::string perCandidate(const double* figures, double scale, const char* format) {
+std::string perCandidate(const CollectiveState& state, const double* figures, double scale, const char* format) {
   std::string text;
-  for (AlgoId id : candidates()) {
+  for (AlgoId id : candidates(state)) {
     char figure[64];
     std::snprintf(figure, sizeof(figure), format, figures[indexOf(id)] * scale);
     text += (text.empty() ? "" : ", ") + std::string(algoName(id)) + " " + figure;
@@ -279,7 +282,7 @@ cc_result_t calibrateCostModel(RendezvousStore& store, CollectiveState& state) {
     }
   }
   // Every rank fits the same agreed figures alike, so the fits agree too.
-  for (AlgoId id : candidates()) {
+  for (AlgoId id : candidates(state)) {
     const int a = indexOf(id);
     fitLinkUse(&model, id, MeasuredCall{shapes.burst, model.burstCalibrationSeconds[a]},
                MeasuredCall{shapes.rate, model.rateCalibrationSeconds[a]});
@@ -291,8 +294,9 @@ cc_result_t calibrateCostModel(RendezvousStore& store, CollectiveState& state) {
     CC_INFO("rank %d: auto's model: latency %.1f us, %.1f us per message, %.3f GB/s; bursts %s KiB; link shares %s; "
             "minimal call %s",
             state.rank, link.latency * 1e6, link.perMessage * 1e6, link.bytesPerSecond * 1e-9,
-            perCandidate(model.burstBytes, 1.0 / 1024, "%.0f").c_str(),
-            perCandidate(model.linkShare, 1.0, "%.2f").c_str(), perCandidate(model.fixedSeconds, 1e6, "%.1f us").c_str());
+            perCandidate(state, model.burstBytes, 1.0 / 1024, "%.0f").c_str(),
+            perCandidate(state, model.linkShare, 1.0, "%.2f").c_str(),
+            perCandidate(state, model.fixedSeconds, 1e6, "%.1f us").c_str());
   }
   return CC_SUCCESS;
 }

@@ -89,7 +89,8 @@ cc_result_t runAllreduce(CollectiveState& state, const TensorCall* tensors, size
   const CodecSpec& spec = codecs->spec;
   const bool compresses = specCompresses(spec, datatype, op);
   AlgoId algo = AlgoId::Ring;
-  CC_CHECK(algorithmForCall(CallTraits{spec, compresses, datatype, op}, state.settings.algo, &algo));
+  CC_CHECK(algorithmForCall(CallTraits{spec, compresses, datatype, op}, state.settings.algo,
+                            availableAlgorithms(state), &algo));
   bool anyResidual = false;
   for (size_t t = 0; t < ntensors; ++t) anyResidual |= tensors[t].residual != nullptr;
   if (compresses && !spec.unbiased() && !anyResidual && !codecs->loggedBiased) {

@@ -41,6 +41,9 @@ struct CallSettings {
   // CC_AUTO_TRIALS: the fewest timed calls in each block of auto's trials
   // (auto/trials.h); 0: no trials, the cost model alone decides.
   int autoTrials = kDefaultAutoTrials;
+  // CC_SWITCH_ADDR / cc_config_t.switch_addr: a cc_switchd's host:port
+  // ("" = none; the switch algorithm then does not run).
+  std::string switchAddress;
 };
 
 // Buffers reused from call to call (grown, never shrunk), so that calls in

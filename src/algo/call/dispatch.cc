@@ -17,12 +17,13 @@ constexpr int kAnnounceTag = 5;  // auto with CC_CHECK_CALLS: each call's algori
 constexpr int kAnnounceSlots = 64;
 constexpr size_t kAnnounceSlotBytes = kFrameHeaderBytes + 64;
 
-// The algorithms auto may pick that can carry `traits`.
-unsigned autoCandidatesFor(const CallTraits& traits) {
+// The algorithms auto may pick that can carry `traits`, of those `available`.
+unsigned autoCandidatesFor(const CallTraits& traits, unsigned available) {
   unsigned candidates = 0;
   for (int i = 0; i < algorithmCount(); ++i) {
     const AlgoId id = static_cast<AlgoId>(i);
     const AlgorithmRow& row = *findAlgorithm(id);
+    if ((available & bitOf(id)) == 0 || (row.roundsExactCalls && !traits.compresses)) continue;
     if (row.autoCandidate && row.cannotCarry(traits) == nullptr) candidates |= bitOf(id);
   }
   return candidates;
@@ -34,7 +35,22 @@ bool mayRun(const CallSettings& settings, AlgoId id) {
 
 }  // namespace
 
-cc_result_t openCollectiveChannels(CollectiveState& state) {
+unsigned availableAlgorithms(const CollectiveState& state) {
+  unsigned available = 0;
+  for (int i = 0; i < algorithmCount(); ++i) {
+    const AlgorithmRow& row = *findAlgorithm(static_cast<AlgoId>(i));
+    if (row.requires == nullptr || state.algorithmChannels[i] != nullptr) available |= 1u << i;
+  }
+  return available;
+}
+
+void abortAlgorithmChannels(CollectiveState& state, const char* reason) {
+  for (auto& channels : state.algorithmChannels) {
+    if (channels) channels->abort(reason);
+  }
+}
+
+cc_result_t openCollectiveChannels(CollectiveState& state, const ChannelContext& context) {
   const int rank = state.rank, n = state.nranks;
   if (n < 2) return CC_SUCCESS;
   Transport& transport = *state.transport;
@@ -42,7 +58,17 @@ cc_result_t openCollectiveChannels(CollectiveState& state) {
   const size_t slotBytes = kFrameHeaderBytes + settings.chunkBytes;
   CC_CHECK(transport.openSend((rank + 1) % n, kRingTag, slotBytes, kSlotsPerChannel, &state.toNext));
   CC_CHECK(transport.openRecv((rank + n - 1) % n, kRingTag, slotBytes, kSlotsPerChannel, &state.fromPrev));
-  const ChannelSetup setup{&transport, rank, n, settings.chunkBytes};
+  ChannelSetup setup;
+  setup.transport = &transport;
+  setup.rank = rank;
+  setup.nranks = n;
+  setup.chunkBytes = settings.chunkBytes;
+  setup.store = context.store;
+  setup.configured = settings.algo;
+  setup.switchAddress = settings.switchAddress;
+  setup.timeoutMs = context.timeoutMs;
+  setup.seed = state.seed;
+  setup.nonce = context.nonce;
   for (int i = 0; i < algorithmCount(); ++i) {
     const AlgoId id = static_cast<AlgoId>(i);
     const AlgorithmRow& row = *findAlgorithm(id);
@@ -59,11 +85,13 @@ cc_result_t openCollectiveChannels(CollectiveState& state) {
   return CC_SUCCESS;
 }
 
-cc_result_t algorithmForCall(const CallTraits& traits, AlgoId requested, AlgoId* out) {
-  auto canCarry = [&](AlgoId id) { return findAlgorithm(id)->cannotCarry(traits) == nullptr; };
+cc_result_t algorithmForCall(const CallTraits& traits, AlgoId requested, unsigned available, AlgoId* out) {
+  auto canCarry = [&](AlgoId id) {
+    return (available & bitOf(id)) != 0 && findAlgorithm(id)->cannotCarry(traits) == nullptr;
+  };
   if (requested == AlgoId::Auto) {
     *out = AlgoId::Auto;
-    if (autoCandidatesFor(traits) != 0) return CC_SUCCESS;
+    if (autoCandidatesFor(traits, available) != 0) return CC_SUCCESS;
     for (int i = 0; i < algorithmCount(); ++i) {
       if (canCarry(static_cast<AlgoId>(i))) {
         *out = static_cast<AlgoId>(i);
@@ -148,7 +176,7 @@ cc_result_t runAlgorithm(CollectiveState& state, SpecCodecs& codecs, AlgoId algo
     // cannot carry: the ring carries every exact reduction.
     if (row->cannotCarry(traits) != nullptr) algo = AlgoId::Ring;
   } else {
-    const unsigned candidates = autoCandidatesFor(traits);
+    const unsigned candidates = autoCandidatesFor(traits, availableAlgorithms(state));
     if (candidates == 0 || (candidates & (candidates - 1)) == 0) {
       // One candidate (ring, for exact reductions that direct and tree cannot
       // carry): nothing to decide.

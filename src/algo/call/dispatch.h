@@ -11,10 +11,25 @@
 
 namespace cc {
 
+// What opening channels needs beyond the state: the bootstrap's store
+// (algorithms that meet a switch admit a job through it), the timeout and
+// the communicator's key.
+struct ChannelContext {
+  RendezvousStore* store = nullptr;
+  int timeoutMs = 300000;
+  uint64_t nonce = 0;
+};
+
 // Opens, on every rank alike, the ring's channels, the own channels of each
 // algorithm that may run (the configured one, or every one auto may pick)
 // and, under auto with CC_CHECK_CALLS=1, the announcements' channels.
-cc_result_t openCollectiveChannels(CollectiveState& state);
+cc_result_t openCollectiveChannels(CollectiveState& state, const ChannelContext& context = ChannelContext());
+
+// The rows (bitOf) that can run on this communicator: every row, except
+// those that need a setting (AlgorithmRow::requires) and opened nothing.
+unsigned availableAlgorithms(const CollectiveState& state);
+// Breaks every algorithm's own channels (AlgorithmChannels::abort).
+void abortAlgorithmChannels(CollectiveState& state, const char* reason);
 
 // The algorithm a call starts on, before its size is known: `requested`
 // (settings.algo) where its row can carry the call or the call is exact (an
@@ -22,7 +37,8 @@ cc_result_t openCollectiveChannels(CollectiveState& state);
 // where any algorithm it may pick can carry it, else the first row that can
 // (allgather for top-k). CC_UNSUPPORTED, naming the algorithms that can,
 // for a compressed call the requested algorithm cannot carry.
-cc_result_t algorithmForCall(const CallTraits& traits, AlgoId requested, AlgoId* out);
+// `available`: availableAlgorithms() (messages name only rows that can run here).
+cc_result_t algorithmForCall(const CallTraits& traits, AlgoId requested, unsigned available, AlgoId* out);
 
 // The primitives' view of one run as the next collective of `state`.
 cc_result_t collectiveArgs(CollectiveState& state, SpecCodecs& codecs, bool compresses, const AlgorithmRun& run,
