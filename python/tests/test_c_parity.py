@@ -7,7 +7,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import free_port, last_json, run_ranks
+from conftest import TEST_SECRET, free_port, last_json, run_ranks
 
 REFERENCE = os.environ.get("CC_TEST_REFERENCE_ALLREDUCE")
 DATATYPES = {"float32": 7, "float16": 6, "bfloat16": 9, "int32": 2}
@@ -48,7 +48,8 @@ def test_python_ranks_leave_the_c_api_bits(tmp_path, codec, algo, dtype, op):
                 processes.append(subprocess.Popen(
                     [REFERENCE, str(NRANKS), str(rank), comm_id, str(seed), codec, algo, str(DATATYPES[dtype]),
                      str(OPS[op]), str(count), str(tmp_path / f"in{rank}"), pattern % rank],
-                    env=dict(os.environ, CC_SOCKET_IFNAME="lo"), stderr=subprocess.PIPE, text=True))
+                    env=dict(os.environ, CC_SOCKET_IFNAME="lo", CC_COMM_SECRET=TEST_SECRET), stderr=subprocess.PIPE,
+                    text=True))
             for process in processes:
                 _, stderr = process.communicate(timeout=120)
                 assert process.returncode == 0, stderr

@@ -232,10 +232,10 @@ cc_result_t cc_get_unique_id(cc_unique_id_t* id) {
   return createUniqueId(id);
 }
 
-cc_result_t cc_get_unique_id_from_address(const char* address, cc_unique_id_t* id) {
+cc_result_t cc_get_unique_id_from_address(const char* address, const char* secret, cc_unique_id_t* id) {
   if (address == nullptr) return setError(CC_INVALID_ARGUMENT, "cc_get_unique_id_from_address: address is NULL");
   if (id == nullptr) return setError(CC_INVALID_ARGUMENT, "cc_get_unique_id_from_address: id is NULL");
-  return uniqueIdFromAddress(address, "cc_get_unique_id_from_address: address", id);
+  return uniqueIdFromAddress(address, secret, "cc_get_unique_id_from_address: address", id);
 }
 
 cc_result_t cc_comm_init_rank(cc_comm_t* comm, int nranks, cc_unique_id_t id, int rank,
