@@ -684,6 +684,7 @@ TEST(Server, MalformedClientsAreDroppedAndOthersContinue) {
         .u32(store::kProtocolMagic)
         .u16(store::kProtocolVersion)
         .u64(root.nonce)
+        .raw(reinterpret_cast<const char*>(root.secret), sizeof(root.secret))
         .i32(1)
         .i32(2);
     raw.send(joinFrame.finish());

@@ -4,8 +4,11 @@
 // every process keeps SIGPIPE at its default disposition, so a write to a
 // dead peer that raised it would kill a survivor (seen as a signal in its
 // wait status) instead of returning an error.
+#include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -13,11 +16,19 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <map>
+#include <memory>
 #include <new>
+#include <random>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "base/error.h"
+#include "comm/bootstrap.h"
+#include "comm/store_protocol.h"
 #include "test_helpers.h"
 
 using namespace cctest;
@@ -289,6 +300,304 @@ TEST(DeadHandles, AbortAfterAbortIsRefused) {
   EXPECT_EQ(cc_comm_abort(comm), CC_SUCCESS);
   EXPECT_EQ(cc_comm_abort(comm), CC_INVALID_USAGE);
   EXPECT_EQ(cc_comm_destroy(comm), CC_INVALID_USAGE);
+}
+
+// ------------------------------------------------------- failed init, root
+
+// The root fails its init (one rank's codec differs) and exits at once; every
+// other rank must still learn why, not that the store went away. 20 runs.
+TEST(InitFailure, EveryRankGetsTheCauseWhenTheRootExitsAtOnce) {
+  constexpr int n = 4;
+  for (int run = 0; run < 20; ++run) {
+    SCOPED_TRACE("run " + std::to_string(run));
+    Outcome outcome = runRankProcesses(n, 60, [&](int rank, const cc_unique_id_t& id, RankReport* report) {
+      cc_comm_t comm = nullptr;
+      cc_config_t config = CC_CONFIG_INITIALIZER;
+      config.transport = "tcp";
+      config.codec = rank == 2 ? "none" : "nat";
+      config.timeout_ms = 20000;
+      report->result = cc_comm_init_rank(&comm, n, id, rank, &config);
+      std::snprintf(report->message, sizeof(report->message), "%s", cc_get_last_error(nullptr));
+      if (rank == 0) _exit(0);  // the root leaves right after its failed init
+    });
+    for (int rank = 0; rank < n; ++rank) {
+      const RankReport& report = outcome.shared->rank[rank];
+      EXPECT_EQ(report.result, CC_INVALID_USAGE) << "rank " << rank << ": " << report.message;
+      EXPECT_NE(std::strstr(report.message, "codec none differs from rank 0's nat"), nullptr)
+          << "rank " << rank << ": " << report.message;
+    }
+  }
+}
+
+// A rank that never starts: the others' init times out naming it.
+TEST(InitFailure, ATimeoutNamesTheRanksThatNeverJoined) {
+  constexpr int n = 3;
+  Outcome outcome = runRankProcesses(n, 60, [&](int rank, const cc_unique_id_t& id, RankReport* report) {
+    if (rank == 2) return;  // never joins
+    cc_comm_t comm = nullptr;
+    cc_config_t config = CC_CONFIG_INITIALIZER;
+    config.transport = "tcp";
+    config.timeout_ms = 1000;
+    const auto start = Clock::now();
+    report->result = cc_comm_init_rank(&comm, n, id, rank, &config);
+    report->seconds = secondsSince(start);
+    std::snprintf(report->message, sizeof(report->message), "%s", cc_get_last_error(nullptr));
+  });
+  for (int rank : {0, 1}) {
+    const RankReport& report = outcome.shared->rank[rank];
+    EXPECT_EQ(report.result, CC_TIMEOUT) << report.message;
+    EXPECT_LT(report.seconds, 5.0) << report.message;
+    EXPECT_NE(std::strstr(report.message, "never joined the bootstrap store: 2"), nullptr) << report.message;
+  }
+}
+
+// ------------------------------------------------------- hostile bootstrap
+
+// A store served by a child process, for measuring what hostile clients cost
+// it: its id, pid, and what it wrote to stderr.
+class StoreProcess {
+ public:
+  // `maxFds`: the child's RLIMIT_NOFILE (0 leaves it).
+  explicit StoreProcess(rlim_t maxFds = 0) {
+    int idPipe[2];
+    EXPECT_EQ(pipe(idPipe), 0);
+    stderrPath_ = "/tmp/cc-fault-store-" + std::to_string(getpid()) + "-" + std::to_string(counter_++) + ".log";
+    pid_ = fork();
+    if (pid_ == 0) {
+      close(idPipe[0]);
+      if (std::freopen(stderrPath_.c_str(), "w", stderr) != nullptr) setvbuf(stderr, nullptr, _IONBF, 0);
+      if (maxFds != 0) {
+        rlimit limit{maxFds, maxFds};
+        setrlimit(RLIMIT_NOFILE, &limit);
+      }
+      setenv("CC_SOCKET_IFNAME", "lo", 1);
+      unsetenv("CC_COMM_ID");
+      cc_unique_id_t id;
+      if (cc_get_unique_id(&id) != CC_SUCCESS) _exit(3);
+      if (write(idPipe[1], &id, sizeof(id)) != static_cast<ssize_t>(sizeof(id))) _exit(4);
+      for (;;) pause();  // the store thread serves
+    }
+    close(idPipe[1]);
+    EXPECT_EQ(read(idPipe[0], &id_, sizeof(id_)), static_cast<ssize_t>(sizeof(id_)));
+    close(idPipe[0]);
+    EXPECT_EQ(cc::decodeUniqueId(id_, &root_), CC_SUCCESS);
+  }
+  ~StoreProcess() {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+    std::remove(stderrPath_.c_str());
+  }
+  const cc::RootAddress& root() const { return root_; }
+  // Peak resident memory so far (VmHWM), in KiB.
+  long peakKiB() const { return statusField("VmHWM:"); }
+  long residentKiB() const { return statusField("VmRSS:"); }
+  // User + system CPU seconds so far.
+  double cpuSeconds() const {
+    std::ifstream stat("/proc/" + std::to_string(pid_) + "/stat");
+    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    std::istringstream fields(text.substr(text.rfind(')') + 2));
+    std::string field;
+    long ticks = 0;
+    for (int i = 3; i <= 15 && fields >> field; ++i) {
+      if (i == 14 || i == 15) ticks += std::stol(field);
+    }
+    return static_cast<double>(ticks) / sysconf(_SC_CLK_TCK);
+  }
+  std::vector<std::string> stderrLines() const {
+    std::ifstream log(stderrPath_);
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(log, line);) lines.push_back(line);
+    return lines;
+  }
+
+ private:
+  long statusField(const char* name) const {
+    std::ifstream status("/proc/" + std::to_string(pid_) + "/status");
+    for (std::string line; std::getline(status, line);) {
+      if (line.rfind(name, 0) == 0) return std::stol(line.substr(std::strlen(name)));
+    }
+    return -1;
+  }
+  static inline int counter_ = 0;
+  pid_t pid_ = -1;
+  cc_unique_id_t id_{};
+  cc::RootAddress root_;
+  std::string stderrPath_;
+};
+
+int connectTo(const cc::RootAddress& root) {
+  int fd = socket(root.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  if (connect(fd, reinterpret_cast<const sockaddr*>(&root.addr), cc::store::sockaddrLength(root.addr)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// True when the store closed `fd` within `timeoutMs`.
+bool closedByStore(int fd, int timeoutMs = 5000) {
+  const auto start = Clock::now();
+  char buf[4096];
+  while (secondsSince(start) * 1000 < timeoutMs) {
+    pollfd pfd{fd, POLLIN, 0};
+    if (poll(&pfd, 1, 50) <= 0) continue;
+    ssize_t got = recv(fd, buf, sizeof(buf), 0);
+    if (got <= 0) return true;
+  }
+  return false;
+}
+
+std::vector<char> joinFrame(const cc::RootAddress& root, const uint8_t* secret, int rank, int nranks) {
+  cc::store::FrameWriter frame;
+  frame.u8(static_cast<uint8_t>(cc::store::Op::Join))
+      .u32(cc::store::kProtocolMagic)
+      .u16(cc::store::kProtocolVersion)
+      .u64(root.nonce)
+      .raw(reinterpret_cast<const char*>(secret), cc::store::kSecretBytes)
+      .i32(rank)
+      .i32(nranks);
+  return frame.finish();
+}
+
+// The one rank of the store's job joins and passes a barrier with the real secret.
+void expectARankCanStillJoin(const cc::RootAddress& root, int timeoutMs = 10000) {
+  std::unique_ptr<cc::StoreClient> client;
+  EXPECT_EQ(cc::StoreClient::connect(root, 0, 1, timeoutMs, &client), CC_SUCCESS) << cc::lastErrorMessage();
+  if (client) {
+    EXPECT_EQ(client->barrier("after-the-attack"), CC_SUCCESS) << cc::lastErrorMessage();
+  }
+}
+
+// Four connections announce maximum-length frames and start sending them:
+// before joining, nothing beyond a JOIN's 64 bytes is buffered for them.
+TEST(HostileBootstrap, MaxLengthFramesBeforeJoinCostNoMemory) {
+  StoreProcess store;
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const long idleKiB = store.residentKiB();
+  std::vector<int> fds;
+  std::vector<char> chunk(1 << 20, 'x');
+  for (int i = 0; i < 4; ++i) {
+    int fd = connectTo(store.root());
+    ASSERT_GE(fd, 0);
+    const uint32_t length = static_cast<uint32_t>(cc::store::kMaxFrameBytes);
+    char header[4] = {static_cast<char>(length), static_cast<char>(length >> 8), static_cast<char>(length >> 16),
+                      static_cast<char>(length >> 24)};
+    send(fd, header, sizeof(header), MSG_NOSIGNAL);
+    // As much of the body as the socket takes in a moment.
+    for (int k = 0; k < 64; ++k) {
+      if (send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL | MSG_DONTWAIT) <= 0) break;
+    }
+    fds.push_back(fd);
+  }
+  for (int fd : fds) EXPECT_TRUE(closedByStore(fd)) << "a max-length frame before JOIN was not refused";
+  const long peakKiB = store.peakKiB();
+  EXPECT_LT(peakKiB - idleKiB, 16 * 1024) << "idle " << idleKiB << " KiB, peak " << peakKiB << " KiB";
+  RecordProperty("store_idle_kib", std::to_string(idleKiB));
+  RecordProperty("store_peak_kib", std::to_string(peakKiB));
+  std::printf("store resident: idle %ld KiB, peak under 4 max-length frames %ld KiB\n", idleKiB, peakKiB);
+  for (int fd : fds) close(fd);
+  expectARankCanStillJoin(store.root());
+}
+
+// A JOIN with the right nonce but not the secret is refused, and the job
+// goes on; so are the other forged and malformed JOINs.
+TEST(HostileBootstrap, ForgedJoinsWithoutTheSecretAreRefused) {
+  StoreProcess store;
+  const cc::RootAddress& root = store.root();
+  uint8_t wrong[cc::store::kSecretBytes];
+  std::memcpy(wrong, root.secret, sizeof(wrong));
+  wrong[7] ^= 0x01;  // one bit off
+  int fd = connectTo(root);
+  ASSERT_GE(fd, 0);
+  std::vector<char> frame = joinFrame(root, wrong, 0, 2);
+  send(fd, frame.data(), frame.size(), MSG_NOSIGNAL);
+  char reply[512] = {};
+  pollfd pfd{fd, POLLIN, 0};
+  ASSERT_GT(poll(&pfd, 1, 5000), 0);
+  ssize_t got = recv(fd, reply, sizeof(reply) - 1, 0);
+  ASSERT_GT(got, 5);
+  EXPECT_EQ(reply[4], static_cast<char>(cc::store::Status::Error));
+  EXPECT_NE(std::string(reply + 5, got - 5).find("secret does not match"), std::string::npos);
+  EXPECT_TRUE(closedByStore(fd));
+  close(fd);
+  // The real rank 0 of that job still joins: the forged JOIN took nothing.
+  expectARankCanStillJoin(root);
+}
+
+// Random bytes, truncated and garbled frames, from many connections: the
+// store drops them all, writes at most a line a second per kind, and the
+// job's ranks join as if nothing happened.
+TEST(HostileBootstrap, FuzzedClientsAreDroppedAndRanksStillJoin) {
+  StoreProcess store;
+  const cc::RootAddress& root = store.root();
+  std::mt19937 random(2026);
+  for (int client = 0; client < 300; ++client) {
+    int fd = connectTo(root);
+    ASSERT_GE(fd, 0);
+    std::vector<char> bytes;
+    switch (client % 4) {
+      case 0:  // noise
+        bytes.resize(random() % 200);
+        for (char& b : bytes) b = static_cast<char>(random());
+        break;
+      case 1:  // a real JOIN, cut short
+        bytes = joinFrame(root, root.secret, 0, 2);
+        bytes.resize(random() % bytes.size());
+        break;
+      case 2: {  // a real JOIN with one byte of its header, nonce or secret flipped
+        bytes = joinFrame(root, root.secret, 1, 2);
+        const size_t credentialsEnd = 4 + 1 + 4 + 2 + 8 + cc::store::kSecretBytes;
+        bytes[random() % credentialsEnd] ^= static_cast<char>(1 + random() % 255);
+        break;
+      }
+      default: {  // a JOIN with a random secret
+        uint8_t guess[cc::store::kSecretBytes];
+        for (uint8_t& b : guess) b = static_cast<uint8_t>(random());
+        bytes = joinFrame(root, guess, 1, 2);
+      }
+    }
+    if (!bytes.empty()) send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    close(fd);
+  }
+  expectARankCanStillJoin(root);
+  // Every warning line of the store carries its kind in the text before the
+  // peer's address; count repeats of a kind within one second of each other.
+  std::map<std::string, int> perKind;
+  for (const std::string& line : store.stderrLines()) {
+    const size_t from = line.find(": closing the connection from ");
+    if (from != std::string::npos) ++perKind["closing"];
+    if (line.find("refused a JOIN") != std::string::npos) ++perKind["refused"];
+  }
+  for (const auto& [kind, lines] : perKind) {
+    EXPECT_LE(lines, 5) << lines << " '" << kind << "' lines for 300 hostile connections in about a second";
+  }
+}
+
+// 150 idle connections against a store limited to 48 descriptors: accept()
+// fails with EMFILE. The store must not spin or flood its log, and a rank
+// must still get in.
+TEST(HostileBootstrap, DescriptorExhaustionNeitherSpinsNorLocksRanksOut) {
+  StoreProcess store(48);
+  const cc::RootAddress& root = store.root();
+  std::vector<int> fds;
+  for (int i = 0; i < 150; ++i) {
+    int fd = connectTo(root);  // the kernel's backlog accepts them for the store
+    if (fd >= 0) fds.push_back(fd);
+  }
+  const double cpuBefore = store.cpuSeconds();
+
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  const double cpu = store.cpuSeconds() - cpuBefore;
+  EXPECT_LT(cpu, 0.5) << "the store burned " << cpu << " s of CPU in 3 s of EMFILE";
+  size_t acceptLines = 0;
+  for (const std::string& line : store.stderrLines()) acceptLines += line.find("accept failed") != std::string::npos;
+  EXPECT_LE(acceptLines, 5u) << acceptLines << " accept warnings in about 3 s";
+  const auto start = Clock::now();
+  expectARankCanStillJoin(root, 20000);
+  std::printf("EMFILE: %.3f s of store CPU in 3 s, %zu accept warnings, a rank joined after %.2f s\n", cpu,
+              acceptLines, secondsSince(start));
+  for (int fd : fds) close(fd);
 }
 
 }  // namespace
