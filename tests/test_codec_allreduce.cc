@@ -477,7 +477,9 @@ TEST_P(NonFinite, NanStaysNanInfKeepsItsSignInfMinusInfIsNan) {
   for (size_t i = 0; i < count; ++i) {
     bool special = false;
     for (size_t at : base) special |= i >= at && i < at + 5;
-    if (!special) EXPECT_TRUE(std::isfinite(out[i])) << i;
+    if (!special) {
+      EXPECT_TRUE(std::isfinite(out[i])) << i;
+    }
   }
 }
 
