@@ -21,9 +21,9 @@
 //
 // Arithmetic follows the host operation for operation: the hop's
 // decoded + local and / divisor in fp32 with __fadd_rn / __fdiv_rn (never
-// contracted, no FTZ), natClearNanSign before encoding; the error-feedback
-// passes keep NaN signs the host way (cuda/device_float.cuh), since their
-// encoded signs and residuals carry them.
+// contracted, no FTZ); a NaN result is sent as NaN whatever its sign
+// (natEncodedSign); the error-feedback passes keep NaN signs the host way
+// (cuda/device_float.cuh), since their residuals carry them.
 #include <cstdio>
 #include <memory>
 #include <type_traits>
@@ -203,9 +203,9 @@ __device__ __forceinline__ void storePackedWord(uint8_t* packed, size_t offset, 
 
 // The rounding of one float32 (bits x) to a power of two, as `x << 1` with 1
 // added to its top byte where the value rounds up: the top byte is then the
-// exponent byte (E, or E + 1). Equal to natEncodeExponent (stochastic: up
-// when (r >> 9) < mantissa) and to nat_det's rule (up when bit 22 is set),
-// both only while E < 254 (x << 1 below 0xfe000000).
+// exponent byte (E, or E + 1; 0 for NaN). Equal to natEncodeExponent
+// (stochastic: up when (r >> 9) < mantissa) and to nat_det's rule (up when
+// bit 22 is set), both only while E < 254 (x << 1 below 0xfe000000).
 template <Rounding R>
 __device__ __forceinline__ uint32_t roundedExponentTop(uint32_t x, uint32_t random) {
   const uint32_t shifted = x << 1;
@@ -216,6 +216,8 @@ __device__ __forceinline__ uint32_t roundedExponentTop(uint32_t x, uint32_t rand
     up = (x & 0x00400000u) != 0;
   }
   up = up && shifted < (kNatSaturatingExponent << 24);
+  // NaN encodes to exponent 0 (its sign bit marks it, natEncodedSign).
+  if (shifted > 0xff000000u) return 0u;
   return shifted + (up ? 0x01000000u : 0u);
 }
 
@@ -227,11 +229,12 @@ __device__ __forceinline__ uint32_t packTopBytes(uint32_t a, uint32_t b, uint32_
 }
 
 // Float32 bits of lane k of a thread's values: sign bit k of `signs`, byte
-// k % 4 of `exponentWord` (natDecodeBits).
+// k % 4 of `exponentWord` (natDecodeBits: exponent 0 with the sign is NaN).
 template <int K>
 __device__ __forceinline__ uint32_t decodedBits(uint32_t signs, uint32_t exponentWord) {
   const uint32_t top = __byte_perm(exponentWord, 0u, ((K % 4) << 12) | 0x0444u);  // the byte in bits 24..31
-  return (top >> 1) | ((signs << (31 - K)) & 0x80000000u);
+  const uint32_t bits = (top >> 1) | ((signs << (31 - K)) & 0x80000000u);
+  return bits == 0x80000000u ? kNatCanonicalNanBits : bits;
 }
 
 __device__ __forceinline__ uint32_t philoxWord(const Philox4x32& words, uint32_t which) {
@@ -416,17 +419,14 @@ __device__ __forceinline__ void natThread(const NatParams& p, size_t first, size
         sum[k] = x86Add(x86Add(__uint_as_float(decoded[k]), __uint_as_float(state[k])), __uint_as_float(local[k]));
         value[k] = __float_as_uint(Divides ? x86Div(sum[k], p.divisor) : sum[k]);
       }
-      if constexpr (P == Pass::Hop) {
-        // natSignBit(natClearNanSign(x)): negative and not NaN, x in [0x80000000, 0xff800000].
-        sign |= static_cast<uint32_t>(value[k] - 0x80000000u <= 0x7f800000u) << k;
-      } else {
-        sign |= natSignBit(value[k]) << k;
-      }
     }
 
     uint32_t tops[kValues];  // exponent byte in bits 24..31
 #pragma unroll
-    for (int k = 0; k < kValues; ++k) tops[k] = roundedExponentTop<R>(value[k], random[k]);
+    for (int k = 0; k < kValues; ++k) {
+      tops[k] = roundedExponentTop<R>(value[k], random[k]);
+      sign |= natEncodedSign(value[k], tops[k] >> 24) << k;
+    }
 #pragma unroll
     for (int g = 0; g < kGroups; ++g) {
       exponentWords[g] = packTopBytes(tops[4 * g], tops[4 * g + 1], tops[4 * g + 2], tops[4 * g + 3]);
@@ -436,7 +436,7 @@ __device__ __forceinline__ void natThread(const NatParams& p, size_t first, size
     // D(C(value)) as float32 bits, for the residual and decodedOut.
     auto rounded = [&](uint32_t (&out)[kValues]) {
 #pragma unroll
-      for (int k = 0; k < kValues; ++k) out[k] = ((sign >> k) << 31) | ((tops[k] >> 1) & 0x7f800000u);
+      for (int k = 0; k < kValues; ++k) out[k] = natDecodeBits(sign >> k, tops[k] >> 24);
     };
     if constexpr (T::kResidual) {
       uint32_t back[kValues];

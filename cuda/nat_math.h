@@ -14,8 +14,11 @@ namespace cc {
 
 constexpr uint32_t kNatBlockValues = 32;          // values per nat block
 constexpr uint32_t kNatBlockBytes = 4 + 32;       // sign mask + 32 exponent bytes
-constexpr uint32_t kNatNonFiniteExponent = 255;   // decodes to ±Inf
+constexpr uint32_t kNatNonFiniteExponent = 255;   // with the sign bit: ±Inf
 constexpr uint32_t kNatSaturatingExponent = 254;  // 2^127: rounding up stops here
+// Exponent 0 with the sign bit set is NaN (zero is always sent with sign 0);
+// it decodes to the canonical quiet NaN.
+constexpr uint32_t kNatCanonicalNanBits = 0x7fc00000u;
 
 // MAX and MIN of the exact path, host and device alike: a NaN operand wins
 // (the first one when both are), so host and device agree bit for bit.
@@ -53,38 +56,41 @@ CC_HOST_DEVICE inline float bitsToFloat(uint32_t bits) {
 #endif
 }
 
+CC_HOST_DEVICE inline uint32_t natIsNan(uint32_t floatBits) {
+  return static_cast<uint32_t>((floatBits & 0x7fffffffu) > 0x7f800000u);
+}
+
 // Stochastic rounding of a float32 to a power of two, returning the nat
 // exponent byte. With biased exponent E and mantissa m, the value lies in
 // [2^(E-127), 2^(E-126)) (or [0, 2^-126) for E = 0) at fraction m / 2^23 of
 // the way up, so rounding up when 23 uniform bits u < m is unbiased. E = 254
-// cannot go up (255 means non-finite), so it saturates at 2^127; E = 255
-// (Inf, NaN) stays 255 because the E < 254 test fails.
+// cannot go up (255 means ±Inf), so it saturates at 2^127; Inf stays 255
+// because the E < 254 test fails; NaN gives 0 (natEncodedSign sets its sign).
 CC_HOST_DEVICE inline uint8_t natEncodeExponent(uint32_t floatBits, uint32_t randomWord) {
   const uint32_t biasedExponent = (floatBits >> 23) & 0xffu;
   const uint32_t mantissa = floatBits & 0x7fffffu;
   const uint32_t uniform23 = randomWord >> 9;  // the top bits are the best mixed
   const uint32_t roundsUp =
       static_cast<uint32_t>(uniform23 < mantissa) & static_cast<uint32_t>(biasedExponent < kNatSaturatingExponent);
-  return static_cast<uint8_t>(biasedExponent + roundsUp);
+  return static_cast<uint8_t>((biasedExponent + roundsUp) & (natIsNan(floatBits) - 1u));
 }
 
-CC_HOST_DEVICE inline uint32_t natSignBit(uint32_t floatBits) { return floatBits >> 31; }
-
-// The fused hop encodes the result of fp32 arithmetic, and IEEE 754 leaves
-// the sign of a NaN result unspecified: x86 returns the negative default NaN
-// for Inf - Inf and keeps an operand NaN's sign, CUDA returns a positive
-// canonical NaN. Clearing the sign of NaN sums makes host and device encode
-// the same bits (exponent 255, sign 0). Integer-only so that no compiler
-// flag can fold the test away.
-CC_HOST_DEVICE inline uint32_t natClearNanSign(uint32_t floatBits) {
-  const bool isNan = (floatBits & 0x7fffffffu) > 0x7f800000u;
-  return isNan ? (floatBits & 0x7fffffffu) : floatBits;
+// The sign bit sent with a value encoded to `exponent`: 1 for NaN, the
+// value's own sign for everything that stays nonzero (±Inf included), and 0
+// where the value encodes to zero (-0 and negative values rounding to zero
+// send +0), which keeps exponent 0 with sign 1 free to mean NaN. IEEE 754
+// leaves the sign of a NaN result unspecified (x86 gives -NaN for Inf - Inf,
+// CUDA a positive canonical NaN); it is never sent, so host and device agree.
+CC_HOST_DEVICE inline uint32_t natEncodedSign(uint32_t floatBits, uint32_t exponent) {
+  return natIsNan(floatBits) | ((floatBits >> 31) & static_cast<uint32_t>((exponent & 0xffu) != 0));
 }
 
-// Branchless decode: the exponent byte is the float32 biased exponent and the
-// mantissa is zero, so 0 gives ±0 and 255 gives ±Inf with no special case.
+// Decode: the exponent byte is the float32 biased exponent and the mantissa
+// is zero, so 0 gives +0 and 255 gives ±Inf; exponent 0 with the sign bit is
+// NaN.
 CC_HOST_DEVICE inline uint32_t natDecodeBits(uint32_t sign, uint32_t expByte) {
-  return ((sign & 1u) << 31) | ((expByte & 0xffu) << 23);
+  const uint32_t bits = ((sign & 1u) << 31) | ((expByte & 0xffu) << 23);
+  return bits == 0x80000000u ? kNatCanonicalNanBits : bits;
 }
 
 // bfloat16 is the top half of a float32: widening is exact.

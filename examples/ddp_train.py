@@ -103,6 +103,21 @@ def evaluate(model: torch.nn.Module, data: torch.Tensor, batches: int, batch: in
 # --------------------------------------------------------------------- hooks
 
 
+def wrap(model: torch.nn.Module, args: argparse.Namespace) -> DDP:
+    """DDP around the model, in one bucket for PowerSGD."""
+    if args.hook != "powersgd":
+        return DDP(model, bucket_cap_mb=args.bucket_cap_mb)
+    # PowerSGD's callbacks issue collectives from gloo's threads: with two buckets in flight
+    # the ranks' orders differ and the job hangs. After its first iteration DDP splits off a
+    # first bucket of _DEFAULT_FIRST_BUCKET_BYTES whatever bucket_cap_mb says.
+    first_bucket = dist._DEFAULT_FIRST_BUCKET_BYTES
+    dist._DEFAULT_FIRST_BUCKET_BYTES = 1 << 40
+    try:
+        return DDP(model, bucket_cap_mb=1 << 20)
+    finally:
+        dist._DEFAULT_FIRST_BUCKET_BYTES = first_bucket
+
+
 def register_hook(ddp: DDP, args: argparse.Namespace) -> Optional[object]:
     """Registers the hook `args.hook` asks for; returns its state (None for the default)."""
     if args.hook == "compressedcoll":
@@ -165,7 +180,7 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     torch.manual_seed(args.seed)
     model = ByteTransformer(args.width, args.layers, context=args.context)
-    ddp = DDP(model, bucket_cap_mb=args.bucket_cap_mb)
+    ddp = wrap(model, args)
     state = register_hook(ddp, args)
     optimizer = torch.optim.AdamW(ddp.parameters(), lr=args.lr)
     train, validation = load_corpus()

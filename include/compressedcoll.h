@@ -118,16 +118,19 @@ CC_API const char* cc_get_error_string(cc_result_t result);
  * NULL). Never NULL; "" when this thread has seen no error. */
 CC_API const char* cc_get_last_error(cc_comm_t comm);
 
-/* Creates an id naming the bootstrap root. Without CC_COMM_ID this also starts
- * the rendezvous store in the calling process, which must stay alive until
- * every rank has finished cc_comm_init_rank. With CC_COMM_ID=host:port every
- * rank gets the same id and rank 0 serves the store at init. */
+/* Creates an id naming the bootstrap root and holding a random secret that
+ * ranks must present to join. Without CC_COMM_ID this also starts the
+ * rendezvous store in the calling process, which must stay alive until every
+ * rank has finished cc_comm_init_rank. With CC_COMM_ID=host:port every rank
+ * gets the same id and rank 0 serves the store at init; the secret then comes
+ * from CC_COMM_SECRET, a token (16 characters or more) that every rank of the
+ * job shares, and without it the call fails. */
 CC_API cc_result_t cc_get_unique_id(cc_unique_id_t* id);
-/* The id that CC_COMM_ID=address gives ("host:port", "IPv4:port" or
- * "[IPv6]:port"), for callers that hold the address themselves: every rank
- * computes the same id from the same text and rank 0 serves the store at
- * init. Nothing is started here. */
-CC_API cc_result_t cc_get_unique_id_from_address(const char* address, cc_unique_id_t* id);
+/* The id that CC_COMM_ID=address with CC_COMM_SECRET=secret gives ("host:port",
+ * "IPv4:port" or "[IPv6]:port"; secret NULL: CC_COMM_SECRET), for callers that
+ * hold the address themselves: every rank computes the same id from the same
+ * text and token, and rank 0 serves the store at init. Nothing is started here. */
+CC_API cc_result_t cc_get_unique_id_from_address(const char* address, const char* secret, cc_unique_id_t* id);
 CC_API cc_result_t cc_comm_init_rank(cc_comm_t* comm, int nranks, cc_unique_id_t id, int rank,
                               const cc_config_t* config);
 

@@ -78,7 +78,7 @@ struct Options {
                "Sizes take K, M, G suffixes. --ranks N forks N local processes over loopback;\n"
                "--cluster N runs N emulated hosts with shaped links (perf/cluster.sh, needs root).\n"
                "Under a launcher (CC_RANK/CC_NRANKS/CC_COMM_ID, or OMPI_COMM_WORLD_RANK/SIZE,\n"
-               "PMI_RANK/SIZE, SLURM_PROCID/NTASKS with CC_COMM_ID) it joins as one rank; its\n"
+               "PMI_RANK/SIZE, SLURM_PROCID/NTASKS with CC_COMM_ID and CC_COMM_SECRET) it joins as one rank; its\n"
                "communicators use CC_COMM_ID's port, port+1, ...\n"
                "--verify exits non-zero unless every rank ends bit-identical and the error is\n"
                "within the codec's bound.\n"

@@ -41,7 +41,7 @@ COMMAND in every host namespace at once and tears everything down at the end.
   -h, --help         this text
 
 Every rank gets CC_RANK=i CC_NRANKS=N CC_COMM_ID=10.77.0.1:PORT
-CC_SOCKET_IFNAME=eth0 CC_CLUSTER_HOSTS=N CC_CLUSTER_LINK=RATE.
+CC_COMM_SECRET=<random, per run> CC_SOCKET_IFNAME=eth0 CC_CLUSTER_HOSTS=N CC_CLUSTER_LINK=RATE.
 Rank 0's output goes to this script's stdout/stderr; the others' go to log
 files, whose tail is printed when a rank fails. Exit status: the first
 non-zero rank exit status (0 when all succeed), 124 on timeout, 77 when
@@ -428,9 +428,12 @@ say "run $RUN: $hosts host(s) on $SUBNET.0/24, every port $link each way (tbf bu
 
 # ----------------------------------------------------------------- ranks ---
 
+# The job's bootstrap secret (CC_COMM_SECRET), fresh for every run, so that
+# only these ranks can join the store behind CC_COMM_ID.
+secret=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
 for ((i = 0; i < hosts; i++)); do
   rank_cmd=(setsid --wait ip netns exec "$RUN-h$i" env
-    "CC_RANK=$i" "CC_NRANKS=$hosts" "CC_COMM_ID=$SUBNET.1:$port" "CC_SOCKET_IFNAME=eth0"
+    "CC_RANK=$i" "CC_NRANKS=$hosts" "CC_COMM_ID=$SUBNET.1:$port" "CC_COMM_SECRET=$secret" "CC_SOCKET_IFNAME=eth0"
     "CC_CLUSTER_HOSTS=$hosts" "CC_CLUSTER_LINK=$link" "${cmd[@]}")
   if ((i == 0)); then
     "${rank_cmd[@]}" </dev/null &

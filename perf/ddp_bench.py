@@ -51,6 +51,7 @@ def parse_args(argv=None):
     parser.add_argument("--min-compress-bytes", type=int, default=64 * 1024)
     parser.add_argument("--json", default=None, help="rank 0 writes the results here")
     parser.add_argument("--plot", default=None, help="rank 0 draws step times and speedups here (PNG)")
+    parser.add_argument("--replot", default=None, metavar="JSON", help="only draw --plot from an earlier --json")
     parser.add_argument("--python-path", default=str(ROOT / "build" / "python"),
                         help="where compressedcoll is, when it is not installed")
     return parser.parse_args(argv)
@@ -239,7 +240,8 @@ def report(args, schemes, world, parameters):
     by_name = {scheme.name: scheme for scheme in schemes}
     baselines = [name for name in ("default", "powersgd") if name in by_name]
     rows = []
-    header = f"{'scheme':<18} {'s/step':>8} {'q1':>8} {'q3':>8}" + "".join(
+    width = max(18, max(len(scheme.name) for scheme in schemes))
+    header = f"{'scheme':<{width}} {'s/step':>8} {'q1':>8} {'q3':>8}" + "".join(
         f" {'vs ' + name:>12}" for name in baselines) + "   rank 0: forward / backward / optimizer (ms)"
     print(header)
     for scheme in schemes:
@@ -249,7 +251,7 @@ def report(args, schemes, world, parameters):
         phases = [statistics.median(phase) for phase in zip(*scheme.phases)]
         row = {"scheme": scheme.name, "median_s": median, "q1_s": q1, "q3_s": q3, "times_s": scheme.times,
                "rank0_forward_backward_optimizer_s": phases}
-        line = f"{scheme.name:<18} {median:8.4f} {q1:8.4f} {q3:8.4f}"
+        line = f"{scheme.name:<{width}} {median:8.4f} {q1:8.4f} {q3:8.4f}"
         for name in baselines:
             speedup, ratios = paired_speedup(by_name[name], scheme)
             row[f"speedup_vs_{name}"] = speedup
@@ -296,7 +298,7 @@ def plot(result, path):
         if "speedup_vs_default" in row:
             axis.text(index, row["median_s"], f"{row['speedup_vs_default']:.2f}x", ha="center", va="bottom",
                       fontsize=8)
-    axis.set_ylabel("seconds per DDP step (median; bars: quartiles)")
+    axis.set_ylabel("s per DDP step (median, quartiles)")
     axis.set_title(f"DDP step, {result['parameters'] / 1e6:.1f} M parameters, {result['world_size']} hosts x "
                    f"{result['link']} (labels: speedup over the default hook)", fontsize=9)
     plt.setp(axis.get_xticklabels(), rotation=30, ha="right")
@@ -307,6 +309,9 @@ def plot(result, path):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    if args.replot:
+        plot(json.loads(Path(args.replot).read_text()), args.plot or "ddp-bench.png")
+        return 0
     if "CC_RANK" in os.environ:
         run_rank(args)
         return 0

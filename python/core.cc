@@ -355,9 +355,9 @@ nb::bytes getUniqueId() {
   return nb::bytes(id.internal, CC_UNIQUE_ID_BYTES);
 }
 
-nb::bytes getUniqueIdFromAddress(const std::string& address) {
+nb::bytes getUniqueIdFromAddress(const std::string& address, std::optional<std::string> secret) {
   cc_unique_id_t id;
-  check(cc_get_unique_id_from_address(address.c_str(), &id));
+  check(cc_get_unique_id_from_address(address.c_str(), secret ? secret->c_str() : nullptr, &id));
   return nb::bytes(id.internal, CC_UNIQUE_ID_BYTES);
 }
 
@@ -394,8 +394,9 @@ NB_MODULE(_core, m) {
         nb::arg("result"), "cc_get_error_string(result).");
   m.def("get_unique_id", &getUniqueId,
         "cc_get_unique_id(): 128 bytes naming a bootstrap store served by this process (or CC_COMM_ID's).");
-  m.def("get_unique_id_from_address", &getUniqueIdFromAddress, nb::arg("address"),
-        "cc_get_unique_id_from_address(): the id every rank computes from 'host:port'; rank 0 serves it.");
+  m.def("get_unique_id_from_address", &getUniqueIdFromAddress, nb::arg("address"), nb::arg("secret").none(),
+        "cc_get_unique_id_from_address(): the id every rank computes from 'host:port' and the job's secret "
+        "(None: CC_COMM_SECRET); rank 0 serves it.");
   m.def("group_start", []() { check(cc_group_start()); }, "cc_group_start().");
   m.def("group_end", &groupEnd, "cc_group_end(): runs the calls queued since the matching group_start.");
 

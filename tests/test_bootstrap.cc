@@ -103,6 +103,9 @@ RootAddress loopbackRoot(int family, uint16_t port, uint64_t nonce) {
 }
 
 // A store started the way cc_get_unique_id starts it, on the loopback interface.
+// CC_COMM_ID needs a shared secret beside it.
+constexpr const char* kTestSecret = "test-secret-0123456789";
+
 RootAddress startLoopbackStore() {
   ScopedEnv noCommId("CC_COMM_ID", nullptr);
   ScopedEnv ifname("CC_SOCKET_IFNAME", "lo");
@@ -224,6 +227,7 @@ TEST(UniqueId, RejectsIdsNotMadeByCreateUniqueId) {
   EXPECT_NE(lastErrorMessage().find("not made by cc_get_unique_id"), std::string::npos);
 
   ScopedEnv commId("CC_COMM_ID", "127.0.0.1:29999");
+  ScopedEnv secret("CC_COMM_SECRET", kTestSecret);
   cc_unique_id_t good;
   ASSERT_EQ(createUniqueId(&good), CC_SUCCESS) << lastErrorMessage();
   ASSERT_EQ(decodeUniqueId(good, &root), CC_SUCCESS);
@@ -235,9 +239,9 @@ TEST(UniqueId, RejectsIdsNotMadeByCreateUniqueId) {
     EXPECT_NE(lastErrorMessage().find("not made by cc_get_unique_id"), std::string::npos);
   }
   cc_unique_id_t newer = good;
-  newer.internal[8] = 2;  // format version
+  newer.internal[8] = 3;  // format version
   EXPECT_EQ(decodeUniqueId(newer, &root), CC_INVALID_ARGUMENT);
-  EXPECT_NE(lastErrorMessage().find("format 2"), std::string::npos) << lastErrorMessage();
+  EXPECT_NE(lastErrorMessage().find("format 3"), std::string::npos) << lastErrorMessage();
 }
 
 TEST(UniqueId, CommIdGivesEveryRankTheSameIdAndStartsNothing) {
@@ -256,6 +260,7 @@ TEST(UniqueId, CommIdGivesEveryRankTheSameIdAndStartsNothing) {
   for (const Case& c : cases) {
     SCOPED_TRACE(c.value);
     ScopedEnv commId("CC_COMM_ID", c.value);
+    ScopedEnv secret("CC_COMM_SECRET", kTestSecret);
     cc_unique_id_t id1;
     cc_unique_id_t id2;
     ASSERT_EQ(createUniqueId(&id1), CC_SUCCESS) << lastErrorMessage();
@@ -277,6 +282,7 @@ TEST(UniqueId, CommIdGivesEveryRankTheSameIdAndStartsNothing) {
   RootAddress a;
   RootAddress b;
   cc_unique_id_t id;
+  ScopedEnv secret("CC_COMM_SECRET", kTestSecret);
   {
     ScopedEnv commId("CC_COMM_ID", "127.0.0.1:29500");
     ASSERT_EQ(createUniqueId(&id), CC_SUCCESS);
@@ -298,6 +304,7 @@ TEST(UniqueId, MalformedCommIdNamesTheValueAndTheExpectedForm) {
   for (const char* value : bad) {
     SCOPED_TRACE(value);
     ScopedEnv commId("CC_COMM_ID", value);
+    ScopedEnv secret("CC_COMM_SECRET", kTestSecret);
     cc_unique_id_t id;
     EXPECT_EQ(createUniqueId(&id), CC_INVALID_ARGUMENT);
     EXPECT_NE(lastErrorMessage().find(std::string("CC_COMM_ID='") + value + "'"), std::string::npos)
@@ -311,6 +318,7 @@ TEST(UniqueId, CommIdStoreIsServedByRankZero) {
   ASSERT_NE(port, 0);
   std::string value = "127.0.0.1:" + std::to_string(port);
   ScopedEnv commId("CC_COMM_ID", value.c_str());
+  ScopedEnv secret("CC_COMM_SECRET", kTestSecret);
   cc_unique_id_t id;
   ASSERT_EQ(createUniqueId(&id), CC_SUCCESS) << lastErrorMessage();
   RootAddress root;
@@ -338,6 +346,7 @@ TEST(UniqueId, CommIdStoreOnIPv6Loopback) {
   if (port == 0) GTEST_SKIP() << "this host has no IPv6 loopback address";
   std::string value = "[::1]:" + std::to_string(port);
   ScopedEnv commId("CC_COMM_ID", value.c_str());
+  ScopedEnv secret("CC_COMM_SECRET", kTestSecret);
   cc_unique_id_t id;
   ASSERT_EQ(createUniqueId(&id), CC_SUCCESS) << lastErrorMessage();
   RootAddress root;
@@ -468,25 +477,39 @@ TEST(Store, GetAndWaitBlockUntilALaterSet) {
   late.join();
 }
 
-TEST(Store, GetTimesOutThenTheClientReportsTheEarlierFailure) {
+TEST(Store, GetTimesOutAtTheStoreNamingWhatIsMissingAndTheConnectionSurvives) {
   RootAddress root = startLoopbackStore();
-  auto other = join(root, 1, 2);
+  auto other = join(root, 1, 3);
   std::unique_ptr<StoreClient> client;
-  ASSERT_EQ(StoreClient::connect(root, 0, 2, 200, &client), CC_SUCCESS) << lastErrorMessage();
+  ASSERT_EQ(StoreClient::connect(root, 0, 3, 200, &client), CC_SUCCESS) << lastErrorMessage();
   auto start = Clock::now();
   std::vector<char> value;
   EXPECT_EQ(client->tryGet("never", &value), CC_TIMEOUT);
   EXPECT_LT(millisecondsSince(start), 5000);
   EXPECT_GE(millisecondsSince(start), 150);
-  EXPECT_NE(lastErrorMessage().find("get of key 'never'"), std::string::npos) << lastErrorMessage();
-  EXPECT_EQ(client->trySet("x", {}), CC_TIMEOUT);
-  EXPECT_NE(lastErrorMessage().find("earlier failure"), std::string::npos) << lastErrorMessage();
-  // The Gloo interface reports the same through exceptions.
+  EXPECT_NE(lastErrorMessage().find("key 'never'"), std::string::npos) << lastErrorMessage();
+  EXPECT_NE(lastErrorMessage().find("ranks that never joined the store: 2 (of 3)"), std::string::npos)
+      << lastErrorMessage();
+  // The store answered the timeout: the connection still serves.
+  EXPECT_EQ(client->trySet("x", bytes("after")), CC_SUCCESS) << lastErrorMessage();
+  // The Gloo interface reports a timeout through an exception.
   EXPECT_THROW(client->get("never"), gloo::IoException);
-  EXPECT_THROW(client->set("x", {}), gloo::IoException);
   EXPECT_THROW(client->wait({"never"}), gloo::IoException);
   // The other rank is unaffected.
   EXPECT_NO_THROW(other->set("x", bytes("fine")));
+}
+
+TEST(Store, ABarrierThatTimesOutNamesTheRanksThatDidNotCome) {
+  RootAddress root = startLoopbackStore();
+  auto late = join(root, 1, 4, 300);
+  std::unique_ptr<StoreClient> client;
+  ASSERT_EQ(StoreClient::connect(root, 0, 4, 300, &client), CC_SUCCESS) << lastErrorMessage();
+  // Rank 1 joined but never reaches the barrier; ranks 2 and 3 never joined.
+  EXPECT_EQ(client->barrier("gate"), CC_TIMEOUT);
+  EXPECT_NE(lastErrorMessage().find("ranks that did not reach it: 1, 2, 3"), std::string::npos)
+      << lastErrorMessage();
+  EXPECT_NE(lastErrorMessage().find("never joined the bootstrap store: 2, 3"), std::string::npos)
+      << lastErrorMessage();
 }
 
 TEST(Store, WaitWithGlooTimeoutExpires) {
@@ -661,6 +684,7 @@ TEST(Server, MalformedClientsAreDroppedAndOthersContinue) {
         .u32(store::kProtocolMagic)
         .u16(store::kProtocolVersion)
         .u64(root.nonce)
+        .raw(reinterpret_cast<const char*>(root.secret), sizeof(root.secret))
         .i32(1)
         .i32(2);
     raw.send(joinFrame.finish());

@@ -110,21 +110,27 @@ int main(void) {
   }
 
   {
-    /* The address form gives the id CC_COMM_ID would, on every call. */
+    /* The address form gives the id CC_COMM_ID with CC_COMM_SECRET would, on every call. */
     cc_unique_id_t a;
     cc_unique_id_t b;
-    CHECK(cc_get_unique_id_from_address("127.0.0.1:29999", &a) == CC_SUCCESS, "from address: %s",
+    const char* secret = "0123456789abcdef0123";
+    CHECK(cc_get_unique_id_from_address("127.0.0.1:29999", secret, &a) == CC_SUCCESS, "from address: %s",
           cc_get_last_error(NULL));
-    CHECK(cc_get_unique_id_from_address("127.0.0.1:29999", &b) == CC_SUCCESS, "from address: %s",
+    CHECK(cc_get_unique_id_from_address("127.0.0.1:29999", secret, &b) == CC_SUCCESS, "from address: %s",
           cc_get_last_error(NULL));
     CHECK(memcmp(&a, &b, sizeof a) == 0, "the same address gave different ids");
-    CHECK(cc_get_unique_id_from_address("127.0.0.1:29998", &b) == CC_SUCCESS, "from address: %s",
+    CHECK(cc_get_unique_id_from_address("127.0.0.1:29998", secret, &b) == CC_SUCCESS, "from address: %s",
           cc_get_last_error(NULL));
     CHECK(memcmp(&a, &b, sizeof a) != 0, "different addresses gave the same id");
-    CHECK(cc_get_unique_id_from_address("127.0.0.1", &a) == CC_INVALID_ARGUMENT, "no port accepted");
+    CHECK(cc_get_unique_id_from_address("127.0.0.1:29999", "another secret token", &b) == CC_SUCCESS,
+          "from address: %s", cc_get_last_error(NULL));
+    CHECK(memcmp(&a, &b, sizeof a) != 0, "different secrets gave the same id");
+    CHECK(cc_get_unique_id_from_address("127.0.0.1", secret, &a) == CC_INVALID_ARGUMENT, "no port accepted");
     CHECK(strstr(cc_get_last_error(NULL), "'127.0.0.1' is malformed") != NULL, "message: %s",
           cc_get_last_error(NULL));
-    CHECK(cc_get_unique_id_from_address(NULL, &a) == CC_INVALID_ARGUMENT, "NULL address accepted");
+    CHECK(cc_get_unique_id_from_address("127.0.0.1:29999", "short", &a) == CC_INVALID_ARGUMENT,
+          "a short secret accepted");
+    CHECK(cc_get_unique_id_from_address(NULL, secret, &a) == CC_INVALID_ARGUMENT, "NULL address accepted");
   }
 
   run_collective("local");

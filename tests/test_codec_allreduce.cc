@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -420,3 +421,73 @@ TEST(GroupedCalls, LayerWiseKeepsEveryTensorModelWideMayNot) {
 }
 
 }  // namespace
+
+// NaN in, NaN out; ±Inf keep their sign; Inf - Inf is NaN: on every
+// algorithm, for the exact path and nat, every rank alike (docs/wire-format.md,
+// "Non-finite values").
+struct NonFiniteCase {
+  const char* algo;
+  const char* codec;
+};
+
+class NonFinite : public ::testing::TestWithParam<NonFiniteCase> {};
+
+TEST_P(NonFinite, NanStaysNanInfKeepsItsSignInfMinusInfIsNan) {
+  const NonFiniteCase c = GetParam();
+  constexpr int n = 4;
+  constexpr size_t count = 4096;
+  const float inf = std::numeric_limits<float>::infinity();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  // Value 0: a NaN on rank 2. Value 1: +Inf on rank 1. Value 2: -Inf on rank 3.
+  // Value 3: +Inf on rank 0 and -Inf on rank 3. Value 4: -NaN on rank 0.
+  // Spread over the vector so that every chunk owner and ring position sees one.
+  std::vector<size_t> base;
+  for (size_t at = 0; at + 5 <= count; at += 1021) base.push_back(at);
+  std::vector<std::vector<float>> outputs(n);
+  RankOptions options;
+  options.codec = c.codec;
+  options.algo = c.algo;
+  runRanks(n, options, [&](int rank, cc_comm_t comm) {
+    std::vector<float> values(count, 0.25f);
+    for (size_t at : base) {
+      if (rank == 2) values[at] = nan;
+      if (rank == 1) values[at + 1] = inf;
+      if (rank == 3) values[at + 2] = -inf;
+      if (rank == 0) values[at + 3] = inf;
+      if (rank == 3) values[at + 3] = -inf;
+      if (rank == 0) values[at + 4] = -nan;
+    }
+    ASSERT_EQ(compressed_allreduce(values.data(), values.data(), count, CC_FLOAT32, CC_SUM, comm, nullptr), CC_SUCCESS)
+        << cc_get_last_error(nullptr);
+    outputs[rank] = values;
+  });
+  for (int rank = 0; rank < n; ++rank) {
+    ASSERT_EQ(outputs[rank].size(), count);
+    EXPECT_EQ(std::memcmp(outputs[rank].data(), outputs[0].data(), count * sizeof(float)), 0) << "rank " << rank;
+  }
+  const std::vector<float>& out = outputs[0];
+  for (size_t at : base) {
+    EXPECT_TRUE(std::isnan(out[at])) << at << ": " << out[at];
+    EXPECT_EQ(out[at + 1], inf) << at;
+    EXPECT_EQ(out[at + 2], -inf) << at;
+    EXPECT_TRUE(std::isnan(out[at + 3])) << at << ": " << out[at + 3];
+    EXPECT_TRUE(std::isnan(out[at + 4])) << at << ": " << out[at + 4];
+  }
+  // Finite values stay finite.
+  for (size_t i = 0; i < count; ++i) {
+    bool special = false;
+    for (size_t at : base) special |= i >= at && i < at + 5;
+    if (!special) {
+      EXPECT_TRUE(std::isfinite(out[i])) << i;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Algorithms, NonFinite,
+                         ::testing::Values(NonFiniteCase{"ring", "nat"}, NonFiniteCase{"direct", "nat"},
+                                           NonFiniteCase{"tree", "nat"}, NonFiniteCase{"ring", "none"},
+                                           NonFiniteCase{"direct", "none"}, NonFiniteCase{"tree", "none"},
+                                           NonFiniteCase{"ring", "nat_det"}, NonFiniteCase{"direct", "nat_det"}),
+                         [](const ::testing::TestParamInfo<NonFiniteCase>& info) {
+                           return std::string(info.param.algo) + "_" + info.param.codec;
+                         });

@@ -29,7 +29,7 @@ __global__ void encodeBlocks(const float* values, size_t count, uint64_t seed, u
     if (index < count) {
       const uint32_t bits = cc::floatToBits(values[index]);
       exponent = cc::natEncodeExponent(bits, cc::philoxRandomWordForValue(seed, stream, index));
-      signs |= cc::natSignBit(bits) << lane;
+      signs |= cc::natEncodedSign(bits, exponent) << lane;
     }
     out[4 + lane] = exponent;
   }

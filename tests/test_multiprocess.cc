@@ -495,9 +495,11 @@ TEST(MultiProcess, UnreachableRootFailsWithinTheTimeout) {
   close(fd);
   std::string commId = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
   setenv("CC_COMM_ID", commId.c_str(), 1);
+  setenv("CC_COMM_SECRET", "unreachable-root-secret", 1);
   cc_unique_id_t id;
   ASSERT_EQ(cc_get_unique_id(&id), CC_SUCCESS) << cc_get_last_error(nullptr);
   unsetenv("CC_COMM_ID");
+  unsetenv("CC_COMM_SECRET");
   cc_config_t config = CC_CONFIG_INITIALIZER;
   config.timeout_ms = 500;
   cc_comm_t comm = nullptr;

@@ -209,9 +209,10 @@ TEST(NatFormat, DecodeIsSignAndExponentBits) {
   for (uint32_t sign = 0; sign < 2; ++sign) {
     for (uint32_t e = 0; e < 256; ++e) {
       const float value = floatOf(natDecodeBits(sign, e));
-      if (e == 0) {
-        EXPECT_EQ(value, 0.0f);
-        EXPECT_EQ(std::signbit(value), sign == 1);
+      if (e == 0 && sign == 0) {
+        EXPECT_EQ(natDecodeBits(sign, e), 0u);  // +0
+      } else if (e == 0) {
+        EXPECT_EQ(natDecodeBits(sign, e), 0x7fc00000u);  // NaN, canonical
       } else if (e == 255) {
         EXPECT_TRUE(std::isinf(value));
         EXPECT_EQ(std::signbit(value), sign == 1);
@@ -222,53 +223,68 @@ TEST(NatFormat, DecodeIsSignAndExponentBits) {
   }
 }
 
-TEST(NatFormat, ZerosKeepTheirSign) {
-  const Bytes local = valuesAs(ElementType::F32, {0.0f, -0.0f});
-  const Bytes packed = natEncode(Impl::Scalar, ElementType::F32, local, 2, 0);
-  EXPECT_EQ(nineBitCodeAt(packed, 0), 0x000u);
-  EXPECT_EQ(nineBitCodeAt(packed, 1), 0x100u);
-  const float negativeZero = decodedAt(packed, 1);
-  EXPECT_EQ(negativeZero, 0.0f);
-  EXPECT_TRUE(std::signbit(negativeZero));
+TEST(NatFormat, ZerosAreSentPositive) {
+  // -0 and negative values that round to zero are sent as +0: exponent 0
+  // with the sign bit is NaN.
+  const Bytes local = valuesAs(ElementType::F32, {0.0f, -0.0f, -1e-45f});
+  for (uint64_t stream = 0; stream < 16; ++stream) {
+    const Bytes packed = natEncode(Impl::Scalar, ElementType::F32, local, 3, 0, {11, stream});
+    EXPECT_EQ(nineBitCodeAt(packed, 0), 0x000u);
+    EXPECT_EQ(nineBitCodeAt(packed, 1), 0x000u);
+    EXPECT_TRUE(nineBitCodeAt(packed, 2) == 0x000u || nineBitCodeAt(packed, 2) == 0x101u) << nineBitCodeAt(packed, 2);
+    EXPECT_EQ(natDecodeBits(signAt(packed, 1), exponentAt(packed, 1)), 0u);
+  }
 }
 
-TEST(NatFormat, NonFiniteInputsStayNonFinite) {
+TEST(NatFormat, NanStaysNanAndInfinitiesKeepTheirSign) {
   const uint32_t inputs[] = {0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffc00000u, 0x7f800001u, 0x7fffffffu};
+  const uint32_t codes[] = {0x0ffu, 0x1ffu, 0x100u, 0x100u, 0x100u, 0x100u};  // sign << 8 | exponent
   Bytes local(sizeof inputs);
   std::memcpy(local.data(), inputs, sizeof inputs);
   const size_t count = sizeof inputs / 4;
-  for (RandomStream rs : {kStream, RandomStream{1, 2}, RandomStream{~0ull, ~0ull}}) {
-    const Bytes packed = natEncode(Impl::Scalar, ElementType::F32, local, count, 0, rs);
-    for (size_t i = 0; i < count; ++i) {
-      EXPECT_EQ(exponentAt(packed, i), 255) << i;
-      EXPECT_EQ(signAt(packed, i), inputs[i] >> 31) << i;
-      EXPECT_TRUE(std::isinf(decodedAt(packed, i)));
+  for (Impl impl : {Impl::Scalar, Impl::Avx2}) {
+    if (impl == Impl::Avx2 && !natAvx2Supported()) continue;
+    for (RandomStream rs : {kStream, RandomStream{1, 2}, RandomStream{~0ull, ~0ull}}) {
+      const Bytes packed = natEncode(impl, ElementType::F32, local, count, 0, rs);
+      for (size_t i = 0; i < count; ++i) {
+        EXPECT_EQ(nineBitCodeAt(packed, i), codes[i]) << implName(impl) << " " << i;
+        const float decoded = decodedAt(packed, i);
+        if (codes[i] == 0x100u) {
+          EXPECT_TRUE(std::isnan(decoded)) << i;
+        } else {
+          EXPECT_EQ(decoded, floatOf(inputs[i])) << i;  // ±Inf
+        }
+      }
     }
   }
-  // A sum that overflows fp32 in the fused hop is non-finite too.
+  // A sum that overflows fp32 in the fused hop is +Inf.
   const Bytes maxFloat = valuesAs(ElementType::F32, {std::numeric_limits<float>::max()});
   const Bytes packedMax = natEncode(Impl::Scalar, ElementType::F32, maxFloat, 1, 0);  // 2^127
   const HopResult hop = natHop(Impl::Scalar, ElementType::F32, packedMax, maxFloat, 1, 0, 1, true);
-  EXPECT_EQ(exponentAt(hop.packed, 0), 255);
+  EXPECT_EQ(nineBitCodeAt(hop.packed, 0), 0x0ffu);
 
-  // NaN sums (Inf - Inf, or a NaN operand of either sign) encode as sign 0,
-  // exponent 255 in both paths, whatever sign the hardware gave the NaN.
+  // In the fused hop, Inf - Inf and a NaN operand of either sign give NaN in
+  // both paths, whatever sign the hardware gave the NaN; Inf plus a finite
+  // value keeps the Inf's sign.
   const float inf = std::numeric_limits<float>::infinity();
-  const Bytes infinities =
-      natEncode(Impl::Scalar, ElementType::F32, valuesAs(ElementType::F32, {inf, -inf, 1.0f, -1.0f}), 4, 0);
-  const Bytes nanLocal = valuesAs(
-      ElementType::F32, {-inf, inf, -std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::quiet_NaN()});
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const Bytes incoming =
+      natEncode(Impl::Scalar, ElementType::F32, valuesAs(ElementType::F32, {inf, -inf, 1.0f, -1.0f, -inf, 2.0f}), 6, 0);
+  const Bytes hopLocal = valuesAs(ElementType::F32, {-inf, inf, -nan, nan, 1.0f, -inf});
+  const uint32_t hopCodes[] = {0x100u, 0x100u, 0x100u, 0x100u, 0x1ffu, 0x1ffu};
   for (Impl impl : {Impl::Scalar, Impl::Avx2}) {
     if (impl == Impl::Avx2 && !natAvx2Supported()) continue;
-    const HopResult nanHop = natHop(impl, ElementType::F32, infinities, nanLocal, 4, 0, 1, true);
-    for (size_t i = 0; i < 4; ++i) {
-      EXPECT_EQ(nineBitCodeAt(nanHop.packed, i), 0x0ffu) << implName(impl) << " " << i;
-      EXPECT_EQ(floatOf(floatBitsAt(ElementType::F32, nanHop.decoded, i)), inf);
+    const HopResult nanHop = natHop(impl, ElementType::F32, incoming, hopLocal, 6, 0, 1, true);
+    for (size_t i = 0; i < 6; ++i) {
+      EXPECT_EQ(nineBitCodeAt(nanHop.packed, i), hopCodes[i]) << implName(impl) << " " << i;
+      const float decoded = floatOf(floatBitsAt(ElementType::F32, nanHop.decoded, i));
+      if (hopCodes[i] == 0x100u) {
+        EXPECT_EQ(bitsOf(decoded), 0x7fc00000u) << i;
+      } else {
+        EXPECT_EQ(decoded, -inf) << i;
+      }
     }
   }
-  EXPECT_EQ(natClearNanSign(0xffc00000u), 0x7fc00000u);
-  EXPECT_EQ(natClearNanSign(0xff800000u), 0xff800000u);  // -Inf keeps its sign
-  EXPECT_EQ(natClearNanSign(0xbf800000u), 0xbf800000u);
 }
 
 TEST(NatFormat, LargestExponentSaturatesAt2To127) {
@@ -354,8 +370,8 @@ TEST(NatReferenceVectors, SubnormalsRoundToZeroOr2ToMinus126) {
   uint64_t seed = 77;
   for (uint32_t bits : subnormals) {
     const bool negative = (bits >> 31) != 0;
-    // |x| / 2^-126 = m / 2^23: the same formula as for normals.
-    checkTwoPointOutputs(ElementType::F32, bits, negative ? -0.0f : 0.0f, negative ? -smallestNormal : smallestNormal,
+    // |x| / 2^-126 = m / 2^23: the same formula as for normals; zero is sent as +0.
+    checkTwoPointOutputs(ElementType::F32, bits, 0.0f, negative ? -smallestNormal : smallestNormal,
                          probabilityUp(bits), seed++);
   }
   // F16 inputs are never float32 subnormals; a half subnormal is a normal
@@ -479,7 +495,7 @@ TEST(NatRandomness, ValueIDrawsWordIMod4OfGroupIDiv4) {
           const uint32_t word = philoxRandomWordForValue(kStream.seed, kStream.stream, firstIndex + i);
           ASSERT_EQ(exponentAt(packed, i), natEncodeExponent(bits, word))
               << typeName(type) << " " << implName(impl) << " value " << i << " firstIndex " << firstIndex;
-          ASSERT_EQ(signAt(packed, i), bits >> 31);
+          ASSERT_EQ(signAt(packed, i), natEncodedSign(bits, exponentAt(packed, i)));
         }
       }
     }
@@ -646,7 +662,7 @@ TEST(NatHop, EqualsDecodeAddDivideEncode) {
           }
           Bytes sumBytes(4 * count);
           for (size_t i = 0; i < count; ++i) {
-            const uint32_t bits = natClearNanSign(bitsOf(sum[i]));  // NaN sums encode with sign 0
+            const uint32_t bits = bitsOf(sum[i]);
             std::memcpy(sumBytes.data() + 4 * i, &bits, 4);
           }
           const Bytes expected = natEncode(Impl::Scalar, ElementType::F32, sumBytes, count, firstIndex);

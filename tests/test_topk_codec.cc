@@ -468,12 +468,12 @@ TEST(TopKCodec, NonFiniteValuesAreSelectedFirst) {
       }
       EXPECT_TRUE(std::isnan(encoded.residual[7]));  // NaN - NaN
     }
-    // With nat values a non-finite input decodes to +-Inf (exponent 255).
+    // With nat values NaN stays NaN and ±Inf keep their sign.
     auto nat = makeTopKVectorCodec(topKSpec(Quantizer::Nat, Scope::Model, 0.0, 3));
     const Encoded encoded = encodeChecked(*nat, values, layout);
     const std::vector<float> decoded = decodeChecked(*nat, encoded.bytes, layout);
     EXPECT_EQ(decoded[3], kInf);
-    EXPECT_EQ(decoded[7], -kInf);  // the NaN's sign bit was set
+    EXPECT_TRUE(std::isnan(decoded[7]));  // a NaN with its sign bit set
     EXPECT_EQ(decoded[100], -kInf);
   }
 }
@@ -769,7 +769,8 @@ const ElementType kNatTypes[] = {ElementType::F32, ElementType::BF16, ElementTyp
 // The format's rule, written from the table rather than from bit 22: the
 // exponent byte of the nearest power of two (ties up), saturating at 254.
 uint32_t referenceDetExponent(float value) {
-  if (std::isnan(value) || std::isinf(value)) return 255;
+  if (std::isnan(value)) return 0;  // with the sign bit: NaN
+  if (std::isinf(value)) return 255;
   const double magnitude = std::fabs(static_cast<double>(value));
   if (magnitude == 0.0) return 0;
   const double smallestNormal = std::ldexp(1.0, -126);
@@ -864,7 +865,7 @@ TEST(NatDetCodec, NineBitCodes) {
   EXPECT_EQ(codeOf(packed, 2), 0x180u);
   EXPECT_EQ(codeOf(packed, 3), 0x081u);  // 3 = 1.5 * 2 goes up to 4
   EXPECT_EQ(codeOf(packed, 4), 0x080u);
-  EXPECT_EQ(codeOf(packed, 5), 0x100u);  // -0 keeps its sign
+  EXPECT_EQ(codeOf(packed, 5), 0x000u);  // -0 is sent as +0: 0x100 is NaN
 }
 
 TEST(NatDetCodec, SpecialValues) {
@@ -886,8 +887,8 @@ TEST(NatDetCodec, SpecialValues) {
       -kNaN,
       floatOf(0x7f800001u),                             // signalling NaN payload
   };
-  const std::vector<uint32_t> codes = {0x000, 0x100, 0x000, 0x000, 0x001, 0x101, 0x0fe, 0x1fe,
-                                       0x0fe, 0x0fe, 0x0ff, 0x1ff, 0x0ff, 0x1ff, 0x0ff};
+  const std::vector<uint32_t> codes = {0x000, 0x000, 0x000, 0x000, 0x001, 0x101, 0x0fe, 0x1fe,
+                                       0x0fe, 0x0fe, 0x0ff, 0x1ff, 0x100, 0x100, 0x100};
   const Bytes packed = detEncode(ElementType::F32, values);
   for (size_t i = 0; i < values.size(); ++i) {
     EXPECT_EQ(codeOf(packed, i), codes[i]) << "value " << i;
@@ -902,7 +903,8 @@ TEST(NatDetCodec, MatchesTheReferenceRuleOnEveryExponent) {
   const Bytes packed = detEncode(ElementType::F32, values);
   for (size_t i = 0; i < values.size(); ++i) {
     ASSERT_EQ(exponentOf(packed, i), referenceDetExponent(values[i])) << values[i];
-    ASSERT_EQ(signOf(packed, i), bitsOf(values[i]) >> 31);
+    const uint32_t expectedSign = std::isnan(values[i]) ? 1u : exponentOf(packed, i) == 0 ? 0u : bitsOf(values[i]) >> 31;
+    ASSERT_EQ(signOf(packed, i), expectedSign) << values[i];
   }
 }
 
@@ -1000,15 +1002,15 @@ TEST(NatDetCodec, FusedHopIsDecodeAddEncode) {
         }
         const Bytes local = valuesAs(type, hopInputs(n, 12));
 
-        // Reference: decode, add in fp32, divide, clear a NaN's sign, encode
-        // the fp32 sums with the F32 codec.
+        // Reference: decode, add in fp32, divide, encode the fp32 sums with
+        // the F32 codec.
         std::vector<float> decodedIn(n);
         f32->decode(packedIn.data(), n, decodedIn.data());
         std::vector<float> sums(n);
         for (size_t i = 0; i < n; ++i) {
           float sum = decodedIn[i] + floatOf(floatBitsAt(type, local, i));
           if (divisor > 1) sum = sum / static_cast<float>(divisor);
-          sums[i] = floatOf(natClearNanSign(bitsOf(sum)));
+          sums[i] = sum;
         }
         Bytes expected(f32->packedBytes(n));
         f32->encode(sums.data(), n, 0, kStream, expected.data());
@@ -1044,21 +1046,23 @@ TEST(NatDetCodec, FusedHopIsDecodeAddEncode) {
   }
 }
 
-TEST(NatDetCodec, InfAndNaNEncodeAs255) {
+TEST(NatDetCodec, InfKeepsItsSignAndNaNStaysNaN) {
   for (const ElementType type : kNatTypes) {
     const Bytes packed = detEncode(type, {kInf, -kInf, kNaN, -kNaN});
-    for (size_t i = 0; i < 4; ++i) EXPECT_EQ(exponentOf(packed, i), 255u) << typeName(type);
-    EXPECT_EQ(signOf(packed, 1), 1u);
-    EXPECT_EQ(signOf(packed, 3), 1u);  // encode copies the sign; the hop clears a NaN sum's
+    EXPECT_EQ(codeOf(packed, 0), 0x0ffu) << typeName(type);
+    EXPECT_EQ(codeOf(packed, 1), 0x1ffu) << typeName(type);
+    EXPECT_EQ(codeOf(packed, 2), 0x100u) << typeName(type);  // NaN of either sign
+    EXPECT_EQ(codeOf(packed, 3), 0x100u) << typeName(type);
   }
-  // Inf - Inf in the hop: a NaN sum, encoded with sign 0.
+  // Inf - Inf in the hop is NaN; Inf plus a finite value keeps its sign.
   auto codec = makeNatDetCodec(ElementType::F32);
-  const Bytes packedIn = detEncode(ElementType::F32, {kInf, -kInf});
-  const std::vector<float> local = {-kInf, kInf};
+  const Bytes packedIn = detEncode(ElementType::F32, {kInf, -kInf, -kInf});
+  const std::vector<float> local = {-kInf, kInf, 3.0f};
   Bytes packedOut(36);
-  codec->decodeAddEncode(packedIn.data(), local.data(), 2, 0, kStream, 1, packedOut.data(), nullptr);
-  EXPECT_EQ(codeOf(packedOut, 0), 0x0ffu);
-  EXPECT_EQ(codeOf(packedOut, 1), 0x0ffu);
+  codec->decodeAddEncode(packedIn.data(), local.data(), 3, 0, kStream, 1, packedOut.data(), nullptr);
+  EXPECT_EQ(codeOf(packedOut, 0), 0x100u);
+  EXPECT_EQ(codeOf(packedOut, 1), 0x100u);
+  EXPECT_EQ(codeOf(packedOut, 2), 0x1ffu);
 }
 
 TEST(NatDetCodec, BaselineAndAvx2ClonesAgree) {

@@ -61,10 +61,12 @@ def get_unique_id() -> bytes:
     return _core.get_unique_id()
 
 
-def get_unique_id_from_address(address: str) -> bytes:
-    """The id every rank computes from the same ``"host:port"`` text (as with
-    ``CC_COMM_ID``); rank 0 serves the store there when it creates its communicator."""
-    return _core.get_unique_id_from_address(address)
+def get_unique_id_from_address(address: str, secret: Optional[str] = None) -> bytes:
+    """The id every rank computes from the same ``"host:port"`` text and secret (as with
+    ``CC_COMM_ID`` and ``CC_COMM_SECRET``); rank 0 serves the store there when it creates its
+    communicator. ``secret``: a token of 16 characters or more that every rank of the job
+    shares and nobody else knows (``None``: ``CC_COMM_SECRET``); ranks without it cannot join."""
+    return _core.get_unique_id_from_address(address, secret)
 
 
 # Group calls are per thread in the library; the buffers of queued calls must
@@ -215,8 +217,9 @@ class Comm:
     """A communicator over ``world_size`` ranks (``cc_comm_t``).
 
     Every rank passes the same ``comm_id`` (``"host:port"``: rank 0 serves the bootstrap
-    store there) or the same ``unique_id`` (:func:`get_unique_id` on one rank, shared out of
-    band). Options left ``None`` come from the environment (``CC_CODEC``, ``CC_ALGO``,
+    store there) with the same ``secret`` (``None``: ``CC_COMM_SECRET``), or the same
+    ``unique_id`` (:func:`get_unique_id` on one rank, shared out of band: it carries a random
+    secret). Options left ``None`` come from the environment (``CC_CODEC``, ``CC_ALGO``,
     ``CC_SEED``, ``CC_TIMEOUT_MS``, ...), then the library's defaults.
 
     ``codec``: a codec spec (``"nat"``, ``"dither_nat:s=8"``, ``"topk:ratio=0.01+nat"``,
@@ -231,6 +234,7 @@ class Comm:
         comm_id: Optional[str] = None,
         unique_id: Optional[bytes] = None,
         *,
+        secret: Optional[str] = None,
         codec: Optional[str] = None,
         algo: Optional[str] = None,
         seed: Optional[int] = None,
@@ -246,7 +250,9 @@ class Comm:
             raise InvalidArgumentError(
                 "Comm: pass exactly one of comm_id='host:port' and unique_id=bytes (from get_unique_id())")
         if comm_id is not None:
-            unique_id = get_unique_id_from_address(comm_id)
+            unique_id = get_unique_id_from_address(comm_id, secret)
+        elif secret is not None:
+            raise InvalidArgumentError("Comm: secret goes with comm_id (a unique_id carries its own)")
         if seed is not None and not 0 <= seed < 2**64:
             raise InvalidArgumentError(f"Comm: seed must be in [0, 2**64), got {seed}")
         self._comm = _core.Comm(
@@ -272,7 +278,8 @@ class Comm:
     def from_env(cls, **options: Any) -> "Comm":
         """Rank and world size from the launcher's variables (``CC_RANK``/``CC_NRANKS``,
         torchrun's ``RANK``/``WORLD_SIZE``, Open MPI's ``OMPI_COMM_WORLD_*``, ``PMI_*``,
-        Slurm's ``SLURM_PROCID``/``SLURM_NTASKS``), the store's address from ``CC_COMM_ID``."""
+        Slurm's ``SLURM_PROCID``/``SLURM_NTASKS``), the store's address from ``CC_COMM_ID`` and
+        the job's secret from ``CC_COMM_SECRET``."""
         rank, world_size, _ = _env_rank_and_size()
         comm_id = os.environ.get("CC_COMM_ID")
         if not comm_id:

@@ -15,7 +15,6 @@ order on every rank), so backward goes on while a bucket is on the wire.
 Works with torch 1.13 and 2.x (only API present in both).
 """
 
-import logging
 import queue
 import threading
 import warnings
@@ -28,7 +27,6 @@ from ._comm import Comm, Residual, get_unique_id
 
 __all__ = ["CompressionState", "compressed_allreduce_hook"]
 
-logger = logging.getLogger(__name__)
 
 _COMPRESSIBLE_DTYPES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
 _STATE_DICT_VERSION = 1

@@ -12,6 +12,8 @@ from typing import Any, Callable, Dict, List, Optional
 import pytest
 
 HERE = Path(__file__).resolve().parent
+# The job secret of every rank that meets through comm_id / CC_COMM_ID.
+TEST_SECRET = "python-tests-secret-0123"
 WORKERS = HERE / "workers.py"
 
 
@@ -53,7 +55,7 @@ def run_ranks(nranks: int, worker: str, args: Dict[str, Any], timeout: float = 3
     rank variables and a fresh MASTER_PORT; returns the completed processes in rank order."""
     base = dict(os.environ)
     base.update({"WORLD_SIZE": str(nranks), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
-                 "CC_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"})
+                 "CC_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "CC_COMM_SECRET": TEST_SECRET})
     if env:
         base.update(env)
     processes = []

@@ -2,6 +2,7 @@
  * bit-for-bit comparison: reads the input values from a file, reduces them in
  * place and writes the result.
  *   reference_allreduce NRANKS RANK HOST:PORT SEED CODEC ALGO DATATYPE OP COUNT IN OUT
+ * (the secret comes from CC_COMM_SECRET)
  * DATATYPE and OP are the cc_datatype_t / cc_red_op_t numbers. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,7 +47,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   fclose(file);
-  if (cc_get_unique_id_from_address(argv[3], &id) != CC_SUCCESS ||
+  if (cc_get_unique_id_from_address(argv[3], NULL, &id) != CC_SUCCESS ||
       cc_comm_init_rank(&comm, nranks, id, rank, &config) != CC_SUCCESS ||
       compressed_allreduce(values, values, count, (cc_datatype_t)datatype, (cc_red_op_t)op, comm, NULL) !=
           CC_SUCCESS) {

@@ -294,7 +294,7 @@ def test_remote_error_when_a_peer_aborts_during_a_call():
 
 def test_from_env_reads_the_launcher_variables(monkeypatch):
     for name in ("CC_RANK", "CC_NRANKS", "RANK", "WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
-                 "PMI_RANK", "PMI_SIZE", "SLURM_PROCID", "SLURM_NTASKS", "CC_COMM_ID"):
+                 "PMI_RANK", "PMI_SIZE", "SLURM_PROCID", "SLURM_NTASKS", "CC_COMM_ID", "CC_COMM_SECRET"):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(cc.InvalidArgumentError, match="no rank in the environment"):
         cc.Comm.from_env()
@@ -306,12 +306,33 @@ def test_from_env_reads_the_launcher_variables(monkeypatch):
         cc.Comm.from_env()
     from conftest import free_port
 
+    monkeypatch.setenv("CC_COMM_ID", f"127.0.0.1:{free_port()}")
+    with pytest.raises(cc.InvalidArgumentError, match="CC_COMM_SECRET"):
+        cc.Comm.from_env()
+    monkeypatch.setenv("CC_COMM_SECRET", "a-secret-of-the-job-42")
     for rank_var, size_var in (("SLURM_PROCID", "SLURM_NTASKS"), ("RANK", "WORLD_SIZE")):
         monkeypatch.setenv(rank_var, "0")
         monkeypatch.setenv(size_var, "1")
         monkeypatch.setenv("CC_COMM_ID", f"127.0.0.1:{free_port()}")
         with cc.Comm.from_env(transport="tcp") as comm:
             assert (comm.rank, comm.size) == (0, 1)
+
+
+def test_comm_id_ranks_need_the_same_secret():
+    from conftest import free_port
+
+    port = free_port()
+    secrets = ["the-job-secret-0001", "not-the-job-secret!"]
+
+    def run(rank):
+        try:
+            with cc.Comm(rank, 2, comm_id=f"127.0.0.1:{port}", secret=secrets[rank], transport="tcp", timeout=5):
+                return None
+        except cc.Error as error:
+            return error
+
+    errors = run_threads(2, run)
+    assert isinstance(errors[1], cc.InvalidUsageError) and "secret does not match" in str(errors[1]), errors
 
 
 def test_from_store_shares_the_id_through_a_torch_store():

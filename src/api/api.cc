@@ -8,8 +8,10 @@
 #include <vector>
 
 #include "api/config.h"
+#include "api/handles.h"
 #include "base/datatypes.h"
 #include "base/error.h"
+#include "base/sigpipe.h"
 #include "codec/codec.h"
 #include "codec/residual.h"
 #include "comm/bootstrap.h"
@@ -40,22 +42,8 @@ struct PendingAllreduce {
 thread_local int tlsGroupDepth = 0;
 thread_local std::vector<PendingAllreduce> tlsGroupQueue;
 
-// Keeps an aborted communicator alive until the last call inside it returns.
-class CallGuard {
- public:
-  explicit CallGuard(cc_comm_t comm) : comm_(comm) { comm_->callsInside.fetch_add(1); }
-  ~CallGuard() {
-    if (comm_->callsInside.fetch_sub(1) == 1 && comm_->freeWhenIdle.load()) delete comm_;
-  }
-  CallGuard(const CallGuard&) = delete;
-  CallGuard& operator=(const CallGuard&) = delete;
-
- private:
-  cc_comm_t comm_;
-};
-
+// After CommEntry found the handle live: the states in which it takes no call.
 cc_result_t checkUsable(cc_comm_t comm, const char* call) {
-  if (comm == nullptr) return setError(CC_INVALID_ARGUMENT, "%s: comm is NULL", call);
   if (comm->aborted.load()) return setError(CC_INVALID_USAGE, "%s: the communicator was aborted", call);
   if (comm->finalized.load()) {
     return setError(CC_INVALID_USAGE, "%s: the communicator was finalized", call);
@@ -66,7 +54,7 @@ cc_result_t checkUsable(cc_comm_t comm, const char* call) {
 cc_result_t checkAllreduceArgs(const void* sendbuf, void* recvbuf, size_t count,
                                cc_datatype_t datatype, cc_red_op_t op, cc_comm_t comm,
                                void* stream) {
-  CC_CHECK(checkUsable(comm, "compressed_allreduce"));
+  if (comm == nullptr) return setError(CC_INVALID_ARGUMENT, "compressed_allreduce: comm is NULL");
   if (static_cast<int>(datatype) < 0 || static_cast<int>(datatype) >= CC_NUM_DATATYPES) {
     return setError(CC_INVALID_ARGUMENT,
                     "compressed_allreduce: unknown datatype %d (valid: CC_INT8 = 0 .. CC_BFLOAT16 = 9)",
@@ -160,7 +148,10 @@ cc_result_t runFused(const std::vector<const PendingAllreduce*>& calls) {
   }
   if (tensors.empty()) return CC_SUCCESS;
   const PendingAllreduce& first = *calls.front();
-  CallGuard guard(first.comm);
+  // A group's calls were queued before now: the handle may have died since.
+  CommEntry entry(first.comm, "compressed_allreduce");
+  CC_CHECK(entry.result());
+  CC_CHECK(checkUsable(first.comm, "compressed_allreduce"));
 #ifdef CC_HAVE_CUDA
   if (first.onDevice) {
     return commDeviceAllreduce(first.comm, first.sendbuf, first.recvbuf, first.count, first.datatype, first.op,
@@ -181,12 +172,16 @@ cc_result_t submitAllreduce(const void* sendbuf, void* recvbuf, size_t count, cc
                             cc_red_op_t op, cc_comm_t comm, void* stream, const char* spec,
                             cc_residual_t residual) {
   CC_CHECK(checkAllreduceArgs(sendbuf, recvbuf, count, datatype, op, comm, stream));
-  CC_CHECK(checkResidual(residual, count, datatype, op));
-  if (spec != nullptr && spec[0] != '\0') {
-    // A bad spec fails here, at the call, not later at cc_group_end.
-    const CodecSpec* parsed = nullptr;
-    CallGuard guard(comm);
-    CC_CHECK(commSpec(comm, spec, &parsed));
+  {
+    CommEntry entry(comm, "compressed_allreduce");
+    CC_CHECK(entry.result());
+    CC_CHECK(checkUsable(comm, "compressed_allreduce"));
+    CC_CHECK(checkResidual(residual, count, datatype, op));
+    if (spec != nullptr && spec[0] != '\0') {
+      // A bad spec fails here, at the call, not later at cc_group_end.
+      const CodecSpec* parsed = nullptr;
+      CC_CHECK(commSpec(comm, spec, &parsed));
+    }
   }
   PendingAllreduce call{sendbuf, recvbuf, count, datatype, op, comm, spec ? std::string(spec) : std::string(), residual};
   CC_CHECK(locateBuffers(sendbuf, recvbuf, count, &call.onDevice));
@@ -237,10 +232,10 @@ cc_result_t cc_get_unique_id(cc_unique_id_t* id) {
   return createUniqueId(id);
 }
 
-cc_result_t cc_get_unique_id_from_address(const char* address, cc_unique_id_t* id) {
+cc_result_t cc_get_unique_id_from_address(const char* address, const char* secret, cc_unique_id_t* id) {
   if (address == nullptr) return setError(CC_INVALID_ARGUMENT, "cc_get_unique_id_from_address: address is NULL");
   if (id == nullptr) return setError(CC_INVALID_ARGUMENT, "cc_get_unique_id_from_address: id is NULL");
-  return uniqueIdFromAddress(address, "cc_get_unique_id_from_address: address", id);
+  return uniqueIdFromAddress(address, secret, "cc_get_unique_id_from_address: address", id);
 }
 
 cc_result_t cc_comm_init_rank(cc_comm_t* comm, int nranks, cc_unique_id_t id, int rank,
@@ -254,22 +249,27 @@ cc_result_t cc_comm_init_rank(cc_comm_t* comm, int nranks, cc_unique_id_t id, in
   if (rank < 0 || rank >= nranks) {
     return setError(CC_INVALID_ARGUMENT, "cc_comm_init_rank: rank %d is outside [0, %d)", rank, nranks);
   }
+  // Gloo's loop thread, started inside, inherits the blocked SIGPIPE for good.
+  SigpipeBlock sigpipe;
   ResolvedConfig resolved;
   cc_result_t result = resolveConfig(config, &resolved);
   if (result == CC_SUCCESS) result = commInit(comm, nranks, id, rank, resolved);
   if (result != CC_SUCCESS) return addErrorContext(result, "cc_comm_init_rank (rank %d of %d)", rank, nranks);
+  registerComm(*comm);
   return CC_SUCCESS;
 }
 
 cc_result_t compressed_allreduce(const void* sendbuf, void* recvbuf, size_t count,
                                  cc_datatype_t datatype, cc_red_op_t op, cc_comm_t comm,
                                  void* stream) {
+  SigpipeBlock sigpipe;
   return submitAllreduce(sendbuf, recvbuf, count, datatype, op, comm, stream, nullptr, nullptr);
 }
 
 cc_result_t compressed_allreduce_ex(const void* sendbuf, void* recvbuf, size_t count, cc_datatype_t datatype,
                                     cc_red_op_t op, cc_comm_t comm, void* stream, const char* spec,
                                     cc_residual_t residual) {
+  SigpipeBlock sigpipe;
   return submitAllreduce(sendbuf, recvbuf, count, datatype, op, comm, stream, spec, residual);
 }
 
@@ -339,6 +339,7 @@ cc_result_t cc_group_end(void) {
     return setError(CC_INVALID_USAGE, "cc_group_end without a matching cc_group_start");
   }
   if (--tlsGroupDepth > 0) return CC_SUCCESS;
+  SigpipeBlock sigpipe;
   std::vector<PendingAllreduce> queue;
   queue.swap(tlsGroupQueue);
   // Calls that can share a collective are fused, in the order of each
@@ -366,20 +367,25 @@ cc_result_t cc_group_end(void) {
 }
 
 cc_result_t cc_comm_count(cc_comm_t comm, int* nranks) {
-  if (comm == nullptr) return setError(CC_INVALID_ARGUMENT, "cc_comm_count: comm is NULL");
+  CommEntry entry(comm, "cc_comm_count");
+  CC_CHECK(entry.result());
   if (nranks == nullptr) return setError(CC_INVALID_ARGUMENT, "cc_comm_count: nranks is NULL");
   *nranks = comm->nranks;
   return CC_SUCCESS;
 }
 
 cc_result_t cc_comm_user_rank(cc_comm_t comm, int* rank) {
-  if (comm == nullptr) return setError(CC_INVALID_ARGUMENT, "cc_comm_user_rank: comm is NULL");
+  CommEntry entry(comm, "cc_comm_user_rank");
+  CC_CHECK(entry.result());
   if (rank == nullptr) return setError(CC_INVALID_ARGUMENT, "cc_comm_user_rank: rank is NULL");
   *rank = comm->rank;
   return CC_SUCCESS;
 }
 
 cc_result_t cc_comm_finalize(cc_comm_t comm) {
+  SigpipeBlock sigpipe;
+  CommEntry entry(comm, "cc_comm_finalize");
+  CC_CHECK(entry.result());
   CC_CHECK(checkUsable(comm, "cc_comm_finalize"));
   // Host collectives complete before they return; device ones are waited for.
   std::lock_guard<std::mutex> lock(comm->callMutex);
@@ -391,26 +397,18 @@ cc_result_t cc_comm_finalize(cc_comm_t comm) {
 }
 
 cc_result_t cc_comm_destroy(cc_comm_t comm) {
-  if (comm == nullptr) return setError(CC_INVALID_ARGUMENT, "cc_comm_destroy: comm is NULL");
-  if (comm->callsInside.load() > 0) {
-    return setError(CC_INVALID_USAGE,
-                    "cc_comm_destroy: a collective is still running on this communicator (use "
-                    "cc_comm_abort from another thread)");
-  }
-  delete comm;
-  return CC_SUCCESS;
+  SigpipeBlock sigpipe;  // teardown still writes to peers (credits, the last sends)
+  return destroyComm(comm);
 }
 
 cc_result_t cc_comm_abort(cc_comm_t comm) {
-  if (comm == nullptr) return setError(CC_INVALID_ARGUMENT, "cc_comm_abort: comm is NULL");
-  commAbort(comm);
-  comm->freeWhenIdle.store(true);
-  if (comm->callsInside.load() == 0) delete comm;
-  return CC_SUCCESS;
+  SigpipeBlock sigpipe;
+  return abortComm(comm);
 }
 
 cc_result_t cc_comm_get_async_error(cc_comm_t comm, cc_result_t* async_error) {
-  if (comm == nullptr) return setError(CC_INVALID_ARGUMENT, "cc_comm_get_async_error: comm is NULL");
+  CommEntry entry(comm, "cc_comm_get_async_error");
+  CC_CHECK(entry.result());
   if (async_error == nullptr) {
     return setError(CC_INVALID_ARGUMENT, "cc_comm_get_async_error: async_error is NULL");
   }

@@ -108,23 +108,39 @@ inline void blockRandomWords(const PhiloxRoundKeys& keys, uint64_t firstGroup, u
   }
 }
 
-// natEncodeExponent of nat_math.h, 8 lanes: E + ((u < m) && (E < 254)).
-// u and m are below 2^23, so the signed compare is an unsigned one.
-inline __m256i natExponents8(__m256i floatBits, __m256i randomWords) {
+// natEncodeExponent and natEncodedSign of nat_math.h, 8 lanes: the exponent
+// E + ((u < m) && (E < 254)), 0 for NaN; the sign lane (top bit) is the
+// value's sign where the exponent is nonzero, set for NaN, clear for zero.
+// u and m are below 2^23, and |x| below 2^31, so the signed compares are
+// unsigned ones.
+inline __m256i natExponents8(__m256i floatBits, __m256i randomWords, __m256i* signLanes) {
   const __m256i exponent = _mm256_and_si256(_mm256_srli_epi32(floatBits, 23), _mm256_set1_epi32(0xff));
   const __m256i mantissa = _mm256_and_si256(floatBits, _mm256_set1_epi32(0x7fffff));
   const __m256i uniform23 = _mm256_srli_epi32(randomWords, 9);
   const __m256i roundsUp =
       _mm256_and_si256(_mm256_cmpgt_epi32(mantissa, uniform23), _mm256_cmpgt_epi32(_mm256_set1_epi32(254), exponent));
-  return _mm256_sub_epi32(exponent, roundsUp);  // roundsUp is -1 where true
+  const __m256i magnitude = _mm256_and_si256(floatBits, _mm256_set1_epi32(0x7fffffff));
+  const __m256i isNan = _mm256_cmpgt_epi32(magnitude, _mm256_set1_epi32(0x7f800000));
+  const __m256i rounded = _mm256_andnot_si256(isNan, _mm256_sub_epi32(exponent, roundsUp));  // roundsUp is -1 where true
+  const __m256i nonZero = _mm256_cmpgt_epi32(rounded, _mm256_setzero_si256());
+  *signLanes = _mm256_or_si256(_mm256_and_si256(floatBits, nonZero), isNan);
+  return rounded;
 }
 
-uint32_t signMaskOf(const __m256i floatBits[4]) {
+uint32_t signMaskOf(const __m256i signLanes[4]) {
   uint32_t mask = 0;
   for (int j = 0; j < 4; ++j) {
-    mask |= static_cast<uint32_t>(_mm256_movemask_ps(_mm256_castsi256_ps(floatBits[j]))) << (8 * j);
+    mask |= static_cast<uint32_t>(_mm256_movemask_ps(_mm256_castsi256_ps(signLanes[j]))) << (8 * j);
   }
   return mask;
+}
+
+// natDecodeBits of nat_math.h, 8 lanes: exponent << 23 | sign, and the
+// canonical NaN where the exponent is 0 and the sign set.
+inline __m256i natDecoded8(__m256i exponent, __m256i sign) {
+  const __m256i bits = _mm256_or_si256(_mm256_slli_epi32(exponent, 23), sign);
+  const __m256i isNan = _mm256_cmpeq_epi32(bits, _mm256_set1_epi32(static_cast<int>(0x80000000u)));
+  return _mm256_blendv_epi8(bits, _mm256_set1_epi32(0x7fc00000), isNan);
 }
 
 // Writes one block: the sign mask (x86 is little-endian, as the format is),
@@ -140,8 +156,8 @@ inline void storeBlock(uint32_t signMask, const __m256i exponents[4], uint8_t* o
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 4), inValueOrder);
 }
 
-// natDecodeBits, 32 lanes: exponent << 23 | sign << 31, where lane l of
-// register j takes bit 8j + l of the mask, shifted up to bit 31.
+// natDecodeBits, 32 lanes: lane l of register j takes bit 8j + l of the
+// mask, shifted up to bit 31, as its sign.
 inline void loadDecodedBlock(const uint8_t* in, __m256i floatBits[4]) {
   uint32_t signMask;
   memcpy(&signMask, in, 4);
@@ -152,7 +168,7 @@ inline void loadDecodedBlock(const uint8_t* in, __m256i floatBits[4]) {
     const __m256i shiftToSign = _mm256_setr_epi32(top, top - 1, top - 2, top - 3, top - 4, top - 5, top - 6, top - 7);
     const __m256i sign = _mm256_and_si256(_mm256_sllv_epi32(maskInEveryLane, shiftToSign), signBit);
     const __m256i exponent = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(in + 4 + 8 * j)));
-    floatBits[j] = _mm256_or_si256(_mm256_slli_epi32(exponent, 23), sign);
+    floatBits[j] = natDecoded8(exponent, sign);
   }
 }
 
@@ -229,10 +245,10 @@ struct TailScratch {
 
 template <ElementType Type>
 inline void encodeBlock(const void* local, size_t first, const __m256i randomWords[4], uint8_t* out) {
-  __m256i floatBits[4], exponents[4];
+  __m256i floatBits[4], exponents[4], signLanes[4];
   loadValues<Type>(local, first, floatBits);
-  for (int j = 0; j < 4; ++j) exponents[j] = natExponents8(floatBits[j], randomWords[j]);
-  storeBlock(signMaskOf(floatBits), exponents, out);
+  for (int j = 0; j < 4; ++j) exponents[j] = natExponents8(floatBits[j], randomWords[j], &signLanes[j]);
+  storeBlock(signMaskOf(signLanes), exponents, out);
 }
 
 template <ElementType Type>
@@ -287,24 +303,20 @@ void decodeTyped(const uint8_t* in, size_t count, void* out) {
 template <ElementType Type>
 inline void decodeAddEncodeBlock(const __m256i randomWords[4], const uint8_t* in, const void* local, size_t first,
                                  bool divides, __m256 divisor, uint8_t* out, void* decodedOut) {
-  __m256i inBits[4], localBits[4], sumBits[4], exponents[4];
+  __m256i inBits[4], localBits[4], sumBits[4], exponents[4], signLanes[4];
   loadDecodedBlock(in, inBits);
   loadValues<Type>(local, first, localBits);
-  const __m256i signBit = _mm256_set1_epi32(static_cast<int>(0x80000000u));
   for (int j = 0; j < 4; ++j) {
     __m256 sum = _mm256_add_ps(_mm256_castsi256_ps(inBits[j]), _mm256_castsi256_ps(localBits[j]));
     if (divides) sum = _mm256_div_ps(sum, divisor);
-    // natClearNanSign: a NaN sum encodes with sign 0 on every platform.
-    const __m256i nanSign = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(sum, sum, _CMP_UNORD_Q)), signBit);
-    sumBits[j] = _mm256_andnot_si256(nanSign, _mm256_castps_si256(sum));
+    sumBits[j] = _mm256_castps_si256(sum);
   }
-  for (int j = 0; j < 4; ++j) exponents[j] = natExponents8(sumBits[j], randomWords[j]);
-  storeBlock(signMaskOf(sumBits), exponents, out);
+  for (int j = 0; j < 4; ++j) exponents[j] = natExponents8(sumBits[j], randomWords[j], &signLanes[j]);
+  storeBlock(signMaskOf(signLanes), exponents, out);
   if (decodedOut != nullptr) {
+    const __m256i signBit = _mm256_set1_epi32(static_cast<int>(0x80000000u));
     __m256i decodedBits[4];
-    for (int j = 0; j < 4; ++j) {
-      decodedBits[j] = _mm256_or_si256(_mm256_slli_epi32(exponents[j], 23), _mm256_and_si256(sumBits[j], signBit));
-    }
+    for (int j = 0; j < 4; ++j) decodedBits[j] = natDecoded8(exponents[j], _mm256_and_si256(signLanes[j], signBit));
     storeValues<Type>(decodedBits, decodedOut, first);
   }
 }

@@ -29,14 +29,16 @@ namespace cc {
 namespace {
 
 // e = E + 1 when the mantissa's top bit is set (|x| >= 1.5 * 2^(E-127)) and
-// E < 254; E = 254 saturates at 2^127 and E = 255 (Inf, NaN) stays 255.
-// Subnormals (E = 0) go to 2^-126 (e = 1) from 2^-127 up, else to 0.
-// Written with shifts only ((x << 1) >> 24 is E, (x << 9) >> 31 is bit 22):
-// GCC 12 does not vectorise the equivalent (x >> 23) & 0xff narrowed to a byte.
+// E < 254; E = 254 saturates at 2^127, Inf stays 255 and NaN gives 0 (its
+// sign bit marks it, natEncodedSign). Subnormals (E = 0) go to 2^-126 (e = 1)
+// from 2^-127 up, else to 0. Written with shifts only ((x << 1) >> 24 is E,
+// (x << 9) >> 31 is bit 22): GCC 12 does not vectorise the equivalent
+// (x >> 23) & 0xff narrowed to a byte.
 CC_NAT_DET_INLINE uint32_t natDetEncodeExponent(uint32_t floatBits) {
   const uint32_t biasedExponent = (floatBits << 1) >> 24;
   const uint32_t roundsUp = ((floatBits << 9) >> 31) & static_cast<uint32_t>(biasedExponent < kNatSaturatingExponent);
-  return biasedExponent + roundsUp;
+  const uint32_t notNan = static_cast<uint32_t>((floatBits << 1) <= 0xff000000u);
+  return (biasedExponent + roundsUp) & (0u - notNan);
 }
 
 // Float32 bits of element i of a buffer of Type (exact widening).
@@ -56,7 +58,10 @@ constexpr uint32_t kLaneBits[kNatBlockValues] = {
 template <typename BitsOf>
 CC_NAT_DET_INLINE void encodeBlockFrom(BitsOf bitsOf, uint8_t* block) {
   uint32_t signMask = 0;
-  for (uint32_t lane = 0; lane < kNatBlockValues; ++lane) signMask |= (0u - natSignBit(bitsOf(lane))) & kLaneBits[lane];
+  for (uint32_t lane = 0; lane < kNatBlockValues; ++lane) {
+    const uint32_t bits = bitsOf(lane);
+    signMask |= (0u - natEncodedSign(bits, natDetEncodeExponent(bits))) & kLaneBits[lane];
+  }
   for (uint32_t lane = 0; lane < kNatBlockValues; ++lane) {
     block[4 + lane] = static_cast<uint8_t>(natDetEncodeExponent(bitsOf(lane)));
   }
@@ -97,11 +102,12 @@ CC_NAT_DET_INLINE void hopBlock(const uint8_t* in, const void* local, size_t fir
     const uint32_t sign = static_cast<uint32_t>((inSignMask & kLaneBits[lane]) != 0);  // no variable shift
     float sum = bitsToFloat(natDecodeBits(sign, in[4 + lane])) + bitsToFloat(loadElementBits<Type>(local, first + lane));
     if constexpr (Divides) sum = sum / divisor;
-    bits[lane] = natClearNanSign(floatToBits(sum));
+    bits[lane] = floatToBits(sum);
   }
   if (decoded != nullptr) {
     for (uint32_t lane = 0; lane < kNatBlockValues; ++lane) {
-      storeElementBits<Type>(decoded, first + lane, natDecodeBits(natSignBit(bits[lane]), natDetEncodeExponent(bits[lane])));
+      const uint32_t exponent = natDetEncodeExponent(bits[lane]);
+      storeElementBits<Type>(decoded, first + lane, natDecodeBits(natEncodedSign(bits[lane], exponent), exponent));
     }
   }
   encodeBlockFrom([&bits](uint32_t lane) { return bits[lane]; }, out);

@@ -47,8 +47,8 @@ void encodeTyped(const void* local, size_t count, uint64_t firstIndex, RandomStr
     for (size_t lane = 0; lane < valid; ++lane) {
       const size_t i = block * kNatBlockValues + lane;
       const uint32_t bits = loadElementBits<Type>(local, i);
-      signMask |= natSignBit(bits) << lane;
       exponents[lane] = natEncodeExponent(bits, randomness.wordFor(firstIndex + i));
+      signMask |= natEncodedSign(bits, exponents[lane]) << lane;
     }
     storeBlock(signMask, exponents, out + block * kNatBlockBytes);
   }
@@ -88,9 +88,9 @@ void decodeAddEncodeTyped(const void* packedIn, const void* local, size_t count,
       float sum =
           bitsToFloat(decodedBitsAt(blockIn, inSignMask, lane)) + bitsToFloat(loadElementBits<Type>(local, i));
       if (divides) sum = sum / divisorAsFloat;
-      const uint32_t sumBits = natClearNanSign(floatToBits(sum));
-      const uint32_t sign = natSignBit(sumBits);
+      const uint32_t sumBits = floatToBits(sum);
       const uint8_t exponent = natEncodeExponent(sumBits, randomness.wordFor(firstIndex + i));
+      const uint32_t sign = natEncodedSign(sumBits, exponent);
       outSignMask |= sign << lane;
       exponents[lane] = exponent;
       if (decodedOut != nullptr) storeElementBits<Type>(decodedOut, i, natDecodeBits(sign, exponent));

@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -25,7 +26,10 @@ namespace cc {
 struct RootAddress {
   sockaddr_storage addr{};  // AF_INET or AF_INET6, port included
   socklen_t addrLen = 0;
-  uint64_t nonce = 0;
+  uint64_t nonce = 0;  // names the job: a stale id finds another job's store and is told so
+  // Proves a joining rank holds the id (or CC_COMM_SECRET): random, never
+  // derived from the address (docs/bootstrap.md, "Threat model").
+  uint8_t secret[16] = {};
   bool fromEnvironment = false;  // CC_COMM_ID: rank 0 serves the store at init
   std::string str() const;       // "host:port"
 };
@@ -36,9 +40,10 @@ struct RootAddress {
 // loopback, else loopback), starts the store server on an ephemeral port in
 // this process and encodes its address with a random nonce.
 cc_result_t createUniqueId(cc_unique_id_t* id);
-// The id CC_COMM_ID=`address` gives (cc_get_unique_id_from_address); `source`
-// names where the text came from in messages.
-cc_result_t uniqueIdFromAddress(const char* address, const char* source, cc_unique_id_t* id);
+// The id CC_COMM_ID=`address` with CC_COMM_SECRET=`secret` gives
+// (cc_get_unique_id_from_address); `secret` null: CC_COMM_SECRET. `source`
+// names where the address came from in messages.
+cc_result_t uniqueIdFromAddress(const char* address, const char* secret, const char* source, cc_unique_id_t* id);
 // Decodes and validates an id (CC_INVALID_ARGUMENT when it was not made by
 // cc_get_unique_id).
 cc_result_t decodeUniqueId(const cc_unique_id_t& id, RootAddress* root);
@@ -87,8 +92,10 @@ class StoreClient : public RendezvousStore {
   // (a late reply would otherwise be taken for the next request's).
   cc_result_t roundTrip(const std::vector<char>& request,
                         std::chrono::steady_clock::time_point deadline, int timeoutMs,
-                        const std::string& what, std::string* payload);
-  cc_result_t waitForKeys(const std::vector<std::string>& keys, int timeoutMs);
+                        const std::string& what, std::string* payload, struct WaitReport* report = nullptr);
+  // A GET or WAIT the store answers Timeout for after timeoutMs, saying what
+  // is missing (in *report when given).
+  cc_result_t waitForKeys(const std::vector<std::string>& keys, int timeoutMs, struct WaitReport* report = nullptr);
   cc_result_t failConnection(cc_result_t code);
   int fd_;
   int rank_;
@@ -99,6 +106,18 @@ class StoreClient : public RendezvousStore {
   std::mutex mutex_;              // one request at a time on the connection
   cc_result_t failure_ = CC_SUCCESS;  // set once the connection was closed by an error
   std::string failureMessage_;
+  std::map<std::string, uint64_t> barrierGenerations_;  // barriers of each name passed so far
+};
+
+// The store's answer to a GET or WAIT that timed out: the keys still missing
+// (the first few) and the ranks that never joined.
+struct WaitReport {
+  bool received = false;  // the store sent it (else the wait failed otherwise)
+  uint32_t missingCount = 0;
+  std::vector<std::string> missing;
+  int nranks = 0;  // 0: no rank had joined
+  uint32_t absentCount = 0;
+  std::vector<int> absent;
 };
 
 // The IPv4/IPv6 address of a named interface (CC_SOCKET_IFNAME); CC_SYSTEM_ERROR

@@ -134,8 +134,13 @@ cc_result_t agreeOnSettings(RendezvousStore& store, int rank, const ResolvedConf
   if (failures > 0) {
     std::vector<char> reason;
     CC_CHECK(store.tryGet("cc/init/mismatch", &reason));
-    return setError(CC_INVALID_USAGE, "ranks disagree on the communicator's settings: %.*s",
-                    static_cast<int>(reason.size()), reason.data());
+    const std::string verdict(reason.begin(), reason.end());
+    // The store usually lives in rank 0's process, which exits once its init
+    // failed: it must not go before every rank has read why.
+    if (store.barrier("cc/init/verdict") != CC_SUCCESS) {
+      CC_WARN("rank %d: not every rank read why init failed", rank);
+    }
+    return setError(CC_INVALID_USAGE, "ranks disagree on the communicator's settings: %s", verdict.c_str());
   }
   return CC_SUCCESS;
 }

@@ -199,6 +199,10 @@ int clampTimeout(const std::chrono::milliseconds& timeout) {
   return static_cast<int>(std::min<long long>(timeout.count(), INT_MAX));
 }
 
+// A GET or WAIT is answered by the store when its timeout passes; the client
+// waits this much longer for that answer before it gives up on the store.
+constexpr std::chrono::milliseconds kReplyGrace{2000};
+
 }  // namespace
 
 StoreClient::StoreClient(int fd, int rank, int nranks, int timeoutMs, const sockaddr_storage& local)
@@ -242,6 +246,7 @@ cc_result_t StoreClient::connect(const RootAddress& root, int rank, int nranks, 
       .u32(store::kProtocolMagic)
       .u16(store::kProtocolVersion)
       .u64(root.nonce)
+      .raw(reinterpret_cast<const char*>(root.secret), sizeof(root.secret))
       .i32(rank)
       .i32(nranks);
   std::string what = "the join of rank " + std::to_string(rank) + " of " + std::to_string(nranks);
@@ -260,7 +265,8 @@ cc_result_t StoreClient::failConnection(cc_result_t code) {
 }
 
 cc_result_t StoreClient::roundTrip(const std::vector<char>& request, Clock::time_point deadline,
-                                   int timeoutMs, const std::string& what, std::string* payload) {
+                                   int timeoutMs, const std::string& what, std::string* payload,
+                                   WaitReport* report) {
   if (fd_ < 0) {
     return setError(failure_, "the connection to the bootstrap store at %s was closed by an earlier "
                     "failure (%s)", root_.c_str(), failureMessage_.c_str());
@@ -307,6 +313,37 @@ cc_result_t StoreClient::roundTrip(const std::vector<char>& request, Clock::time
     return setError(CC_INVALID_USAGE, "the bootstrap store at %s refused %s: %s", root_.c_str(),
                     what.c_str(), reason.c_str());
   }
+  if (status == static_cast<uint8_t>(store::Status::Timeout)) {
+    WaitReport parsed;
+    parsed.received = true;
+    parsed.missingCount = reader.u32();
+    for (uint32_t i = 0; i < parsed.missingCount && i < store::kMaxReportedKeys && reader.ok(); ++i) {
+      parsed.missing.push_back(reader.str(store::kMaxKeyBytes));
+    }
+    parsed.nranks = reader.i32();
+    parsed.absentCount = reader.u32();
+    for (uint32_t i = 0; i < parsed.absentCount && i < store::kMaxReportedRanks && reader.ok(); ++i) {
+      parsed.absent.push_back(reader.i32());
+    }
+    if (!reader.complete()) {
+      return failConnection(setError(CC_REMOTE_ERROR, "the bootstrap store at %s sent a malformed timeout reply to %s",
+                                     root_.c_str(), what.c_str()));
+    }
+    std::string missing;
+    for (const auto& key : parsed.missing) missing += (missing.empty() ? "'" : ", '") + store::printableKey(key) + "'";
+    if (parsed.missingCount > parsed.missing.size()) missing += ", ...";
+    std::string absent;
+    for (int rank : parsed.absent) absent += (absent.empty() ? "" : ", ") + std::to_string(rank);
+    if (parsed.absentCount > parsed.absent.size()) absent += ", ...";
+    std::string who = parsed.nranks == 0 ? "; no rank has joined the store yet"
+                      : parsed.absentCount == 0
+                          ? "; every rank joined the store"
+                          : "; ranks that never joined the store: " + absent + " (of " + std::to_string(parsed.nranks) + ")";
+    if (report != nullptr) *report = std::move(parsed);
+    return setError(CC_TIMEOUT, "timed out after %d ms waiting for %s at the bootstrap store %s: %u key(s) never set: %s%s",
+                    timeoutMs, what.c_str(), root_.c_str(), report != nullptr ? report->missingCount : 0u,
+                    missing.c_str(), who.c_str());
+  }
   return failConnection(setError(CC_REMOTE_ERROR,
                                  "the bootstrap root %s sent a reply with unknown status %u to %s",
                                  root_.c_str(), status, what.c_str()));
@@ -332,11 +369,11 @@ cc_result_t StoreClient::tryGet(const std::string& key, std::vector<char>* value
   if (value == nullptr) return setError(CC_INVALID_ARGUMENT, "StoreClient::tryGet: value is NULL");
   CC_CHECK(checkKey(key));
   store::FrameWriter request;
-  request.u8(static_cast<uint8_t>(store::Op::Get)).str(key);
+  request.u8(static_cast<uint8_t>(store::Op::Get)).u32(static_cast<uint32_t>(timeoutMs_)).str(key);
   std::string payload;
   std::lock_guard<std::mutex> lock(mutex_);
-  CC_CHECK(roundTrip(request.finish(), Clock::now() + std::chrono::milliseconds(timeoutMs_),
-                     timeoutMs_, "get of key '" + store::printableKey(key) + "'", &payload));
+  CC_CHECK(roundTrip(request.finish(), Clock::now() + std::chrono::milliseconds(timeoutMs_) + kReplyGrace,
+                     timeoutMs_, "key '" + store::printableKey(key) + "'", &payload));
   value->assign(payload.begin(), payload.end());
   return CC_SUCCESS;
 }
@@ -360,35 +397,59 @@ cc_result_t StoreClient::tryAdd(const std::string& key, int64_t delta, int64_t* 
   return CC_SUCCESS;
 }
 
-cc_result_t StoreClient::waitForKeys(const std::vector<std::string>& keys, int timeoutMs) {
+cc_result_t StoreClient::waitForKeys(const std::vector<std::string>& keys, int timeoutMs, WaitReport* report) {
   if (keys.empty()) return CC_SUCCESS;
   if (keys.size() > store::kMaxWaitKeys) {
     return setError(CC_INVALID_ARGUMENT, "cannot wait for %zu keys at once (the limit is %zu)",
                     keys.size(), store::kMaxWaitKeys);
   }
   store::FrameWriter request;
-  request.u8(static_cast<uint8_t>(store::Op::Wait)).u32(static_cast<uint32_t>(keys.size()));
+  request.u8(static_cast<uint8_t>(store::Op::Wait))
+      .u32(static_cast<uint32_t>(timeoutMs))
+      .u32(static_cast<uint32_t>(keys.size()));
   for (const auto& key : keys) {
     CC_CHECK(checkKey(key));
     request.str(key);
   }
   std::string payload;
   std::lock_guard<std::mutex> lock(mutex_);
-  return roundTrip(request.finish(), Clock::now() + std::chrono::milliseconds(timeoutMs), timeoutMs,
-                   "a wait for key(s) " + describeKeys(keys), &payload);
+  return roundTrip(request.finish(), Clock::now() + std::chrono::milliseconds(timeoutMs) + kReplyGrace, timeoutMs,
+                   "key(s) " + describeKeys(keys), &payload, report);
 }
 
-// A counter per barrier name; the generation (arrivals / nranks) names the
-// release key, so the same name can be reused for the next barrier.
+// Each rank leaves an arrival key and bumps the generation's counter; the
+// last to arrive sets the release key. Only a barrier that times out asks
+// which arrival keys are missing, so the message names the ranks that never
+// came while a barrier costs O(1) per rank. Ranks pass barriers of a name in
+// the same order, so each counts the generations itself.
 cc_result_t StoreClient::barrier(const std::string& name) {
-  const std::string counterKey = "cc/barrier/" + name;
+  const std::string prefix = "cc/barrier/" + name + "/" + std::to_string(barrierGenerations_[name]++);
   int64_t arrived = 0;
-  cc_result_t rc = tryAdd(counterKey, 1, &arrived);
-  if (rc == CC_SUCCESS) {
-    int64_t generation = (arrived - 1) / nranks_;
-    std::string releaseKey = counterKey + "/release/" + std::to_string(generation);
-    if (arrived % nranks_ == 0) rc = trySet(releaseKey, {});
-    if (rc == CC_SUCCESS) rc = waitForKeys({releaseKey}, timeoutMs_);
+  cc_result_t rc = trySet(prefix + "/" + std::to_string(rank_), {});
+  if (rc == CC_SUCCESS) rc = tryAdd(prefix + "/count", 1, &arrived);
+  if (rc == CC_SUCCESS && arrived == nranks_) rc = trySet(prefix + "/release", {});
+  if (rc == CC_SUCCESS) rc = waitForKeys({prefix + "/release"}, timeoutMs_);
+  if (rc == CC_TIMEOUT) {
+    const std::string original = lastErrorMessage();
+    std::vector<std::string> arrivals;
+    for (int rank = 0; rank < nranks_ && arrivals.size() < store::kMaxWaitKeys; ++rank) {
+      arrivals.push_back(prefix + "/" + std::to_string(rank));
+    }
+    WaitReport report;
+    if (waitForKeys(arrivals, 1, &report) == CC_TIMEOUT && report.received) {
+      std::string late;
+      for (const auto& key : report.missing) late += (late.empty() ? "" : ", ") + key.substr(prefix.size() + 1);
+      if (report.missingCount > report.missing.size()) late += ", ...";
+      std::string absent;
+      for (int rank : report.absent) absent += (absent.empty() ? "" : ", ") + std::to_string(rank);
+      if (report.absentCount > report.absent.size()) absent += ", ...";
+      return setError(CC_TIMEOUT,
+                      "barrier '%s' of %d ranks (rank %d): timed out after %d ms; ranks that did not reach it: %s%s%s",
+                      name.c_str(), nranks_, rank_, timeoutMs_, late.c_str(),
+                      report.absentCount == 0 ? "" : "; of them never joined the bootstrap store: ",
+                      absent.c_str());
+    }
+    restoreLastError(original);
   }
   if (rc != CC_SUCCESS) {
     return addErrorContext(rc, "barrier '%s' of %d ranks (rank %d)", name.c_str(), nranks_, rank_);

@@ -26,7 +26,10 @@ namespace store {
 // A JOIN from something that is not our client (a port scanner, another
 // service's client) is recognised by this word and dropped without a reply.
 constexpr uint32_t kProtocolMagic = 0x54534343u;  // "CCST"
-constexpr uint16_t kProtocolVersion = 1;
+// 2: JOIN carries the job's secret; GET and WAIT carry their timeout, past
+// which the store answers Timeout saying what is missing.
+constexpr uint16_t kProtocolVersion = 2;
+constexpr size_t kSecretBytes = 16;
 
 // Caps that keep one misbehaving client from exhausting the root's memory.
 constexpr size_t kMaxKeyBytes = 4096;
@@ -35,19 +38,29 @@ constexpr size_t kMaxWaitKeys = 65536;
 constexpr size_t kMaxFrameBytes = kMaxValueBytes + kMaxKeyBytes + 64;
 constexpr size_t kMaxStoreBytes = size_t{1} << 30;  // all keys and values together
 constexpr size_t kFrameHeaderBytes = 4;
+// Until a connection has joined (and shown the secret) it may send one frame
+// of at most this many bytes: a JOIN is 39. Nothing larger is buffered for it.
+constexpr size_t kMaxJoinFrameBytes = 64;
 
 enum class Op : uint8_t {
-  Join = 1,  // u32 magic, u16 version, u64 nonce, i32 rank, i32 nranks
+  Join = 1,  // u32 magic, u16 version, u64 nonce, u8[16] secret, i32 rank, i32 nranks
   Set = 2,   // str key, str value
-  Get = 3,   // str key; answered once the key exists, with its value
+  Get = 3,   // u32 timeout ms, str key; answered once the key exists, with its value
   Add = 4,   // str key, i64 delta; answered with the new value (i64)
-  Wait = 5,  // u32 count, count x str key; answered once every key exists
+  Wait = 5,  // u32 timeout ms, u32 count, count x str key; answered once every key exists
 };
 
 enum class Status : uint8_t {
   Ok = 0,     // payload depends on the request (GET: the value, ADD: an i64)
   Error = 1,  // payload: the reason as text
+  // A GET or WAIT whose keys were not all set within its timeout. Payload:
+  // u32 keys missing, then up to kMaxReportedKeys of them (str); i32 nranks
+  // (0: no rank joined yet), u32 ranks that never joined, then up to
+  // kMaxReportedRanks of them (i32).
+  Timeout = 2,
 };
+constexpr size_t kMaxReportedKeys = 16;
+constexpr size_t kMaxReportedRanks = 64;
 
 // Builds one frame; the length prefix is patched in by finish().
 class FrameWriter {
@@ -174,11 +187,11 @@ inline uint32_t frameLength(const char* header) {
 
 // Server entry point used by createUniqueId and serveStore: binds a listening
 // socket to `addr` (port 0 picks a free port), starts the store thread that
-// admits ranks presenting `nonce`, and returns the bound address (with its
+// admits ranks presenting `nonce` and `secret`, and returns the bound address (with its
 // port) in *bound. reuseAddress sets SO_REUSEADDR (a fixed CC_COMM_ID port
 // must be rebindable right after the previous job's root exited).
-cc_result_t listenAndServe(const sockaddr_storage& addr, uint64_t nonce, bool reuseAddress,
-                           sockaddr_storage* bound);
+cc_result_t listenAndServe(const sockaddr_storage& addr, uint64_t nonce, const uint8_t (&secret)[kSecretBytes],
+                           bool reuseAddress, sockaddr_storage* bound);
 
 // Key text fit for an error message: printable ASCII as is, other bytes as
 // \xNN, long keys shortened.

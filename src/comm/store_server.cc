@@ -21,7 +21,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cinttypes>
+#include <cstring>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
@@ -65,12 +67,62 @@ using store::FrameWriter;
 using store::Op;
 using store::Status;
 
+using Clock = std::chrono::steady_clock;
+
 // The server re-checks its stop flag at least this often, so a lost wake-up
 // can delay shutdown but never prevent it.
 constexpr int kPollIntervalMs = 1000;
 // One request in flight plus its header: a client that sends more before
-// reading the reply breaks the request/reply protocol.
+// reading the reply breaks the request/reply protocol. Before its JOIN a
+// connection gets room for one JOIN only.
 constexpr size_t kMaxBufferedInput = store::kFrameHeaderBytes + store::kMaxFrameBytes;
+constexpr size_t kMaxBufferedBeforeJoin = store::kFrameHeaderBytes + store::kMaxJoinFrameBytes;
+// A rank sends its JOIN as soon as it connects; a connection that has not
+// joined by then is dropped, and at most this many wait for their JOIN at
+// once (the oldest makes room), so idle or hostile connections hold neither
+// descriptors nor memory for long.
+constexpr int kJoinDeadlineMs = 10000;
+constexpr size_t kMaxUnjoinedClients = 64;
+// accept() failing for want of descriptors (EMFILE, ENFILE) is retried after
+// this pause, doubling up to the second, instead of at once.
+constexpr int kFirstAcceptBackoffMs = 10;
+constexpr int kMaxAcceptBackoffMs = 1000;
+
+// Warnings that hostile traffic can repeat (drops, accept failures) are
+// written at most once a second per kind; the next one says how many were
+// left out.
+class LogLimiter {
+ public:
+  // True when a message of `kind` may be written now; *suppressed is how many
+  // of that kind were left out since the last one written.
+  bool allow(int kind, uint64_t* suppressed) {
+    Entry& entry = entries_[kind];
+    const Clock::time_point now = Clock::now();
+    if (entry.last != Clock::time_point() && now - entry.last < std::chrono::seconds(1)) {
+      ++entry.suppressed;
+      return false;
+    }
+    entry.last = now;
+    *suppressed = entry.suppressed;
+    entry.suppressed = 0;
+    return true;
+  }
+
+ private:
+  struct Entry {
+    Clock::time_point last;
+    uint64_t suppressed = 0;
+  };
+  std::unordered_map<int, Entry> entries_;
+};
+enum LogKind { kLogDropJoined = 1, kLogDropUnjoined, kLogAcceptFailed, kLogRefused };
+
+// Equal in time independent of where the bytes differ.
+bool sameSecret(const uint8_t* a, const uint8_t* b, size_t size) {
+  volatile uint8_t difference = 0;
+  for (size_t i = 0; i < size; ++i) difference = static_cast<uint8_t>(difference | (a[i] ^ b[i]));
+  return difference == 0;
+}
 // Buffers that grew for a large value are released instead of kept per client.
 constexpr size_t kKeepBufferCapacity = size_t{1} << 20;
 
@@ -81,6 +133,7 @@ struct Client {
   std::vector<char> out;
   size_t outSent = 0;
   int rank = -1;  // -1 until its JOIN was accepted
+  Clock::time_point acceptedAt;
   bool closeAfterReply = false;
   bool dead = false;
   // A GET or WAIT whose keys do not all exist yet. The client is synchronous,
@@ -89,19 +142,24 @@ struct Client {
   Op waitOp = Op::Get;
   std::string getKey;
   std::vector<std::string> missingKeys;
+  size_t keysAskedFor = 0;
+  Clock::time_point waitDeadline;  // the request's timeout; Clock::time_point() for none
 
   bool hasOutput() const { return outSent < out.size(); }
 };
 
 class StoreServer {
  public:
-  StoreServer(int listenFd, int wakeFd, uint64_t nonce, std::string address)
+  StoreServer(int listenFd, int wakeFd, uint64_t nonce, const uint8_t (&secret)[store::kSecretBytes],
+              std::string address)
       : listenFd_(listenFd),
         wakeFd_(wakeFd),
         nonce_(nonce),
         address_(std::move(address)),
         ownerPid_(getpid()),
-        ownedFds_{listenFd, wakeFd} {}
+        ownedFds_{listenFd, wakeFd} {
+    std::memcpy(secret_, secret, sizeof(secret_));
+  }
 
   StoreServer(const StoreServer&) = delete;
   StoreServer& operator=(const StoreServer&) = delete;
@@ -151,6 +209,10 @@ class StoreServer {
   void keyWasSet(const std::string& key);
   void replyOk(Client& c, const std::string& payload = std::string());
   void replyError(Client& c, const std::string& reason, bool thenClose);
+  void replyTimeout(Client& c);
+  void expireWaitsAndJoins(Clock::time_point now);
+  int pollTimeoutMs(Clock::time_point now) const;
+  void makeRoomForUnjoined();
   void drop(Client& c, const std::string& reason);
   void disconnect(Client& c);
   bool storeBytesAllow(const std::string& key, size_t newValueBytes, std::string* reason) const;
@@ -167,6 +229,7 @@ class StoreServer {
   int listenFd_;
   int wakeFd_;
   const uint64_t nonce_;
+  uint8_t secret_[store::kSecretBytes];
   const std::string address_;
   const pid_t ownerPid_;
   std::thread thread_;
@@ -186,6 +249,10 @@ class StoreServer {
   int firstRank_ = -1;
   std::unordered_set<int> joined_;
   int connectedRanks_ = 0;
+  size_t unjoinedClients_ = 0;
+  Clock::time_point acceptPausedUntil_;
+  int acceptBackoffMs_ = kFirstAcceptBackoffMs;
+  LogLimiter logLimiter_;
 };
 
 void StoreServer::run() {
@@ -209,11 +276,14 @@ void StoreServer::serve() {
   while (!stop_.load()) {
     fds.clear();
     fds.push_back({wakeFd_, POLLIN, 0});
-    fds.push_back({listenFd_, POLLIN, 0});
+    // While accept() is paused for want of descriptors the listening socket
+    // is left out, so a full backlog cannot spin the loop.
+    const bool accepting = Clock::now() >= acceptPausedUntil_;
+    fds.push_back({listenFd_, static_cast<short>(accepting ? POLLIN : 0), 0});
     for (const auto& c : clients_) {
       fds.push_back({c->fd, static_cast<short>(POLLIN | (c->hasOutput() ? POLLOUT : 0)), 0});
     }
-    int ready = poll(fds.data(), fds.size(), kPollIntervalMs);
+    int ready = poll(fds.data(), fds.size(), pollTimeoutMs(Clock::now()));
     if (ready < 0) {
       if (errno == EINTR) continue;
       CC_WARN("bootstrap store %s: poll failed (%s), stopping", address_.c_str(),
@@ -243,6 +313,8 @@ void StoreServer::serve() {
       progress = false;
       for (size_t i = 0; i < clients_.size(); ++i) progress |= pump(*clients_[i]);
     }
+    expireWaitsAndJoins(Clock::now());
+    for (size_t i = 0; i < clients_.size(); ++i) pump(*clients_[i]);
     clients_.erase(std::remove_if(clients_.begin(), clients_.end(),
                                   [](const std::unique_ptr<Client>& c) { return c->dead; }),
                    clients_.end());
@@ -269,19 +341,66 @@ void StoreServer::acceptClients() {
     if (fd < 0) {
       int err = errno;
       if (err == EINTR || err == ECONNABORTED) continue;
-      if (err != EAGAIN && err != EWOULDBLOCK) {
-        CC_WARN("bootstrap store %s: accept failed: %s", address_.c_str(),
-                store::errnoText(err).c_str());
+      if (err == EAGAIN || err == EWOULDBLOCK) return;
+      if (err == EMFILE || err == ENFILE) {
+        // Out of descriptors: an idle connection that never joined gives one
+        // back, and the next accept waits instead of failing in a tight loop.
+        makeRoomForUnjoined();
+        acceptPausedUntil_ = Clock::now() + std::chrono::milliseconds(acceptBackoffMs_);
+        acceptBackoffMs_ = std::min(2 * acceptBackoffMs_, kMaxAcceptBackoffMs);
+      }
+      uint64_t suppressed = 0;
+      if (logLimiter_.allow(kLogAcceptFailed, &suppressed)) {
+        CC_WARN("bootstrap store %s: accept failed: %s (retrying in %d ms; %" PRIu64 " more failures since "
+                "the last warning)",
+                address_.c_str(), store::errnoText(err).c_str(),
+                err == EMFILE || err == ENFILE ? acceptBackoffMs_ / 2 : 0, suppressed);
       }
       return;
     }
+    acceptBackoffMs_ = kFirstAcceptBackoffMs;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     auto c = std::make_unique<Client>();
     c->fd = fd;
     c->peer = sockaddrToString(peer, true);
+    c->acceptedAt = Clock::now();
     CC_TRACE("bootstrap store %s: connection from %s", address_.c_str(), c->peer.c_str());
+    if (unjoinedClients_ >= kMaxUnjoinedClients) makeRoomForUnjoined();
+    ++unjoinedClients_;
     clients_.push_back(std::move(c));
+  }
+}
+
+// Drops the connection that has waited longest for its JOIN.
+void StoreServer::makeRoomForUnjoined() {
+  Client* oldest = nullptr;
+  for (auto& c : clients_) {
+    if (!c->dead && c->rank < 0 && (oldest == nullptr || c->acceptedAt < oldest->acceptedAt)) oldest = c.get();
+  }
+  if (oldest != nullptr) drop(*oldest, "too many connections are waiting to join; the oldest goes");
+}
+
+int StoreServer::pollTimeoutMs(Clock::time_point now) const {
+  Clock::time_point next = now + std::chrono::milliseconds(kPollIntervalMs);
+  if (acceptPausedUntil_ > now) next = std::min(next, acceptPausedUntil_);
+  for (const auto& c : clients_) {
+    if (c->dead) continue;
+    if (c->rank < 0) next = std::min(next, c->acceptedAt + std::chrono::milliseconds(kJoinDeadlineMs));
+    if (c->waiting && c->waitDeadline != Clock::time_point()) next = std::min(next, c->waitDeadline);
+  }
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(next - now).count();
+  return static_cast<int>(std::max<long long>(0, ms) + 1);
+}
+
+void StoreServer::expireWaitsAndJoins(Clock::time_point now) {
+  for (auto& c : clients_) {
+    if (c->dead) continue;
+    if (c->rank < 0 && now - c->acceptedAt >= std::chrono::milliseconds(kJoinDeadlineMs)) {
+      drop(*c, "it did not join within " + std::to_string(kJoinDeadlineMs) + " ms of connecting");
+      continue;
+    }
+    if (c->waiting && c->waitDeadline != Clock::time_point() && now >= c->waitDeadline) replyTimeout(*c);
   }
 }
 
@@ -290,19 +409,22 @@ void StoreServer::readFrom(Client& c) {
   for (;;) {
     // Asking for one byte more than allowed tells an overflowing client apart
     // from one that exactly filled its allowance.
-    size_t room = kMaxBufferedInput - c.in.size();
+    const size_t allowance = c.rank < 0 ? kMaxBufferedBeforeJoin : kMaxBufferedInput;
+    size_t room = allowance > c.in.size() ? allowance - c.in.size() : 0;
     ssize_t n = recv(c.fd, buf, std::min(sizeof(buf), room + 1), 0);
     if (n > 0) {
       if (static_cast<size_t>(n) > room) {
-        drop(c, "it sent another request before reading the reply to the previous one");
+        drop(c, c.rank < 0 ? "it sent more than one JOIN's worth of bytes before joining"
+                           : "it sent another request before reading the reply to the previous one");
         return;
       }
       c.in.insert(c.in.end(), buf, buf + n);
       if (c.in.size() >= store::kFrameHeaderBytes) {
         uint32_t length = store::frameLength(c.in.data());
-        if (length > store::kMaxFrameBytes) {
+        const size_t limit = c.rank < 0 ? store::kMaxJoinFrameBytes : store::kMaxFrameBytes;
+        if (length > limit) {
           drop(c, "it announced a message of " + std::to_string(length) + " bytes (the limit is " +
-                      std::to_string(store::kMaxFrameBytes) + ")");
+                      std::to_string(limit) + (c.rank < 0 ? " before joining)" : ")"));
           return;
         }
       }
@@ -399,21 +521,30 @@ void StoreServer::handleRequest(Client& c, const char* body, size_t size) {
 void StoreServer::handleJoin(Client& c, FrameReader& r) {
   uint32_t magic = r.u32();
   uint16_t version = r.u16();
-  uint64_t nonce = r.u64();
-  int32_t rank = r.i32();
-  int32_t nranks = r.i32();
-  if (!r.complete() || magic != store::kProtocolMagic) {
+  if (!r.ok() || magic != store::kProtocolMagic) {
     drop(c, "its JOIN is malformed (not a compressedcoll bootstrap client?)");
     return;
   }
   auto refuse = [&](const std::string& reason) {
-    CC_INFO("bootstrap store %s: refused rank %d of %d from %s: %s", address_.c_str(), rank,
-            nranks, c.peer.c_str(), reason.c_str());
+    uint64_t suppressed = 0;
+    if (logLimiter_.allow(kLogRefused, &suppressed)) {
+      CC_INFO("bootstrap store %s: refused a JOIN from %s: %s (%" PRIu64 " more refused since the last message)",
+              address_.c_str(), c.peer.c_str(), reason.c_str(), suppressed);
+    }
     replyError(c, reason, true);
   };
   if (version != store::kProtocolVersion) {
     refuse("store protocol version " + std::to_string(version) + " is not supported (the root speaks " +
            std::to_string(store::kProtocolVersion) + "); every rank must run the same library");
+    return;
+  }
+  uint64_t nonce = r.u64();
+  uint8_t secret[store::kSecretBytes];
+  for (uint8_t& byte : secret) byte = r.u8();
+  int32_t rank = r.i32();
+  int32_t nranks = r.i32();
+  if (!r.complete()) {
+    drop(c, "its JOIN is malformed (not a compressedcoll bootstrap client?)");
     return;
   }
   if (c.rank >= 0) {
@@ -423,6 +554,11 @@ void StoreServer::handleJoin(Client& c, FrameReader& r) {
   if (nonce != nonce_) {
     refuse("this store serves another communicator (the unique id's nonce does not match; was "
            "the id of another job or an older cc_get_unique_id call used?)");
+    return;
+  }
+  if (!sameSecret(secret, secret_, sizeof(secret_))) {
+    refuse("the secret does not match (with CC_COMM_ID every rank must set the same CC_COMM_SECRET; "
+           "otherwise pass every rank the id that cc_get_unique_id made)");
     return;
   }
   if (nranks < 1) {
@@ -449,6 +585,7 @@ void StoreServer::handleJoin(Client& c, FrameReader& r) {
   }
   joined_.insert(rank);
   ++connectedRanks_;
+  --unjoinedClients_;
   c.rank = rank;
   CC_INFO("bootstrap store %s: rank %d of %d joined from %s (%zu joined)", address_.c_str(), rank,
           nranks, c.peer.c_str(), joined_.size());
@@ -489,6 +626,7 @@ void StoreServer::handleSet(Client& c, FrameReader& r) {
 }
 
 void StoreServer::handleGet(Client& c, FrameReader& r) {
+  const uint32_t timeoutMs = r.u32();
   std::string key = r.str(store::kMaxKeyBytes);
   if (!r.complete()) {
     drop(c, "its GET is malformed or its key exceeds the size limit");
@@ -503,9 +641,12 @@ void StoreServer::handleGet(Client& c, FrameReader& r) {
   c.waitOp = Op::Get;
   c.getKey = key;
   c.missingKeys.assign(1, key);
+  c.keysAskedFor = 1;
+  c.waitDeadline = timeoutMs == 0 ? Clock::time_point() : Clock::now() + std::chrono::milliseconds(timeoutMs);
 }
 
 void StoreServer::handleWait(Client& c, FrameReader& r) {
+  const uint32_t timeoutMs = r.u32();
   uint32_t count = r.u32();
   if (!r.ok() || count > store::kMaxWaitKeys) {
     drop(c, "its WAIT is malformed or names more than " + std::to_string(store::kMaxWaitKeys) +
@@ -528,6 +669,8 @@ void StoreServer::handleWait(Client& c, FrameReader& r) {
   c.waiting = true;
   c.waitOp = Op::Wait;
   c.missingKeys = std::move(missing);
+  c.keysAskedFor = count;
+  c.waitDeadline = timeoutMs == 0 ? Clock::time_point() : Clock::now() + std::chrono::milliseconds(timeoutMs);
 }
 
 // Counters are decimal text (as in PyTorch's TCPStore), so GET of a counter
@@ -620,13 +763,38 @@ void StoreServer::replyError(Client& c, const std::string& reason, bool thenClos
   if (thenClose) c.closeAfterReply = true;
 }
 
+// What is still missing, and which ranks never joined: the waiting rank
+// turns it into a message naming them.
+void StoreServer::replyTimeout(Client& c) {
+  FrameWriter reply;
+  reply.u8(static_cast<uint8_t>(Status::Timeout)).u32(static_cast<uint32_t>(c.missingKeys.size()));
+  const size_t shownKeys = std::min(c.missingKeys.size(), store::kMaxReportedKeys);
+  for (size_t i = 0; i < shownKeys; ++i) reply.str(c.missingKeys[i]);
+  std::vector<int32_t> absent;
+  for (int rank = 0; rank < nranks_; ++rank) {
+    if (joined_.count(rank) == 0) absent.push_back(rank);
+  }
+  reply.i32(nranks_).u32(static_cast<uint32_t>(absent.size()));
+  for (size_t i = 0; i < absent.size() && i < store::kMaxReportedRanks; ++i) reply.i32(absent[i]);
+  std::vector<char> frame = reply.finish();
+  c.out.insert(c.out.end(), frame.begin(), frame.end());
+  c.waiting = false;
+  c.missingKeys.clear();
+  c.getKey.clear();
+}
+
 void StoreServer::drop(Client& c, const std::string& reason) {
+  uint64_t suppressed = 0;
   if (c.rank >= 0) {
-    CC_WARN("bootstrap store %s: closing the connection of rank %d (%s): %s", address_.c_str(),
-            c.rank, c.peer.c_str(), reason.c_str());
-  } else {
-    CC_WARN("bootstrap store %s: closing the connection from %s: %s", address_.c_str(),
-            c.peer.c_str(), reason.c_str());
+    if (logLimiter_.allow(kLogDropJoined, &suppressed)) {
+      CC_WARN("bootstrap store %s: closing the connection of rank %d (%s): %s (%" PRIu64
+              " similar closes since the last warning)",
+              address_.c_str(), c.rank, c.peer.c_str(), reason.c_str(), suppressed);
+    }
+  } else if (logLimiter_.allow(kLogDropUnjoined, &suppressed)) {
+    CC_WARN("bootstrap store %s: closing the connection from %s: %s (%" PRIu64
+            " similar closes since the last warning)",
+            address_.c_str(), c.peer.c_str(), reason.c_str(), suppressed);
   }
   disconnect(c);
 }
@@ -642,6 +810,8 @@ void StoreServer::disconnect(Client& c) {
   if (c.rank >= 0) {
     --connectedRanks_;
     CC_TRACE("bootstrap store %s: rank %d left", address_.c_str(), c.rank);
+  } else {
+    --unjoinedClients_;
   }
 }
 
@@ -720,8 +890,8 @@ void reapFinishedStoresLocked(Registry& reg) {
 
 namespace store {
 
-cc_result_t listenAndServe(const sockaddr_storage& addr, uint64_t nonce, bool reuseAddress,
-                           sockaddr_storage* bound) {
+cc_result_t listenAndServe(const sockaddr_storage& addr, uint64_t nonce, const uint8_t (&secret)[kSecretBytes],
+                           bool reuseAddress, sockaddr_storage* bound) {
   if (addr.ss_family != AF_INET && addr.ss_family != AF_INET6) {
     return setError(CC_INVALID_ARGUMENT, "the bootstrap store needs an IPv4 or IPv6 address");
   }
@@ -771,7 +941,7 @@ cc_result_t listenAndServe(const sockaddr_storage& addr, uint64_t nonce, bool re
                     errnoText(err).c_str());
   }
   std::string address = sockaddrToString(actual, true);
-  auto server = std::make_unique<StoreServer>(fd, wakeFd, nonce, address);
+  auto server = std::make_unique<StoreServer>(fd, wakeFd, nonce, secret, address);
   try {
     server->start();
   } catch (const std::exception& error) {
@@ -793,7 +963,7 @@ cc_result_t serveStore(const RootAddress& root) {
                     "serveStore needs the IPv4 or IPv6 address and port of a decoded unique id");
   }
   sockaddr_storage bound{};
-  return store::listenAndServe(root.addr, root.nonce, /*reuseAddress=*/true, &bound);
+  return store::listenAndServe(root.addr, root.nonce, root.secret, /*reuseAddress=*/true, &bound);
 }
 
 }  // namespace cc

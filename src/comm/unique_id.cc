@@ -38,11 +38,12 @@ namespace {
 //  32  u32      IPv6 scope id (link-local addresses), else zero
 //  36  u32      zero
 //  40  u64      nonce
-//  48  ...      zero up to the checksum
+//  48  u8[16]   secret: random, or derived from CC_COMM_SECRET (format 2)
+//  64  ...      zero up to the checksum
 // 124  u32      FNV-1a 32 of bytes 0..123: catches ids corrupted in transit
 // ---------------------------------------------------------------------------
 constexpr char kIdMagic[8] = {'C', 'C', 'B', 'O', 'O', 'T', 'I', 'D'};
-constexpr uint16_t kIdVersion = 1;
+constexpr uint16_t kIdVersion = 2;
 constexpr size_t kIdVersionAt = 8;
 constexpr size_t kIdFlagsAt = 10;
 constexpr size_t kIdFamilyAt = 11;
@@ -50,6 +51,7 @@ constexpr size_t kIdPortAt = 12;
 constexpr size_t kIdAddressAt = 16;
 constexpr size_t kIdScopeAt = 32;
 constexpr size_t kIdNonceAt = 40;
+constexpr size_t kIdSecretAt = 48;
 constexpr size_t kIdChecksumAt = 124;
 constexpr uint8_t kIdFlagFromEnvironment = 1;
 static_assert(kIdChecksumAt + 4 == CC_UNIQUE_ID_BYTES, "the checksum ends the id");
@@ -60,8 +62,7 @@ uint32_t fnv1a32(const unsigned char* data, size_t size) {
   return hash;
 }
 
-uint64_t fnv1a64(const std::string& text) {
-  uint64_t hash = 14695981039346656037ull;
+uint64_t fnv1a64(const std::string& text, uint64_t hash = 14695981039346656037ull) {
   for (unsigned char ch : text) hash = (hash ^ ch) * 1099511628211ull;
   return hash;
 }
@@ -97,6 +98,7 @@ void encodeUniqueId(const RootAddress& root, cc_unique_id_t* id) {
     putLittle(bytes + kIdScopeAt, in6.sin6_scope_id, 4);
   }
   putLittle(bytes + kIdNonceAt, root.nonce, 8);
+  std::memcpy(bytes + kIdSecretAt, root.secret, sizeof(root.secret));
   putLittle(bytes + kIdChecksumAt, fnv1a32(bytes, kIdChecksumAt), 4);
   std::memcpy(id->internal, bytes, CC_UNIQUE_ID_BYTES);
 }
@@ -194,6 +196,54 @@ cc_result_t defaultHostAddress(sockaddr_storage* addr) {
   freeifaddrs(list);
   // A host without a network still runs single-node jobs over loopback.
   if (!found) *addr = loopbackIPv4();
+  return CC_SUCCESS;
+}
+
+// Random bytes from the kernel (getrandom), else std::random_device.
+cc_result_t randomBytes(void* out, size_t size, const char* what) {
+  unsigned char* at = static_cast<unsigned char*>(out);
+  size_t done = 0;
+  while (done < size) {
+    ssize_t got = getrandom(at + done, size - done, 0);
+    if (got > 0) {
+      done += static_cast<size_t>(got);
+      continue;
+    }
+    if (got < 0 && errno == EINTR) continue;
+    // Kernels before 3.17 have no getrandom; random_device reads /dev/urandom.
+    try {
+      std::random_device device;
+      for (; done < size; ++done) at[done] = static_cast<unsigned char>(device());
+    } catch (const std::exception& error) {
+      return setError(CC_SYSTEM_ERROR, "no source of randomness for %s: %s", what, error.what());
+    }
+  }
+  return CC_SUCCESS;
+}
+
+// The fewest characters CC_COMM_SECRET may have: a token every rank shares is
+// the only thing keeping other processes out of a CC_COMM_ID job.
+constexpr size_t kMinSecretChars = 16;
+
+// The id's 16 secret bytes from the shared token: the token is the secret,
+// this only gives it a fixed size (it is never sent, and a hash of it is
+// worth no more than the token's own randomness).
+cc_result_t secretFromToken(const char* token, const char* source, uint8_t (&secret)[16]) {
+  if (token == nullptr || token[0] == '\0') {
+    return setError(CC_INVALID_ARGUMENT,
+                    "%s needs a secret: set CC_COMM_SECRET (or pass one) to a token that every rank of the "
+                    "job shares and nobody else knows, at least %zu characters (e.g. the output of "
+                    "`head -c16 /dev/urandom | od -An -tx1 | tr -d ' \\n'`), so that no other process "
+                    "can join the job",
+                    source, kMinSecretChars);
+  }
+  const std::string text(token);
+  if (text.size() < kMinSecretChars) {
+    return setError(CC_INVALID_ARGUMENT, "CC_COMM_SECRET has %zu characters; it needs at least %zu (a random token)",
+                    text.size(), kMinSecretChars);
+  }
+  putLittle(secret, fnv1a64(text, 0xcbf29ce484222325ull ^ 0x5345435245543031ull), 8);
+  putLittle(secret + 8, fnv1a64(text, 0xcbf29ce484222325ull ^ 0x5345435245543032ull), 8);
   return CC_SUCCESS;
 }
 
@@ -356,11 +406,13 @@ cc_result_t interfaceAddress(const std::string& ifname, sockaddr_storage* addr) 
                   ifname.c_str(), known.c_str());
 }
 
-cc_result_t uniqueIdFromAddress(const char* address, const char* source, cc_unique_id_t* id) {
-  // Every rank computes the same id from the same text; rank 0 serves the
-  // store at init, so nothing is started here.
+cc_result_t uniqueIdFromAddress(const char* address, const char* secret, const char* source, cc_unique_id_t* id) {
+  // Every rank computes the same id from the same text and token; rank 0
+  // serves the store at init, so nothing is started here.
   RootAddress root;
   CC_CHECK(parseCommId(address, source, &root));
+  if (secret == nullptr) secret = std::getenv("CC_COMM_SECRET");
+  CC_CHECK(secretFromToken(secret, source, root.secret));
   encodeUniqueId(root, id);
   return CC_SUCCESS;
 }
@@ -368,7 +420,7 @@ cc_result_t uniqueIdFromAddress(const char* address, const char* source, cc_uniq
 cc_result_t createUniqueId(cc_unique_id_t* id) {
   if (id == nullptr) return setError(CC_INVALID_ARGUMENT, "cc_get_unique_id: id is NULL");
   const char* commId = std::getenv("CC_COMM_ID");
-  if (commId != nullptr && commId[0] != '\0') return uniqueIdFromAddress(commId, "CC_COMM_ID", id);
+  if (commId != nullptr && commId[0] != '\0') return uniqueIdFromAddress(commId, nullptr, "CC_COMM_ID", id);
   RootAddress root;
   sockaddr_storage addr{};
   const char* ifname = std::getenv("CC_SOCKET_IFNAME");
@@ -379,7 +431,8 @@ cc_result_t createUniqueId(cc_unique_id_t* id) {
     CC_CHECK(defaultHostAddress(&addr));
   }
   CC_CHECK(randomNonce(&root.nonce));
-  CC_CHECK(store::listenAndServe(addr, root.nonce, /*reuseAddress=*/false, &root.addr));
+  CC_CHECK(randomBytes(root.secret, sizeof(root.secret), "the unique id's secret"));
+  CC_CHECK(store::listenAndServe(addr, root.nonce, root.secret, /*reuseAddress=*/false, &root.addr));
   root.addrLen = store::sockaddrLength(root.addr);
   root.fromEnvironment = false;
   CC_INFO("cc_get_unique_id: bootstrap store listening on %s", root.str().c_str());
@@ -431,6 +484,7 @@ cc_result_t decodeUniqueId(const cc_unique_id_t& id, RootAddress* root) {
     decoded.addrLen = sizeof(in6);
   }
   decoded.nonce = getLittle(bytes + kIdNonceAt, 8);
+  std::memcpy(decoded.secret, bytes + kIdSecretAt, sizeof(decoded.secret));
   decoded.fromEnvironment = (flags & kIdFlagFromEnvironment) != 0;
   *root = decoded;
   return CC_SUCCESS;

@@ -8,6 +8,7 @@
 #include <gloo/rendezvous/context.h>
 #include <gloo/transport/ibverbs/device.h>
 #include <gloo/transport/tcp/device.h>
+#include <gloo/transport/tcp/pair.h>
 
 #include <algorithm>
 #include <atomic>
@@ -29,14 +30,33 @@ namespace {
 constexpr size_t kSlotAlignment = 4096;
 constexpr size_t kCreditBytes = 8;
 
-// Set once any channel of the communicator failed or it was aborted: from then
-// on teardown does not wait for peers.
-using BrokenFlag = std::shared_ptr<std::atomic<bool>>;
+// The communicator's health as its channels see it.
+struct LinkState {
+  // Set once any channel failed or the communicator was aborted: from then on
+  // teardown does not wait for peers.
+  std::atomic<bool> broken{false};
+  // Set by abort(), before it wakes the waits: their errors then say so.
+  std::atomic<bool> aborted{false};
+};
+using BrokenFlag = std::shared_ptr<LinkState>;
+
+// Gloo keeps the hook that fails a tcp pair's waits (its device thread's own,
+// used when a read fails) protected; a pointer to it taken through a derived
+// class calls it on any pair. Never constructed.
+struct TcpPairWaker : gloo::transport::tcp::Pair {
+  static void wake(gloo::transport::tcp::Pair& pair, const std::string& why) {
+    (pair.*(&TcpPairWaker::signalExceptionExternal))(why);
+  }
+};
 
 // Gloo reports failures by exceptions; turn them into results naming the peer.
 cc_result_t glooFailure(const std::exception& error, const char* what, int peer,
                         const BrokenFlag& broken) {
-  broken->store(true);
+  broken->broken.store(true);
+  if (broken->aborted.load()) {
+    return setError(CC_INVALID_USAGE, "the communicator was aborted (cc_comm_abort) while %s rank %d", what,
+                    peer);
+  }
   const char* text = error.what();
   bool timedOut = std::strstr(text, "imeout") != nullptr;
   return setError(timedOut ? CC_TIMEOUT : CC_REMOTE_ERROR, "%s rank %d failed: %s", what, peer,
@@ -126,7 +146,7 @@ class GlooRecvChannel : public RecvChannel, private GlooChannelEnd {
   }
 
   ~GlooRecvChannel() override {
-    if (broken_->load()) return;
+    if (broken_->broken.load()) return;
     try {
       while (creditSendsDone_ < creditsSent_) {
         creditBuffer_->waitSend();
@@ -201,7 +221,7 @@ class GlooSendChannel : public SendChannel, private GlooChannelEnd {
     // Credits of the last messages may still be on their way; a credit that
     // arrives for an unregistered buffer would stall Gloo's event loop, so
     // collect them while the peer is healthy. Errors here only end the wait.
-    if (broken_->load()) return;
+    if (broken_->broken.load()) return;
     try {
       while (dataSendsDone_ < dataSends_) {
         data_->waitSend();
@@ -332,8 +352,21 @@ class GlooTransport : public Transport {
   }
 
   void abort() override {
-    broken_->store(true);
-    // Closing resets the sockets, so peers blocked on us fail at once.
+    broken_->aborted.store(true);
+    broken_->broken.store(true);
+    // A tcp pair's exception wakes every wait on its buffers (the caller's
+    // included, which close() alone leaves to its timeout) and closes its
+    // socket, so peers blocked on us fail at once too. ibverbs pairs keep
+    // that hook private: there the waits end at the timeout.
+    for (int peer = 0; peer < nranks_; ++peer) {
+      if (peer == rank_) continue;
+      try {
+        auto* tcpPair = dynamic_cast<gloo::transport::tcp::Pair*>(context_->getPair(peer).get());
+        if (tcpPair != nullptr) TcpPairWaker::wake(*tcpPair, "the communicator was aborted");
+      } catch (const std::exception& error) {
+        CC_WARN("waking the waits on rank %d during abort: %s", peer, error.what());
+      }
+    }
     try {
       context_->closeConnections();
     } catch (const std::exception& error) {
@@ -355,7 +388,7 @@ class GlooTransport : public Transport {
   double linkGbps_;
   std::shared_ptr<gloo::transport::Device> device_;
   std::shared_ptr<gloo::rendezvous::Context> context_;
-  BrokenFlag broken_ = std::make_shared<std::atomic<bool>>(false);
+  BrokenFlag broken_ = std::make_shared<LinkState>();
 };
 
 cc_result_t createDevice(const TransportSetup& setup, bool ibverbs,
