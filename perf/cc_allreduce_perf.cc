@@ -64,12 +64,17 @@ struct Options {
   std::string jsonPath;
   int clusterHosts = 0;
   std::string link = "1gbit", delay, loss;
+  // switch rows (docs/switch-protocol.md): codecs nat and none on CC_ALGO=switch
+  // against a cc_switchd; --switch-loss P: the daemon's loss injection, each way.
+  bool switchRows = false;
+  std::string switchLoss;
 };
 
 [[noreturn]] void usage(const char* message) {
   if (message) std::fprintf(stderr, "cc_allreduce_perf: %s\n", message);
   std::fprintf(stderr,
                "usage: cc_allreduce_perf [--ranks N | --cluster N --link RATE [--delay D] [--loss P]]\n"
+               "         [--switch [--switch-loss P]]\n"
                "         [-b MINBYTES] [-e MAXBYTES] [-f FACTOR] [-n ITERS] [-w WARMUP] [--rounds R] [--min-time S]\n"
                "         [--stat min|median|trimmed]\n"
                "         [--codec 'nat;none;qsgd:s=16;topk:ratio=0.01+nat'] [--algo 'ring;direct;tree;auto']\n"
@@ -77,6 +82,9 @@ struct Options {
                "         [--no-gloo] [--no-check] [--verify] [--json FILE] [--comm-per-algo]\n"
                "Sizes take K, M, G suffixes. --ranks N forks N local processes over loopback;\n"
                "--cluster N runs N emulated hosts with shaped links (perf/cluster.sh, needs root).\n"
+               "--switch adds rows of algorithm switch for codecs nat (nat down, and int32 down:\n"
+               "switch-i32) and none (int32): with --cluster a cc_switchd runs on the bridge's address,\n"
+               "--switch-loss P drops P%% of its packets each way; else CC_SWITCH_ADDR names a daemon.\n"
                "Under a launcher (CC_RANK/CC_NRANKS/CC_COMM_ID, or OMPI_COMM_WORLD_RANK/SIZE,\n"
                "PMI_RANK/SIZE, SLURM_PROCID/NTASKS with CC_COMM_ID and CC_COMM_SECRET) it joins as one rank; its\n"
                "communicators use CC_COMM_ID's port, port+1, ...\n"
@@ -145,6 +153,7 @@ Options parseOptions(int argc, char** argv, std::vector<std::string>* forwarded)
     else if (arg == "--link") options.link = value();
     else if (arg == "--delay") options.delay = value();
     else if (arg == "--loss") options.loss = value();
+    else if (arg == "--switch-loss") options.switchLoss = value();
     else {
       clusterOption = false;
       if (arg == "--ranks") options.ranks = std::atoi(value());
@@ -172,6 +181,7 @@ Options parseOptions(int argc, char** argv, std::vector<std::string>* forwarded)
       else if (arg == "--verify") options.verify = true;
       else if (arg == "--no-gloo") options.glooBaseline = false;
       else if (arg == "--comm-per-algo") options.commPerAlgo = true;
+      else if (arg == "--switch") options.switchRows = true;
       else if (arg == "--json") options.jsonPath = value();
       else if (arg == "-h" || arg == "--help") usage(nullptr);
       else usage(("unknown option " + arg).c_str());
@@ -186,6 +196,7 @@ Options parseOptions(int argc, char** argv, std::vector<std::string>* forwarded)
     usage("inconsistent options");
   }
   if (options.verify) options.check = true;
+  if (!options.switchLoss.empty() && !options.switchRows) usage("--switch-loss goes with --switch");
   return options;
 }
 
@@ -326,6 +337,27 @@ std::unique_ptr<Engine> connectGloo(const Launch& launch, const cc_unique_id_t& 
 
 constexpr const char* kCheckedSuffix = "+check";
 
+struct SwitchRow {
+  const char* label;
+  const char* master;  // the downlink (nullptr: the codec's own)
+};
+
+std::vector<SwitchRow> switchRowsFor(const std::string& codec, const Options& options) {
+  if (!options.switchRows) return {};
+  if (codec == "nat") return {{"switch", nullptr}, {"switch-i32", "none"}};
+  if (codec == "none") return {{"switch", nullptr}};
+  return {};
+}
+
+// The daemon: the one perf/cluster.sh started, else CC_SWITCH_ADDR.
+std::string switchAddress() {
+  const char* cluster = std::getenv("CC_CLUSTER_SWITCH_ADDR");
+  if (cluster != nullptr && cluster[0] != '\0') return cluster;
+  const char* address = std::getenv("CC_SWITCH_ADDR");
+  if (address != nullptr && address[0] != '\0') return address;
+  usage("--switch needs a cc_switchd: --cluster starts one, else set CC_SWITCH_ADDR=host:port");
+}
+
 SharedComm openComm(const Launch& launch, const cc_unique_id_t& id, const std::string& codec,
                     const std::string& algo, bool checkCalls, const Options& options) {
   // CC_CHECK_CALLS has no config field: the environment of this init decides.
@@ -370,6 +402,28 @@ void connectCodec(const Launch& launch, const cc_unique_id_t* ids, size_t* idInd
     auto engine = std::make_unique<CompressedEngine>(std::move(comm), share, forced, checkCalls);
     engine->name = codec;
     engine->requestedAlgo = algo;
+    engines->push_back(std::move(engine));
+  }
+  // The switch on a communicator of its own (its address is a setting of
+  // the communicator; the shared one stays without it, so auto there is
+  // unchanged). nat goes down as nat and as int32; none is int32 both ways.
+  for (const SwitchRow& row : switchRowsFor(codec, options)) {
+    setenv("CC_CHECK_CALLS", "0", 1);
+    cc_config_t config = CC_CONFIG_INITIALIZER;
+    config.codec = codec.c_str();
+    config.algo = "switch";
+    config.master_codec = row.master;
+    config.transport = options.transport.c_str();
+    const std::string address = switchAddress();
+    config.switch_addr = address.c_str();
+    cc_comm_t comm = nullptr;
+    if (cc_comm_init_rank(&comm, launch.nranks, ids[(*idIndex)++], launch.rank, &config) != CC_SUCCESS) {
+      fail("cc_comm_init_rank (switch)", nullptr);
+    }
+    auto engine = std::make_unique<CompressedEngine>(SharedComm(comm, cc_comm_destroy), false, cc::AlgoId::Switch,
+                                                     false);
+    engine->name = codec;
+    engine->requestedAlgo = row.label;
     engines->push_back(std::move(engine));
   }
 }
@@ -603,6 +657,7 @@ int runRank(const Launch& launch, const Options& options) {
       if (vsNone > 0) std::snprintf(none, sizeof(none), "%.2fx", vsNone);
       const auto* compressed = dynamic_cast<const CompressedEngine*>(engines[e].get());
       std::string algoName = compressed ? compressed->algorithm() : "gloo";
+      if (compressed && engines[e]->requestedAlgo.compare(0, 6, "switch") == 0) algoName = engines[e]->requestedAlgo;
       if (compressed && isAuto(engines[e]->requestedAlgo)) algoName = engines[e]->requestedAlgo + ":" + algoName;
       const char* algo = algoName.c_str();
       std::printf("  %12zu %12zu %6s %5s %6s %14s %11.1f %8.3f %8.3f %8.3f %9s %8s %8s\n",
@@ -717,7 +772,9 @@ bool launcherRank(int* rank, int* nranks) {
 
 // Every engine plus the control communicator needs its own id.
 size_t idsNeeded(const Options& options) {
-  return options.codecs.size() * options.algos.size() + (options.glooBaseline ? 1 : 0) + 1;
+  size_t switchComms = 0;
+  for (const auto& codec : options.codecs) switchComms += switchRowsFor(codec, options).size();
+  return options.codecs.size() * options.algos.size() + switchComms + (options.glooBaseline ? 1 : 0) + 1;
 }
 
 int runCluster(const Options& options, const std::vector<std::string>& forwarded) {
@@ -727,6 +784,13 @@ int runCluster(const Options& options, const std::vector<std::string>& forwarded
                                    options.link};
   if (!options.delay.empty()) args.insert(args.end(), {"--delay", options.delay});
   if (!options.loss.empty()) args.insert(args.end(), {"--loss", options.loss});
+  if (options.switchRows) {
+    const char* daemon = std::getenv("CC_SWITCHD");
+    args.insert(args.end(), {"--switchd", daemon != nullptr ? daemon : CC_SWITCHD_PATH});
+    std::string daemonArgs = "--quiet";
+    if (!options.switchLoss.empty()) daemonArgs += " --loss-up " + options.switchLoss + " --loss-down " + options.switchLoss;
+    args.insert(args.end(), {"--switchd-args", daemonArgs});
+  }
   args.push_back("--");
   char self[4096];
   ssize_t length = readlink("/proc/self/exe", self, sizeof(self) - 1);

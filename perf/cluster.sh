@@ -37,11 +37,16 @@ COMMAND in every host namespace at once and tears everything down at the end.
   --grace SECONDS    after the first rank fails, how long the others may still run (default 10)
   --burst BYTES      override the tbf bucket size (default: see docs/cluster.md)
   --keep-logs DIR    keep per-rank logs (rank<i>.log) and tc statistics in DIR
+  --switchd BIN      also run the aggregation switch BIN (cc_switchd) in the switch namespace,
+                     on the bridge's own address 10.77.0.254, so that each host reaches it through
+                     its own shaped port only; the ranks get CC_CLUSTER_SWITCH_ADDR=10.77.0.254:PORT
+  --switchd-args A   extra cc_switchd options, word-split (e.g. "--loss-up 1 --loss-down 1")
   --cleanup          remove namespaces (and their processes) left by runs that are gone
   -h, --help         this text
 
 Every rank gets CC_RANK=i CC_NRANKS=N CC_COMM_ID=10.77.0.1:PORT
-CC_COMM_SECRET=<random, per run> CC_SOCKET_IFNAME=eth0 CC_CLUSTER_HOSTS=N CC_CLUSTER_LINK=RATE.
+CC_COMM_SECRET=<random, per run> CC_SOCKET_IFNAME=eth0 CC_CLUSTER_HOSTS=N CC_CLUSTER_LINK=RATE
+(and CC_CLUSTER_SWITCH_ADDR with --switchd).
 Rank 0's output goes to this script's stdout/stderr; the others' go to log
 files, whose tail is printed when a rank fails. Exit status: the first
 non-zero rank exit status (0 when all succeed), 124 on timeout, 77 when
@@ -75,6 +80,7 @@ rate_to_bits() {
 }
 
 hosts='' link='' delay='' loss='' port=29500 timeout=3600 grace=10 burst='' keep_logs=''
+switchd_bin='' switchd_args='' switchd_pid='' switchd_log=''
 cleanup_only=0
 cmd=()
 while (($#)); do
@@ -88,6 +94,8 @@ while (($#)); do
     --grace) grace=${2-}; shift 2 || die_usage "--grace needs a value" ;;
     --burst) burst=${2-}; shift 2 || die_usage "--burst needs a value" ;;
     --keep-logs) keep_logs=${2-}; shift 2 || die_usage "--keep-logs needs a value" ;;
+    --switchd) switchd_bin=${2-}; shift 2 || die_usage "--switchd needs a value" ;;
+    --switchd-args) switchd_args=${2-}; shift 2 || die_usage "--switchd-args needs a value" ;;
     --cleanup) cleanup_only=1; shift ;;
     -h | --help) usage; exit 0 ;;
     --) shift; cmd=("$@"); break ;;
@@ -124,6 +132,10 @@ if ((!cleanup_only)); then
     die_usage "--burst: '$burst' must be bytes, at least 1600"
   fi
   ((${#cmd[@]})) || die_usage "no command: put it after --"
+  if [[ -n $switchd_bin ]]; then
+    [[ -x $switchd_bin && ! -d $switchd_bin ]] || die_usage "--switchd: '$switchd_bin' is not an executable"
+    [[ -z $delay ]] || die_usage "--switchd needs the bridge: it does not combine with --delay"
+  fi
 fi
 
 # ------------------------------------------------------------ environment ---
@@ -214,6 +226,13 @@ teardown() {
         tc -n "$ns" -s qdisc show 2>/dev/null | awk '/^qdisc/ { lo = / dev lo / } !lo' || true
       done
     } >"$keep_logs/tc-stats.txt" 2>/dev/null || true
+  fi
+  if [[ -n $switchd_pid ]]; then
+    # SIGTERM: cc_switchd prints its counters and exits.
+    kill -TERM "$switchd_pid" 2>/dev/null || true
+    wait "$switchd_pid" 2>/dev/null || true
+    grep -E '^cc_switchd: rx=' "$switchd_log" 2>/dev/null | tail -n 1 | while IFS= read -r line; do say "$line"; done
+    [[ -z $keep_logs ]] || cp -- "$switchd_log" "$keep_logs/switchd.log" 2>/dev/null || true
   fi
   # Hosts first, the switch namespace (and its delay switch) last.
   local i
@@ -424,7 +443,32 @@ for ((i = 0; i < hosts; i++)); do
 done
 rm -f -- "$logdir/.tc.err" "$logdir/.ip.err"
 
-say "run $RUN: $hosts host(s) on $SUBNET.0/24, every port $link each way (tbf burst $burst B, limit $limit B)${delay:+, delay $delay one way}${loss:+, loss $loss% one way ($loss_mode)}$([[ $switch_mode == bridge ]] || echo ", switch: userspace delay switch (no netem)"); logs in $logdir"
+# The aggregation switch sits on the bridge itself: its traffic to host i
+# leaves through port h<i>'s shaper, and host i's reaches it through its own
+# eth0 shaper, as a switch's own dataplane would.
+switch_addr=''
+if [[ -n $switchd_bin ]]; then
+  switchd_port=48864
+  ip -n "$SW" addr add "$SUBNET.254/24" dev br0
+  ip -n "$SW" link set br0 mtu 1500
+  switchd_log=$logdir/switchd.log
+  # shellcheck disable=SC2086 # --switchd-args is word-split on purpose
+  ip netns exec "$SW" "$switchd_bin" --listen "$SUBNET.254:$switchd_port" $switchd_args </dev/null >"$switchd_log" 2>&1 &
+  switchd_pid=$!
+  for ((tries = 0; tries < 100; tries++)); do
+    grep -qx ready "$switchd_log" 2>/dev/null && break
+    kill -0 "$switchd_pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  if ! grep -qx ready "$switchd_log" 2>/dev/null; then
+    say "cc_switchd did not start: $(tail -n 3 -- "$switchd_log" 2>/dev/null | tr '\n' ' ')"
+    switchd_pid=''
+    exit 1
+  fi
+  switch_addr=$SUBNET.254:$switchd_port
+fi
+
+say "run $RUN: $hosts host(s) on $SUBNET.0/24, every port $link each way (tbf burst $burst B, limit $limit B)${delay:+, delay $delay one way}${loss:+, loss $loss% one way ($loss_mode)}$([[ $switch_mode == bridge ]] || echo ", switch: userspace delay switch (no netem)")${switch_addr:+, cc_switchd at $switch_addr}; logs in $logdir"
 
 # ----------------------------------------------------------------- ranks ---
 
@@ -434,7 +478,8 @@ secret=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
 for ((i = 0; i < hosts; i++)); do
   rank_cmd=(setsid --wait ip netns exec "$RUN-h$i" env
     "CC_RANK=$i" "CC_NRANKS=$hosts" "CC_COMM_ID=$SUBNET.1:$port" "CC_COMM_SECRET=$secret" "CC_SOCKET_IFNAME=eth0"
-    "CC_CLUSTER_HOSTS=$hosts" "CC_CLUSTER_LINK=$link" "${cmd[@]}")
+    "CC_CLUSTER_HOSTS=$hosts" "CC_CLUSTER_LINK=$link" ${switch_addr:+"CC_CLUSTER_SWITCH_ADDR=$switch_addr"}
+    "${cmd[@]}")
   if ((i == 0)); then
     "${rank_cmd[@]}" </dev/null &
   else

@@ -24,6 +24,7 @@ struct Dataplane::Set {
   uint8_t flags = 0;
   uint8_t expCur = 0;
   uint8_t expNext = 0;
+  uint8_t mode = 0;  // of the round's first contribution; the others must agree
   uint16_t count = 0;
   uint64_t offset = 0;
   int32_t* acc = nullptr;     // the job's k values (rounded up to 32)
@@ -241,13 +242,16 @@ void Dataplane::handleData(const Header& h, const uint8_t* payload, size_t paylo
                            socklen_t fromLength, double now, std::vector<Outgoing>* out) {
   Job* job = jobOf(h, from, fromLength, out);
   if (job == nullptr) return;
-  if (h.slot >= job->window || h.count > job->count || h.mode != job->mode || h.count % swp::kBlockValues != 0 ||
+  // The mode is per packet: one job carries calls of codec nat and none
+  // alike (the slot holds the widest packet, nat both ways, admitted).
+  if (h.slot >= job->window || h.count > job->count || !swp::validMode(h.mode) ||
+      h.count > swp::valuesFitting(h.mode, swp::kMaxDatagramBytes) ||
       ((h.flags & swp::kFlagSet) != 0) != ((h.round & 1u) != 0) ||
       (h.flags & (swp::kFlagOverflow | swp::kFlagMismatch)) != 0 || h.offset % swp::kBlockValues != 0) {
     ++counters_.malformed;
     return;
   }
-  if (payloadBytes != swp::payloadBytes(swp::upOf(job->mode), h.count)) {
+  if (payloadBytes != swp::payloadBytes(swp::upOf(h.mode), h.count)) {
     ++counters_.truncated;
     return;
   }
@@ -308,16 +312,19 @@ void Dataplane::handleData(const Header& h, const uint8_t* payload, size_t paylo
     cur.count = h.count;
     cur.expCur = h.expCur;
     cur.expNext = h.expNext;
+    cur.mode = h.mode;
     if (job->pendingRounds++ == 0) job->lastProgress = now;
   } else {
-    if (h.offset != cur.offset || h.count != cur.count || h.expCur != cur.expCur) cur.flags |= swp::kFlagMismatch;
+    if (h.offset != cur.offset || h.count != cur.count || h.expCur != cur.expCur || h.mode != cur.mode) {
+      cur.flags |= swp::kFlagMismatch;
+    }
     if (h.expNext > cur.expNext) cur.expNext = h.expNext;
   }
   // A mismatched packet's values are not added (their count may differ).
   if ((cur.flags & swp::kFlagMismatch) == 0 || first) {
     const int floor = fixedFloor(cur.expCur, job->maxShift);
     const bool inScale =
-        swp::upOf(job->mode) == swp::kNat
+        swp::upOf(cur.mode) == swp::kNat
             ? natAccumulateFixed(payload, h.count, floor, job->maxShift, first, cur.acc)
             : fixedAccumulate(payload, h.count, job->maxShift, first, cur.acc);
     if (!inScale) cur.flags |= swp::kFlagOverflow;
@@ -343,21 +350,21 @@ void Dataplane::complete(Job& job, uint16_t slot, Set& set, std::vector<Outgoing
   h.count = set.count;
   h.round = set.round;
   h.key = job.key;
-  h.mode = job.mode;
+  h.mode = set.mode;
   h.expCur = set.expCur;
   h.expNext = set.expNext;
   h.offset = set.offset;
   swp::writeHeader(h, set.result);
   uint8_t* payload = set.result + swp::kHeaderBytes;
   const int floor = fixedFloor(set.expCur, job.maxShift);
-  if (swp::downOf(job.mode) == swp::kNat) {
+  if (swp::downOf(set.mode) == swp::kNat) {
     // Encoded once; every worker and every retransmission gets these bytes.
     const RandomStream rs{job.seed, (1ull << 62) | (static_cast<uint64_t>(slot) << 32) | set.round};
     natEncodeFixed(set.acc, set.count, floor, set.offset, rs, payload);
   } else {
     std::memcpy(payload, set.acc, 4 * static_cast<size_t>(set.count));
   }
-  set.resultBytes = swp::kHeaderBytes + swp::payloadBytes(swp::downOf(job.mode), set.count);
+  set.resultBytes = swp::kHeaderBytes + swp::payloadBytes(swp::downOf(set.mode), set.count);
   for (int r = 0; r < job.nranks; ++r) {
     ++counters_.results;
     queue(set.result, set.resultBytes, reinterpret_cast<const sockaddr*>(&job.ranks[r]), job.rankLengths[r], true,
@@ -447,8 +454,9 @@ void Dataplane::handleAdmit(const Header& h, const uint8_t* payload, size_t payl
   job->lastPacket = now;
   job->lastProgress = now;
   const size_t accValues = (job->count + swp::kBlockValues - 1) / swp::kBlockValues * swp::kBlockValues;
-  const size_t resultBytes =
-      swp::kHeaderBytes + swp::payloadBytes(swp::downOf(job->mode), job->count) + 64;  // room for the tail block
+  // Any mode's result of at most `count` values fits a datagram (the
+  // packet checks in handleData).
+  const size_t resultBytes = swp::kMaxDatagramBytes;
   const size_t sets = 2 * static_cast<size_t>(job->window);
   job->sets.resize(sets);
   job->accumulators.assign(sets * accValues, 0);

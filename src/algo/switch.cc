@@ -75,8 +75,10 @@ std::vector<char> jobRecord(const SwitchJob& job) {
 }
 
 std::vector<char> failureRecord(cc_result_t code, const std::string& message) {
-  std::vector<char> bytes{'E', static_cast<char>(code)};
-  bytes.insert(bytes.end(), message.begin(), message.end());
+  std::vector<char> bytes(2 + message.size());
+  bytes[0] = 'E';
+  bytes[1] = static_cast<char>(code);
+  if (!message.empty()) std::memcpy(bytes.data() + 2, message.data(), message.size());
   return bytes;
 }
 

@@ -23,8 +23,10 @@ double powerOfTwo(int k) { return std::ldexp(1.0, k); }
 // One nat code of a fixed-point sum (natEncodeFixed's rule).
 uint8_t natCodeOfFixed(int32_t sum, int floor, uint32_t word, uint32_t* sign) {
   if (sum == kFixedNonFinite) {
-    *sign = 0;
-    return kNatNonFiniteExponent;
+    // The accumulator cannot tell +Inf + -Inf from one Inf: NaN is the
+    // only answer that is right for every mix (nat's NaN: 0 with the sign).
+    *sign = 1;
+    return 0;
   }
   *sign = sum < 0 ? 1u : 0u;
   const uint32_t a = sum < 0 ? 0u - static_cast<uint32_t>(sum) : static_cast<uint32_t>(sum);
@@ -170,15 +172,17 @@ bool natAccumulateFixedScalar(const void* packed, size_t count, int floor, int m
     for (size_t lane = 0; lane < valid; ++lane) {
       const int e = blockBytes[4 + lane];
       const size_t i = block * kNatBlockValues + lane;
+      const bool negative = ((signMask >> lane) & 1u) != 0;
       int32_t q = 0;
-      const bool nonFinite = e == static_cast<int>(kNatNonFiniteExponent);
+      // ±Inf (255) and NaN (0 with the sign bit) both make the sum non-finite.
+      const bool nonFinite = e == static_cast<int>(kNatNonFiniteExponent) || (e == 0 && negative);
       if (e != 0 && !nonFinite) {
         const int shift = e - floor;
         if (shift < 0 || shift > maxShift) {
           ok = false;
         } else {
           q = static_cast<int32_t>(1u << shift);
-          if ((signMask >> lane) & 1u) q = -q;
+          if (negative) q = -q;
         }
       }
       acc[i] = accumulateOne(acc[i], q, nonFinite, first);
@@ -223,7 +227,7 @@ void natEncodeFixedScalar(const int32_t* sums, size_t count, int floor, uint64_t
       const size_t i = block * kNatBlockValues + lane;
       uint32_t sign = 0;
       exponents[lane] = natCodeOfFixed(sums[i], floor, randomness.wordFor(firstIndex + i), &sign);
-      if (exponents[lane] != 0) signMask |= sign << lane;
+      if (exponents[lane] != 0 || sums[i] == kFixedNonFinite) signMask |= sign << lane;
     }
     storeLe32(blockBytes, signMask);
     std::memcpy(blockBytes + 4, exponents, kNatBlockValues);

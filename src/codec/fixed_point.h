@@ -54,8 +54,9 @@ void fixedDecode(const int32_t* sums, size_t count, int floor, uint32_t divisor,
 // --------------------------------------------------------------- switch
 
 // acc_i = q_i (first) or acc_i + q_i, q_i the nat code's integer
-// (-1)^s * 2^(e - F), 0 for e = 0, non-finite for e = 255 (the accumulator
-// stays INT32_MIN once non-finite). A code outside [F, F + maxShift] (other
+// (-1)^s * 2^(e - F), 0 for e = 0, non-finite for e = 255 (±Inf) and for
+// e = 0 with the sign bit (NaN): the accumulator stays INT32_MIN once
+// non-finite. A code outside [F, F + maxShift] (other
 // than 0 and 255) is not added and the call returns false: a contribution
 // outside the agreed scale. `acc` holds count rounded up to 32 values.
 bool natAccumulateFixed(const void* packed, size_t count, int floor, int maxShift, bool first, int32_t* acc);
@@ -67,7 +68,8 @@ bool fixedAccumulate(const void* values, size_t count, int maxShift, bool first,
 // unbiased with the random word of value firstIndex + i in `rs`: for |S| in
 // [2^p, 2^(p+1)), up to 2^(p+1) iff (u mod 2^p) < |S| - 2^p. Below 2^-126
 // nat's subnormal rule, past 2^127 nat's saturation, past float32's range
-// non-finite; INT32_MIN encodes as +Inf (code 255, sign 0).
+// non-finite; INT32_MIN encodes as NaN (code 0 with the sign bit): the sum
+// of non-finite values may be +Inf, -Inf or NaN, and only NaN never lies.
 void natEncodeFixed(const int32_t* sums, size_t count, int floor, uint64_t firstIndex, RandomStream rs,
                     void* packed);
 

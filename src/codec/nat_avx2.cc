@@ -370,15 +370,18 @@ void decodeAddEncodeTyped(const uint8_t* in, const void* local, size_t count, ui
 
 // The switch's fixed point, 8 lanes (fixed_point.cc has the scalar rule).
 // A nat code e with sign s adds (-1)^s * 2^(e - F) when 0 <= e - F <= M;
-// 0 adds nothing, 255 makes the accumulator INT32_MIN for good, and any
+// 0 adds nothing, 255 and NaN make the accumulator INT32_MIN for good, and any
 // other code is left out and reported.
 inline void accumulateFixed8(__m256i exponents, __m256i negative, __m256i floor, __m256i maxShiftPlusOne,
                              bool first, __m256i laneUsed, int32_t* acc, __m256i* bad) {
   const __m256i one = _mm256_set1_epi32(1);
   const __m256i minValue = _mm256_set1_epi32(INT32_MIN);
   const __m256i shift = _mm256_sub_epi32(exponents, floor);
-  const __m256i isZero = _mm256_cmpeq_epi32(exponents, _mm256_setzero_si256());
-  const __m256i isNonFinite = _mm256_cmpeq_epi32(exponents, _mm256_set1_epi32(255));
+  const __m256i isCodeZero = _mm256_cmpeq_epi32(exponents, _mm256_setzero_si256());
+  // 0 with the sign bit is NaN: non-finite like 255 (±Inf).
+  const __m256i isZero = _mm256_andnot_si256(negative, isCodeZero);
+  const __m256i isNonFinite =
+      _mm256_or_si256(_mm256_cmpeq_epi32(exponents, _mm256_set1_epi32(255)), _mm256_and_si256(isCodeZero, negative));
   const __m256i inRange = _mm256_and_si256(_mm256_cmpgt_epi32(shift, _mm256_set1_epi32(-1)),
                                            _mm256_cmpgt_epi32(maxShiftPlusOne, shift));
   const __m256i valid = _mm256_or_si256(inRange, _mm256_or_si256(isZero, isNonFinite));
@@ -420,8 +423,9 @@ inline __m256i fixedCodes8(__m256i sums, __m256i words, __m256i floor, __m256i* 
   const __m256i up = _mm256_cmpgt_epi32(fraction, draw);
   __m256i exponents = _mm256_sub_epi32(_mm256_add_epi32(p, floor), up);
   exponents = _mm256_andnot_si256(isZero, exponents);
-  exponents = _mm256_blendv_epi8(exponents, _mm256_set1_epi32(255), nonFinite);
-  *signBits = _mm256_andnot_si256(nonFinite, sums);
+  // A non-finite sum becomes NaN (code 0; INT32_MIN's own sign bit is set).
+  exponents = _mm256_andnot_si256(nonFinite, exponents);
+  *signBits = sums;
   return exponents;
 }
 

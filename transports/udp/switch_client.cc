@@ -221,6 +221,14 @@ cc_result_t SwitchClient::run(size_t values, size_t valuesPerPacket, uint8_t mod
   // Builds and queues the slot's packet: the prologue, or data packet `packet`.
   auto post = [&](size_t slotIndex, bool prologue, size_t packet) {
     Slot& slot = slots[slotIndex];
+    // A resend of the slot's previous packet not yet taken by the socket
+    // would carry the new bytes under the old length: it is moot now.
+    if (!slot.packetBytes.empty()) {
+      const void* buffer = slot.packetBytes.data();
+      pending_.erase(std::remove_if(pending_.begin(), pending_.end(),
+                                    [&](const Datagram& d) { return d.data == buffer; }),
+                     pending_.end());
+    }
     slot.busy = true;
     slot.prologue = prologue;
     slot.packet = packet;
@@ -421,12 +429,12 @@ cc_result_t SwitchClient::run(size_t values, size_t valuesPerPacket, uint8_t mod
       }
       const size_t index = oldest != nullptr ? static_cast<size_t>(oldest - slots.data()) : 0;
       if (oldest != nullptr && oldest->haveStatus) {
+        // The missing ranks come first: an ABORT carries only 200 bytes of this.
         return setError(CC_TIMEOUT,
-                        "the switch at %s did not complete slot %zu round %u within %d ms: no contribution from "
-                        "rank(s) %s (it holds those of rank(s) %s)",
-                        address_.c_str(), index, oldest->round, timeoutMs_,
-                        rankList(oldest->status, job_.nranks, false).c_str(),
-                        rankList(oldest->status, job_.nranks, true).c_str());
+                        "no contribution from rank(s) %s to slot %zu round %u at the switch %s within %d ms (it "
+                        "holds those of rank(s) %s)",
+                        rankList(oldest->status, job_.nranks, false).c_str(), index, oldest->round,
+                        address_.c_str(), timeoutMs_, rankList(oldest->status, job_.nranks, true).c_str());
       }
       return setError(CC_TIMEOUT, "slot %zu round %u: %s", index, oldest != nullptr ? oldest->round : 0,
                       noAnswer(timeoutMs_).c_str());
