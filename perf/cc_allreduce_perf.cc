@@ -63,7 +63,7 @@ struct Options {
   bool commPerAlgo = false;
   std::string jsonPath;
   int clusterHosts = 0;
-  std::string link = "1gbit", delay, loss;
+  std::string link = "1gbit", delay, loss, mtu;
   // switch rows (docs/switch-protocol.md): codecs nat and none on CC_ALGO=switch
   // against a cc_switchd; --switch-loss P: the daemon's loss injection, each way.
   bool switchRows = false;
@@ -74,7 +74,7 @@ struct Options {
   if (message) std::fprintf(stderr, "cc_allreduce_perf: %s\n", message);
   std::fprintf(stderr,
                "usage: cc_allreduce_perf [--ranks N | --cluster N --link RATE [--delay D] [--loss P]]\n"
-               "         [--switch [--switch-loss P]]\n"
+               "         [--mtu BYTES] [--switch [--switch-loss P]]\n"
                "         [-b MINBYTES] [-e MAXBYTES] [-f FACTOR] [-n ITERS] [-w WARMUP] [--rounds R] [--min-time S]\n"
                "         [--stat min|median|trimmed]\n"
                "         [--codec 'nat;none;qsgd:s=16;topk:ratio=0.01+nat'] [--algo 'ring;direct;tree;auto']\n"
@@ -154,6 +154,7 @@ Options parseOptions(int argc, char** argv, std::vector<std::string>* forwarded)
     else if (arg == "--delay") options.delay = value();
     else if (arg == "--loss") options.loss = value();
     else if (arg == "--switch-loss") options.switchLoss = value();
+    else if (arg == "--mtu") options.mtu = value();
     else {
       clusterOption = false;
       if (arg == "--ranks") options.ranks = std::atoi(value());
@@ -784,6 +785,7 @@ int runCluster(const Options& options, const std::vector<std::string>& forwarded
                                    options.link};
   if (!options.delay.empty()) args.insert(args.end(), {"--delay", options.delay});
   if (!options.loss.empty()) args.insert(args.end(), {"--loss", options.loss});
+  if (!options.mtu.empty()) args.insert(args.end(), {"--mtu", options.mtu});
   if (options.switchRows) {
     const char* daemon = std::getenv("CC_SWITCHD");
     args.insert(args.end(), {"--switchd", daemon != nullptr ? daemon : CC_SWITCHD_PATH});

@@ -14,6 +14,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -25,6 +26,7 @@
 #include <vector>
 
 #include "codec/codec.h"
+#include "base/error.h"
 #include "codec/fixed_point.h"
 #include "switch/daemon.h"
 #include "transports/udp/switch_client.h"
@@ -154,12 +156,13 @@ double dataplaneRate(int nranks, const Mode& mode, size_t datagram, double budge
 // The worker side's payloads, prebuilt: the loop measures the switch.
 class PrebuiltStream : public cc::SwitchStream {
  public:
-  PrebuiltStream(cc::swp::Encoding up, size_t k, int maxShift, int rank)
-      : payload_(payloadOf(up, k, 120, maxShift, rank)) {}
+  PrebuiltStream(cc::swp::Encoding up, size_t k, size_t values, int maxShift, int rank)
+      : up_(up), k_(k), values_(values), payload_(payloadOf(up, k, 120, maxShift, rank)) {}
   uint8_t exponentOf(size_t) override { return 120; }
-  size_t encode(size_t, uint8_t, uint8_t* payload) override {
-    std::memcpy(payload, payload_.data(), payload_.size());
-    return payload_.size();
+  size_t encode(size_t packet, uint8_t, uint8_t* payload) override {
+    const size_t bytes = cc::swp::payloadBytes(up_, std::min(k_, values_ - packet * k_));
+    std::memcpy(payload, payload_.data(), bytes);
+    return bytes;
   }
   cc::swp::Header last;
   cc_result_t deliver(size_t, const cc::swp::Header& header, const uint8_t*) override {
@@ -168,6 +171,8 @@ class PrebuiltStream : public cc::SwitchStream {
   }
 
  private:
+  cc::swp::Encoding up_;
+  size_t k_, values_;
   std::vector<uint8_t> payload_;
 };
 
@@ -209,8 +214,11 @@ double loopbackRate(int nranks, const Mode& mode, size_t datagram, size_t values
       std::vector<std::thread> workers;
       for (int r = 0; r < nranks; ++r) {
         workers.emplace_back([&, r] {
-          PrebuiltStream stream(cc::swp::upOf(mode.mode), k, cc::fixedMaxShift(nranks), r);
-          if (clients[r]->run(values, k, mode.mode, stream) != CC_SUCCESS) failed.store(true);
+          PrebuiltStream stream(cc::swp::upOf(mode.mode), k, values, cc::fixedMaxShift(nranks), r);
+          if (clients[r]->run(values, k, mode.mode, stream) != CC_SUCCESS) {
+            std::fprintf(stderr, "cc_switch_bench: rank %d: %s\n", r, cc::lastErrorMessage().c_str());
+            failed.store(true);
+          }
         });
       }
       for (auto& worker : workers) worker.join();

@@ -37,6 +37,8 @@ COMMAND in every host namespace at once and tears everything down at the end.
   --grace SECONDS    after the first rank fails, how long the others may still run (default 10)
   --burst BYTES      override the tbf bucket size (default: see docs/cluster.md)
   --keep-logs DIR    keep per-rank logs (rank<i>.log) and tc statistics in DIR
+  --mtu BYTES        the MTU of every link (default 1500; 9000: jumbo frames, as a switch
+                     offload's network would run; the bridge mode only)
   --switchd BIN      also run the aggregation switch BIN (cc_switchd) in the switch namespace,
                      on the bridge's own address 10.77.0.254, so that each host reaches it through
                      its own shaped port only; the ranks get CC_CLUSTER_SWITCH_ADDR=10.77.0.254:PORT
@@ -80,7 +82,7 @@ rate_to_bits() {
 }
 
 hosts='' link='' delay='' loss='' port=29500 timeout=3600 grace=10 burst='' keep_logs=''
-switchd_bin='' switchd_args='' switchd_pid='' switchd_log=''
+switchd_bin='' switchd_args='' switchd_pid='' switchd_log='' mtu=1500
 cleanup_only=0
 cmd=()
 while (($#)); do
@@ -94,6 +96,7 @@ while (($#)); do
     --grace) grace=${2-}; shift 2 || die_usage "--grace needs a value" ;;
     --burst) burst=${2-}; shift 2 || die_usage "--burst needs a value" ;;
     --keep-logs) keep_logs=${2-}; shift 2 || die_usage "--keep-logs needs a value" ;;
+    --mtu) mtu=${2-}; shift 2 || die_usage "--mtu needs a value" ;;
     --switchd) switchd_bin=${2-}; shift 2 || die_usage "--switchd needs a value" ;;
     --switchd-args) switchd_args=${2-}; shift 2 || die_usage "--switchd-args needs a value" ;;
     --cleanup) cleanup_only=1; shift ;;
@@ -132,6 +135,10 @@ if ((!cleanup_only)); then
     die_usage "--burst: '$burst' must be bytes, at least 1600"
   fi
   ((${#cmd[@]})) || die_usage "no command: put it after --"
+  if ! [[ $mtu =~ ^[0-9]+$ ]] || ((mtu < 1280 || mtu > 9000)); then
+    die_usage "--mtu: '$mtu' is not in 1280..9000"
+  fi
+  [[ $mtu == 1500 || -z $delay ]] || die_usage "--mtu needs the bridge: it does not combine with --delay"
   if [[ -n $switchd_bin ]]; then
     [[ -x $switchd_bin && ! -d $switchd_bin ]] || die_usage "--switchd: '$switchd_bin' is not an executable"
     [[ -z $delay ]] || die_usage "--switchd needs the bridge: it does not combine with --delay"
@@ -428,6 +435,8 @@ for ((i = 0; i < hosts; i++)); do
     echo 1 >/proc/sys/net/ipv6/conf/default/disable_ipv6' 2>/dev/null || true
   if [[ $switch_mode == bridge ]]; then
     ip -n "$SW" link add "h$i" type veth peer name eth0 netns "$h"
+    ip -n "$SW" link set "h$i" mtu "$mtu"
+    ip -n "$h" link set eth0 mtu "$mtu"
     ip -n "$SW" link set "h$i" master br0
     ip -n "$SW" link set "h$i" up
   else
@@ -450,7 +459,7 @@ switch_addr=''
 if [[ -n $switchd_bin ]]; then
   switchd_port=48864
   ip -n "$SW" addr add "$SUBNET.254/24" dev br0
-  ip -n "$SW" link set br0 mtu 1500
+  ip -n "$SW" link set br0 mtu "$mtu"
   switchd_log=$logdir/switchd.log
   # shellcheck disable=SC2086 # --switchd-args is word-split on purpose
   ip netns exec "$SW" "$switchd_bin" --listen "$SUBNET.254:$switchd_port" $switchd_args </dev/null >"$switchd_log" 2>&1 &
@@ -468,7 +477,7 @@ if [[ -n $switchd_bin ]]; then
   switch_addr=$SUBNET.254:$switchd_port
 fi
 
-say "run $RUN: $hosts host(s) on $SUBNET.0/24, every port $link each way (tbf burst $burst B, limit $limit B)${delay:+, delay $delay one way}${loss:+, loss $loss% one way ($loss_mode)}$([[ $switch_mode == bridge ]] || echo ", switch: userspace delay switch (no netem)")${switch_addr:+, cc_switchd at $switch_addr}; logs in $logdir"
+say "run $RUN: $hosts host(s) on $SUBNET.0/24, every port $link each way (tbf burst $burst B, limit $limit B, MTU $mtu)${delay:+, delay $delay one way}${loss:+, loss $loss% one way ($loss_mode)}$([[ $switch_mode == bridge ]] || echo ", switch: userspace delay switch (no netem)")${switch_addr:+, cc_switchd at $switch_addr}; logs in $logdir"
 
 # ----------------------------------------------------------------- ranks ---
 

@@ -7,12 +7,14 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "codec/codec.h"
 #include "codec/fixed_point.h"
 #include "switch/dataplane.h"
 #include "transports/udp/switch_protocol.h"
@@ -503,6 +505,19 @@ TEST(SwitchDataplane, FuzzedPacketsAreCountedAndNeverSummed) {
   }
   EXPECT_EQ(h.counters().rounds, 1u);
   EXPECT_EQ(h.counters().values, valuesBefore + 64);
+}
+
+TEST(SwitchFixedPoint, BlockExponentIsTheLargestFiniteExponentField) {
+  std::vector<float> values(1000 + 3, 0.0f);
+  EXPECT_EQ(blockExponentOf(ElementType::F32, values.data(), nullptr, values.size()), 0);
+  values[7] = 3.0f;  // exponent field 128
+  values[1001] = -70000.0f;  // 2^16 * 1.07: 143, in the scalar tail
+  values[500] = INFINITY;
+  values[501] = NAN;
+  EXPECT_EQ(blockExponentOf(ElementType::F32, values.data(), nullptr, values.size()), 143);
+  EXPECT_EQ(blockExponentOf(ElementType::F32, values.data(), nullptr, 1000), 128);
+  std::vector<float> residual(values.size(), 0.0f);
+  EXPECT_EQ(blockExponentOf(ElementType::F32, values.data(), residual.data(), values.size()), 143);
 }
 
 // The fixed point both sides use: nat codes shift exactly, the switch's

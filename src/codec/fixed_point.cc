@@ -83,6 +83,10 @@ int fixedMaxShift(int nranks) {
 }
 
 uint8_t blockExponentOf(ElementType type, const void* values, const float* residual, size_t count) {
+  // Once per packet on the worker's critical path, as long as its encode.
+  if (type == ElementType::F32 && residual == nullptr && useAvx2Codecs()) {
+    return blockExponentF32Avx2(static_cast<const float*>(values), count);
+  }
   switch (type) {
     case ElementType::F32: return blockExponentTyped<ElementType::F32>(values, residual, count);
     case ElementType::BF16: return blockExponentTyped<ElementType::BF16>(values, residual, count);

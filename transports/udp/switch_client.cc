@@ -16,9 +16,14 @@ namespace {
 
 constexpr int kBatch = 64;
 constexpr size_t kReceiveBytes = 9216;
-constexpr double kInitialRto = 0.020;
-constexpr double kMinRto = 0.002;
-constexpr double kMaxRto = 0.200;
+// Ranks and the daemon share cores with everything else on a host: a
+// round trip stretched by a scheduler slice must not look like loss, since
+// a spurious retransmission costs a whole result on the downlink. Losses
+// are recovered by the fast retransmission, within about one round trip;
+// the timer is the fallback (the last packets of a call, a silent switch).
+constexpr double kInitialRto = 0.050;
+constexpr double kMinRto = 0.010;
+constexpr double kMaxRto = 0.500;
 // A result for a packet sent this many sends after an outstanding one
 // means the outstanding one (or its result) was lost.
 constexpr uint64_t kReorderSends = 3;
@@ -58,6 +63,7 @@ struct SwitchClient::Slot {
   int retransmissions = 0;
   bool haveStatus = false;
   uint64_t status = 0;
+  bool contributed = false;  // a STATUS showed this rank's bit: the round waits for others
 };
 
 cc_result_t SwitchClient::open(const std::string& address, int timeoutMs, std::unique_ptr<SwitchClient>* out) {
@@ -138,7 +144,11 @@ cc_result_t SwitchClient::admit(const swp::AdmitRequest& request, SwitchJob* job
   swp::Header header;
   header.type = swp::kAdmit;
   header.mode = request.mode;
-  const double deadline = now() + timeoutMs_ / 1000.0;
+  // Half the timeout: the other ranks wait for rank 0's verdict in the
+  // store under the whole timeout, and must read it rather than time out
+  // themselves with a message that does not name the switch.
+  const int budgetMs = std::max(1, timeoutMs_ / 2);
+  const double deadline = now() + budgetMs / 1000.0;
   double interval = 0.020;
   while (true) {
     CC_CHECK(sendControl(header, payload, bytes));
@@ -184,7 +194,7 @@ cc_result_t SwitchClient::admit(const swp::AdmitRequest& request, SwitchJob* job
       }
     }
     if (now() >= deadline) {
-      return setError(CC_TIMEOUT, "admission: %s", noAnswer(timeoutMs_).c_str());
+      return setError(CC_TIMEOUT, "admission: %s", noAnswer(budgetMs).c_str());
     }
   }
 }
@@ -235,6 +245,7 @@ cc_result_t SwitchClient::run(size_t values, size_t valuesPerPacket, uint8_t mod
     slot.round = rounds_[slotIndex];
     slot.retransmissions = 0;
     slot.haveStatus = false;
+    slot.contributed = false;
     slot.packetBytes.resize(swp::kMaxDatagramBytes);
     swp::Header h;
     h.type = swp::kData;
@@ -300,7 +311,7 @@ cc_result_t SwitchClient::run(size_t values, size_t valuesPerPacket, uint8_t mod
     const double base = rto();
     for (Slot& slot : slots) {
       if (!slot.busy) continue;
-      const double timeout = std::min(kMaxRto, base * std::pow(2.0, slot.retransmissions));
+      const double timeout = std::min(kMaxRto, std::ldexp(base, std::min(slot.retransmissions, 16)));
       next = std::min(next, slot.lastSent + timeout);
     }
     bool readable = false, writable = false;
@@ -345,6 +356,7 @@ cc_result_t SwitchClient::run(size_t values, size_t valuesPerPacket, uint8_t mod
             if (swp::readStatus(body, bodyBytes, &bitmap, &n)) {
               slot.haveStatus = true;
               slot.status = bitmap;
+              slot.contributed = ((bitmap >> job_.rank) & 1u) != 0;
               ++stats_.status;
             }
             continue;
@@ -401,7 +413,9 @@ cc_result_t SwitchClient::run(size_t values, size_t valuesPerPacket, uint8_t mod
           // outstanding packet last sent well before this one was first
           // sent is resent now (RACK's rule, counted in sends).
           for (Slot& other : slots) {
-            if (other.busy && other.sendSeq + kReorderSends < deliveredSeq) {
+            // Not where this rank's contribution is known to be in: resending
+            // it would only fetch another STATUS.
+            if (other.busy && !other.contributed && other.sendSeq + kReorderSends < deliveredSeq) {
               ++stats_.fastRetransmits;
               resend(other, arrived);
             }
@@ -412,14 +426,23 @@ cc_result_t SwitchClient::run(size_t values, size_t valuesPerPacket, uint8_t mod
       }
     }
     t = now();
+    // One timer for the window, as TCP's: when it fires, only the packet
+    // waiting longest is resent, and the others' clocks restart, so that a
+    // stall of the switch or of this process (every packet "late" at once)
+    // costs one retransmission, not a window of them.
     const double timeoutBase = rto();
+    Slot* overdue = nullptr;
     for (Slot& slot : slots) {
       if (!slot.busy) continue;
-      const double timeout = std::min(kMaxRto, timeoutBase * std::pow(2.0, slot.retransmissions));
-      if (t - slot.lastSent >= timeout) {
-        ++stats_.timeouts;
-        resend(slot, t);
+      const double timeout = std::min(kMaxRto, std::ldexp(timeoutBase, std::min(slot.retransmissions, 16)));
+      if (t - slot.lastSent >= timeout && (overdue == nullptr || slot.lastSent < overdue->lastSent)) overdue = &slot;
+    }
+    if (overdue != nullptr) {
+      ++stats_.timeouts;
+      for (Slot& slot : slots) {
+        if (slot.busy && &slot != overdue) slot.lastSent = std::max(slot.lastSent, t - timeoutBase / 2);
       }
+      resend(*overdue, t);
     }
     if (done < packets && t - lastProgress > limit) {
       // Name who the oldest waiting slot's round lacks.

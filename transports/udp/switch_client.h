@@ -64,7 +64,8 @@ class SwitchClient {
   // the path MTU less the IP and UDP headers, at most 8972.
   uint32_t datagramBytes() const;
 
-  // Rank 0: asks for a job. CC_TIMEOUT when the switch does not answer,
+  // Rank 0: asks for a job, for half the timeout (the others wait for the
+  // answer in the store). CC_TIMEOUT when the switch does not answer,
   // CC_REMOTE_ERROR (with its reason) when it refuses.
   cc_result_t admit(const swp::AdmitRequest& request, SwitchJob* job);
   void setJob(const SwitchJob& job);
