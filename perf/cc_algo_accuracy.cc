@@ -1,4 +1,4 @@
-// Accuracy of ring, direct and tree against the number of ranks.
+// Accuracy of ring, direct, tree and switch against the number of ranks.
 //
 // For every n, algorithm and codec: one float32 SUM allreduce of `count`
 // i.i.d. Gaussian values per rank (N(0, 1), fresh data for each of K calls;
@@ -10,6 +10,7 @@
 //
 //   ring:   Var_k = (1 + w) Var_{k-1} + w k, k = 1..n;       rel = sqrt(Var_n / n)
 //   direct: Var = w_W (n - 1) + w_M (n + w_W (n - 1));        rel = sqrt(Var / n)
+//   switch: Var = w_W n + w_M (n + w_W n)  (every rank encodes, the switch re-encodes the sum)
 //   tree:   Var_v = S + w (m_v + S), S = sum of the children's Var, m_v the
 //           subtree size of v (a leaf: Var = w); per tree of doubleBinaryTree,
 //           each carrying half of the vector: rel = sqrt(mean_t Var_root(t) / n)
@@ -25,7 +26,13 @@
 //
 //   cc_algo_accuracy [--ranks 2-16|2,4,8] [--algos ring,direct,tree]
 //                    [--codecs 'nat;dither_nat:s=8,norm=nat;qsgd:s=16'] [--master SPEC]
-//                    [--count N] [--calls K] [--seed S] [--omega-draws R] [--csv FILE]
+//                    [--count N] [--calls K] [--seed S] [--omega-draws R] [--csv FILE] [--same-data]
+//
+// switch runs against a cc_switchd dataplane started on a thread of this
+// process (127.0.0.1); --master is its downlink too. --same-data gives every
+// call the first call's data (fresh draws still): "mean.err" is then the
+// error of the mean of the K outputs, which falls as 1/sqrt(K) for an
+// unbiased scheme and stops at its bias otherwise.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -41,12 +48,14 @@
 #include <vector>
 
 #include "algo/algo.h"
+#include "base/error.h"
 #include "codec/codec.h"
 #include "codec/spec.h"
 #include "codec/theory.h"
 #include "comm/comm.h"
 #include "compressedcoll.h"
 #include "perf/perf_text.h"
+#include "switch/daemon.h"
 
 namespace {
 
@@ -60,6 +69,7 @@ struct Options {
   uint64_t seed = 1;
   int omegaDraws = 8;
   std::string csvPath;
+  bool sameData = false;
 };
 
 [[noreturn]] void usage(const char* message) {
@@ -67,7 +77,7 @@ struct Options {
   std::fprintf(stderr,
                "usage: cc_algo_accuracy [--ranks 2-16|2,4,8] [--algos ring,direct,tree]\n"
                "                        [--codecs 'a;b;...'] [--master SPEC] [--count N] [--calls K]\n"
-               "                        [--seed S] [--omega-draws R] [--csv FILE]\n");
+               "                        [--seed S] [--omega-draws R] [--csv FILE] [--same-data]\n");
   std::exit(2);
 }
 
@@ -102,6 +112,7 @@ Options parse(int argc, char** argv) {
     else if (arg == "--seed") options.seed = std::strtoull(value(), nullptr, 0);
     else if (arg == "--omega-draws") options.omegaDraws = std::atoi(value());
     else if (arg == "--csv") options.csvPath = value();
+    else if (arg == "--same-data") options.sameData = true;
     else if (arg == "-h" || arg == "--help") usage(nullptr);
     else usage(("unknown option " + arg).c_str());
   }
@@ -110,7 +121,9 @@ Options parse(int argc, char** argv) {
     usage("bad values");
   }
   for (const std::string& algo : options.algos) {
-    if (algo != "ring" && algo != "direct" && algo != "tree") usage(("unknown algorithm " + algo).c_str());
+    if (algo != "ring" && algo != "direct" && algo != "tree" && algo != "switch") {
+      usage(("unknown algorithm " + algo).c_str());
+    }
   }
   return options;
 }
@@ -122,6 +135,11 @@ double ringVariance(double omega, int n) {
   double variance = 0;
   for (int k = 1; k <= n; ++k) variance = (1 + omega) * variance + omega * k;
   return variance;
+}
+
+double switchVariance(double omegaWorker, double omegaMaster, int n) {
+  const double workers = omegaWorker * n;
+  return workers + omegaMaster * (n + workers);
 }
 
 double directVariance(double omegaWorker, double omegaMaster, int n) {
@@ -170,6 +188,7 @@ double relativeError(const std::string& algo, double omegaWorker, double omegaMa
   double variance = 0;
   if (algo == "ring") variance = ringVariance(omegaWorker, n);
   else if (algo == "direct") variance = directVariance(omegaWorker, omegaMaster, n);
+  else if (algo == "switch") variance = switchVariance(omegaWorker, omegaMaster, n);
   else variance = treeVariance(omegaWorker, n);
   return std::sqrt(variance / n);
 }
@@ -177,7 +196,7 @@ double relativeError(const std::string& algo, double omegaWorker, double omegaMa
 // Encodes per value on the longest path (the reader's shape of each model).
 int encodesOnPath(const std::string& algo, int n) {
   if (algo == "ring") return n;
-  if (algo == "direct") return 2;
+  if (algo == "direct" || algo == "switch") return 2;
   int depth = 0;  // levels of the deeper tree, the root included
   for (int t = 0; t < 2; ++t) {
     for (int rank = 0; rank < n; ++rank) {
@@ -306,6 +325,7 @@ Inputs makeInputs(int n, const Options& options) {
 
 struct Run {
   std::vector<double> errors;  // per call, rank 0's relative error
+  double meanError = -1;       // --same-data: the error of the mean output
   bool identical = true;       // every rank's output bit-identical, every call
   std::string algorithm;       // what the library reports it ran
   double seconds = 0;
@@ -323,7 +343,7 @@ uint64_t hashOf(const std::vector<float>& values) {
 }
 
 Run runOne(int n, const std::string& algo, const std::string& codec, const std::string& master,
-           const Options& options, const Inputs& inputs) {
+           const Options& options, const Inputs& inputs, const std::string& switchAddress) {
   Run run;
   cc_unique_id_t id;
   if (cc_get_unique_id(&id) != CC_SUCCESS) {
@@ -333,6 +353,7 @@ Run runOne(int n, const std::string& algo, const std::string& codec, const std::
   std::vector<std::string> failures(n), algorithms(n);
   std::vector<std::vector<uint64_t>> hashes(n, std::vector<uint64_t>(options.calls, 0));
   run.errors.assign(options.calls, 0.0);
+  std::vector<double> outputSum(options.sameData ? options.count : 0, 0.0);
   const auto start = std::chrono::steady_clock::now();
   std::vector<std::thread> threads;
   for (int rank = 0; rank < n; ++rank) {
@@ -340,7 +361,8 @@ Run runOne(int n, const std::string& algo, const std::string& codec, const std::
       cc_config_t config = CC_CONFIG_INITIALIZER;
       config.codec = codec.c_str();
       config.algo = algo.c_str();
-      config.master_codec = algo == "direct" && !master.empty() ? master.c_str() : nullptr;
+      config.master_codec = algo != "ring" && algo != "tree" && !master.empty() ? master.c_str() : nullptr;
+      config.switch_addr = algo == "switch" ? switchAddress.c_str() : nullptr;
       config.transport = "local";
       config.has_seed = 1;
       config.seed = options.seed;
@@ -351,7 +373,8 @@ Run runOne(int n, const std::string& algo, const std::string& codec, const std::
       }
       std::vector<float> out(options.count);
       for (int c = 0; c < options.calls; ++c) {
-        if (compressed_allreduce(inputs.values[c][rank].data(), out.data(), options.count, CC_FLOAT32, CC_SUM,
+        const int data = options.sameData ? 0 : c;
+        if (compressed_allreduce(inputs.values[data][rank].data(), out.data(), options.count, CC_FLOAT32, CC_SUM,
                                  comm, nullptr) != CC_SUCCESS) {
           failures[rank] = cc_get_last_error(comm);
           break;
@@ -359,12 +382,13 @@ Run runOne(int n, const std::string& algo, const std::string& codec, const std::
         hashes[rank][c] = hashOf(out);
         if (rank == 0) {
           double error = 0;
-          const std::vector<double>& exact = inputs.exact[c];
+          const std::vector<double>& exact = inputs.exact[data];
           for (size_t i = 0; i < options.count; ++i) {
             const double d = out[i] - exact[i];
             error += d * d;
           }
-          run.errors[c] = std::sqrt(error / inputs.exactNorm[c]);
+          run.errors[c] = std::sqrt(error / inputs.exactNorm[data]);
+          for (size_t i = 0; i < outputSum.size(); ++i) outputSum[i] += out[i];
         }
       }
       algorithms[rank] = comm->lastAlgorithm;
@@ -385,6 +409,14 @@ Run runOne(int n, const std::string& algo, const std::string& codec, const std::
     if (hashes[rank] != hashes[0]) run.identical = false;
   }
   run.algorithm = algorithms[0];
+  if (options.sameData) {
+    double error = 0;
+    for (size_t i = 0; i < options.count; ++i) {
+      const double d = outputSum[i] / options.calls - inputs.exact[0][i];
+      error += d * d;
+    }
+    run.meanError = std::sqrt(error / inputs.exactNorm[0]);
+  }
   return run;
 }
 
@@ -420,8 +452,24 @@ int main(int argc, char** argv) {
     std::printf("# master codec of direct: %s, omega theory %.4f, measured %.4f\n", master.text.c_str(),
                 master.omegaTheory, master.omegaMeasured);
   }
-  std::printf("# %3s %-7s %-26s %3s %10s %9s %10s %10s %9s %5s %7s\n", "n", "algo", "codec", "enc", "rel.err",
-              "sd", "bound", "pred", "meas/pred", "same", "s");
+  // switch: a daemon of our own on loopback.
+  std::unique_ptr<cc::switchd::Daemon> daemon;
+  std::thread daemonLoop;
+  std::string switchAddress;
+  if (std::find(options.algos.begin(), options.algos.end(), "switch") != options.algos.end()) {
+    cc::switchd::Options daemonOptions;
+    daemonOptions.listen = "127.0.0.1:0";
+    daemonOptions.quiet = true;
+    daemon = std::make_unique<cc::switchd::Daemon>(daemonOptions);
+    if (daemon->start() != CC_SUCCESS) {
+      std::fprintf(stderr, "cc_algo_accuracy: cc_switchd: %s\n", cc::lastErrorMessage().c_str());
+      return 2;
+    }
+    switchAddress = daemon->address();
+    daemonLoop = std::thread([&] { daemon->run(); });
+  }
+  std::printf("# %3s %-7s %-26s %3s %10s %9s %10s %10s %9s %5s %7s%s\n", "n", "algo", "codec", "enc", "rel.err",
+              "sd", "bound", "pred", "meas/pred", "same", "s", options.sameData ? "   mean.err" : "");
 
   std::FILE* csv = nullptr;
   if (!options.csvPath.empty()) {
@@ -441,10 +489,10 @@ int main(int argc, char** argv) {
     const Inputs inputs = makeInputs(n, options);
     for (const CodecInfo& info : codecs) {
       for (const std::string& algo : options.algos) {
-        const bool ownMaster = algo == "direct" && !options.master.empty();
+        const bool ownMaster = (algo == "direct" || algo == "switch") && !options.master.empty();
         const double masterTheory = ownMaster ? master.omegaTheory : info.omegaTheory;
         const double masterMeasured = ownMaster ? master.omegaMeasured : info.omegaMeasured;
-        const Run run = runOne(n, algo, info.text, ownMaster ? options.master : "", options, inputs);
+        const Run run = runOne(n, algo, info.text, ownMaster ? options.master : "", options, inputs, switchAddress);
         if (!run.failure.empty()) {
           std::printf("  %3d %-7s %-26s failed: %s\n", n, algo.c_str(), info.text.c_str(), run.failure.c_str());
           status = 1;
@@ -462,9 +510,11 @@ int main(int argc, char** argv) {
         const bool wrongAlgo = run.algorithm != algo;
         if (above || wrongAlgo || !run.identical) status = 1;
         const std::string label = ownMaster ? info.text + "/" + options.master : info.text;
-        std::printf("  %3d %-7s %-26s %3d %10.5f %9.5f %10.4g %10.5f %9.3f %5s %7.2f%s%s\n", n, algo.c_str(),
+        char meanError[32] = "";
+        if (run.meanError >= 0) std::snprintf(meanError, sizeof(meanError), " %10.5f", run.meanError);
+        std::printf("  %3d %-7s %-26s %3d %10.5f %9.5f %10.4g %10.5f %9.3f %5s %7.2f%s%s%s\n", n, algo.c_str(),
                     label.c_str(), encodesOnPath(algo, n), mean, sd, bound, predicted, mean / predicted,
-                    run.identical ? "yes" : "NO", run.seconds, above ? "  ABOVE BOUND" : "",
+                    run.identical ? "yes" : "NO", run.seconds, meanError, above ? "  ABOVE BOUND" : "",
                     wrongAlgo ? ("  ran " + run.algorithm).c_str() : "");
         std::fflush(stdout);
         if (csv) {
@@ -481,6 +531,10 @@ int main(int argc, char** argv) {
     }
   }
   if (csv) std::fclose(csv);
+  if (daemon) {
+    daemon->stop();
+    daemonLoop.join();
+  }
   std::printf("# enc: encodes per value on the longest path (ring n, direct 2, tree: depth of the deeper tree);\n"
               "# rel.err, sd: mean and standard deviation over the calls of ||out - exact|| / ||exact|| (rank 0);\n"
               "# bound: the error model with REFERENCE's omega; pred: the same model with the measured omega;\n"
