@@ -542,6 +542,12 @@ bool natAccumulateFixedAvx2(const void* packed, size_t count, int floor, int max
   const __m256i maxShiftPlusOne = _mm256_set1_epi32(maxShift + 1);
   const __m256i allLanes = _mm256_set1_epi32(-1);
   __m256i bad = _mm256_setzero_si256();
+  // Lane l of group j tests bit 8j + l of the block's sign mask.
+  __m256i signBit[4];
+  for (int j = 0; j < 4; ++j) {
+    signBit[j] = _mm256_sllv_epi32(_mm256_set1_epi32(1), _mm256_setr_epi32(8 * j, 8 * j + 1, 8 * j + 2, 8 * j + 3,
+                                                                           8 * j + 4, 8 * j + 5, 8 * j + 6, 8 * j + 7));
+  }
   const size_t blocks = (count + kValuesPerBlock - 1) / kValuesPerBlock;
   for (size_t block = 0; block < blocks; ++block) {
     const uint8_t* blockIn = in + block * kBytesPerBlock;
@@ -550,9 +556,7 @@ bool natAccumulateFixedAvx2(const void* packed, size_t count, int floor, int max
     const __m256i maskInEveryLane = _mm256_set1_epi32(static_cast<int>(signMask));
     const size_t valid = count - block * kValuesPerBlock;
     for (int j = 0; j < 4; ++j) {
-      const __m256i bits = _mm256_sllv_epi32(_mm256_set1_epi32(1), _mm256_setr_epi32(8 * j, 8 * j + 1, 8 * j + 2,
-                                                                                        8 * j + 3, 8 * j + 4, 8 * j + 5,
-                                                                                        8 * j + 6, 8 * j + 7));
+      const __m256i bits = signBit[j];
       const __m256i negative = _mm256_cmpeq_epi32(_mm256_and_si256(maskInEveryLane, bits), bits);
       const __m256i exponents =
           _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(blockIn + 4 + 8 * j)));
