@@ -1,7 +1,7 @@
 // cc_switchd: the software aggregation switch (docs/switch-protocol.md).
 //
 //   cc_switchd --listen ADDR:PORT [--slots S] [--loss-up P] [--loss-down P] [--seed N]
-//              [--stats-every SEC] [--job-idle SEC] [--quiet]
+//              [--stats-every SEC] [--job-idle SEC] [--coalesce-us US] [--quiet]
 //
 // Prints "cc_switchd: listening on ADDR:PORT ..." and "ready" on stdout once
 // bound; counters on stderr on SIGUSR1, every --stats-every seconds and at
@@ -25,7 +25,7 @@ namespace {
   if (message != nullptr) std::fprintf(stderr, "cc_switchd: %s\n", message);
   std::fprintf(stderr,
                "usage: cc_switchd --listen ADDR:PORT [--slots S] [--loss-up P] [--loss-down P] [--seed N]\n"
-               "                  [--stats-every SEC] [--job-idle SEC] [--quiet]\n"
+               "                  [--stats-every SEC] [--job-idle SEC] [--coalesce-us US] [--quiet]\n"
                "  --listen       address to bind: IPv4:port, [IPv6]:port or host:port (port 0: any free one)\n"
                "  --slots        aggregation slots shared by all jobs (default 512)\n"
                "  --loss-up      percent of DATA packets dropped on arrival (loss injection, default 0)\n"
@@ -33,6 +33,7 @@ namespace {
                "  --seed         seed of the loss injection (default 1)\n"
                "  --stats-every  print the counters every SEC seconds (default: on SIGUSR1 and at exit)\n"
                "  --job-idle     end a job that sent nothing for SEC seconds (default 3600)\n"
+               "  --coalesce-us  pause after each wake-up's work so that packets gather (default 50; 0: none)\n"
                "  --quiet        no line per job admitted or ended\n"
                "docs/switch-protocol.md describes the protocol and the counters.\n");
   std::exit(2);
@@ -67,6 +68,7 @@ int main(int argc, char** argv) {
     else if (arg == "--seed") options.seed = static_cast<uint64_t>(number("--seed", value(), 0, 1.8e19));
     else if (arg == "--stats-every") options.statsEvery = number("--stats-every", value(), 0, 1e9);
     else if (arg == "--job-idle") options.jobIdleSeconds = number("--job-idle", value(), 0.001, 1e9);
+    else if (arg == "--coalesce-us") options.coalesceMicros = static_cast<int>(number("--coalesce-us", value(), 0, 100000));
     else if (arg == "--quiet") options.quiet = true;
     else if (arg == "-h" || arg == "--help") usage(nullptr);
     else usage(("unknown option " + arg).c_str());

@@ -28,6 +28,7 @@ struct Options {
   uint64_t seed = 1;           // of the loss injection
   double statsEvery = 0;       // seconds; 0: only on SIGUSR1 and at exit
   double jobIdleSeconds = 3600;
+  int coalesceMicros = 50;     // pause after a wake-up's work, so packets gather
   bool quiet = false;
 };
 

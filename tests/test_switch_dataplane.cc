@@ -520,6 +520,38 @@ TEST(SwitchFixedPoint, BlockExponentIsTheLargestFiniteExponentField) {
   EXPECT_EQ(blockExponentOf(ElementType::F32, values.data(), residual.data(), values.size()), 143);
 }
 
+TEST(SwitchFixedPoint, Int32EncodeAndDecodeMatchTheScalarReference) {
+  std::mt19937 random(11);
+  const size_t count = 4096 + 5;
+  std::vector<float> values(count);
+  for (size_t i = 0; i < count; ++i) {
+    values[i] = std::ldexp(static_cast<float>(static_cast<int32_t>(random())) / 2147483648.0f,
+                           static_cast<int>(random() % 40) - 30);
+  }
+  values[1] = INFINITY;
+  values[2] = -NAN;
+  values[3] = 1e30f;    // far outside the scale: clamped
+  values[4] = -1e30f;
+  values[5] = 0.5f + std::ldexp(1.0f, -24);  // ties and near-ties
+  for (int floor : {1, 60, 100, 127, 200, 253}) {
+    std::vector<int32_t> fast(count), slow(count);
+    fixedEncode(ElementType::F32, values.data(), nullptr, count, floor, fast.data());
+    fixedEncodeScalar(ElementType::F32, values.data(), nullptr, count, floor, slow.data());
+    ASSERT_EQ(fast, slow) << "floor " << floor;
+  }
+  std::vector<int32_t> sums(count);
+  for (size_t i = 0; i < count; ++i) sums[i] = static_cast<int32_t>(random()) >> (random() % 31);
+  sums[7] = kFixedNonFinite;
+  sums[8] = INT32_MAX;
+  sums[9] = -INT32_MAX;
+  for (int floor : {1, 96, 127, 223}) {
+    std::vector<float> fast(count), slow(count);
+    fixedDecode(sums.data(), count, floor, 1, ElementType::F32, fast.data());
+    fixedDecodeScalar(sums.data(), count, floor, 1, ElementType::F32, slow.data());
+    ASSERT_EQ(std::memcmp(fast.data(), slow.data(), count * sizeof(float)), 0) << "floor " << floor;
+  }
+}
+
 // The fixed point both sides use: nat codes shift exactly, the switch's
 // nat downlink is unbiased and the vector path gives the scalar bytes.
 TEST(SwitchFixedPoint, NatCodesSumExactlyAndReencodeLikeTheScalarReference) {

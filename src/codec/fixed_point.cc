@@ -136,6 +136,17 @@ size_t natApplyFloor(void* packed, size_t count, int floor, uint64_t firstIndex,
 }
 
 void fixedEncode(ElementType type, const void* values, float* residual, size_t count, int floor, int32_t* out) {
+  // The vector path gives the same integers (a power-of-two scale is exact
+  // in float as in double, and both round to nearest even), where the scale
+  // is a normal float.
+  if (type == ElementType::F32 && residual == nullptr && floor >= 1 && floor <= 253 && useAvx2Codecs()) {
+    return fixedEncodeF32Avx2(static_cast<const float*>(values), count, floor, out);
+  }
+  fixedEncodeScalar(type, values, residual, count, floor, out);
+}
+
+void fixedEncodeScalar(ElementType type, const void* values, float* residual, size_t count, int floor,
+                       int32_t* out) {
   const double scale = powerOfTwo(127 - floor);
   const double unscale = powerOfTwo(floor - 127);
   for (size_t i = 0; i < count; ++i) {
@@ -158,6 +169,17 @@ void fixedEncode(ElementType type, const void* values, float* residual, size_t c
 }
 
 void fixedDecode(const int32_t* sums, size_t count, int floor, uint32_t divisor, ElementType type, void* out) {
+  // One rounding either way where every nonzero result is a normal float
+  // (|sum| * 2^(F-127) in [2^-126, 2^128)): the int-to-float conversion
+  // rounds the 31-bit sum once and the power-of-two scale is exact.
+  if (type == ElementType::F32 && divisor <= 1 && floor >= 1 && floor <= 223 && useAvx2Codecs()) {
+    return fixedDecodeF32Avx2(sums, count, floor, static_cast<float*>(out));
+  }
+  fixedDecodeScalar(sums, count, floor, divisor, type, out);
+}
+
+void fixedDecodeScalar(const int32_t* sums, size_t count, int floor, uint32_t divisor, ElementType type,
+                       void* out) {
   const double scale = powerOfTwo(floor - 127) / static_cast<double>(divisor == 0 ? 1 : divisor);
   for (size_t i = 0; i < count; ++i) {
     const float value = sums[i] == kFixedNonFinite ? NAN : static_cast<float>(static_cast<double>(sums[i]) * scale);

@@ -74,6 +74,10 @@ void natEncodeFixed(const int32_t* sums, size_t count, int floor, uint64_t first
                     void* packed);
 
 // The scalar references of the fast paths (the tests compare them, bit for bit).
+void fixedEncodeScalar(ElementType type, const void* values, float* residual, size_t count, int floor,
+                       int32_t* out);
+void fixedDecodeScalar(const int32_t* sums, size_t count, int floor, uint32_t divisor, ElementType type,
+                       void* out);
 bool natAccumulateFixedScalar(const void* packed, size_t count, int floor, int maxShift, bool first, int32_t* acc);
 void natEncodeFixedScalar(const int32_t* sums, size_t count, int floor, uint64_t firstIndex, RandomStream rs,
                           void* packed);

@@ -15,6 +15,7 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "codec/fixed_point.h"
 #include "codec/nat_kernels.h"
 #include "cuda/philox.h"
 
@@ -511,6 +512,42 @@ void natDecodeAddEncodeAvx2(ElementType type, const void* packedIn, const void* 
     default:
       return decodeAddEncodeTyped<ElementType::F16>(in, local, count, firstIndex, rs, divisor, out, decodedOut);
   }
+}
+
+void fixedEncodeF32Avx2(const float* values, size_t count, int floor, int32_t* out) {
+  const __m256 scale = _mm256_castsi256_ps(_mm256_set1_epi32((254 - floor) << 23));  // 2^(127 - F)
+  const __m256i field = _mm256_set1_epi32(0x7f800000);
+  const __m256 top = _mm256_set1_ps(2147483648.0f);
+  const __m256i minValue = _mm256_set1_epi32(INT32_MIN);
+  const __m256i maxValue = _mm256_set1_epi32(INT32_MAX);
+  const __m256i negativeMax = _mm256_set1_epi32(-INT32_MAX);
+  size_t i = 0;
+  for (; i + 8 <= count; i += 8) {
+    const __m256 x = _mm256_loadu_ps(values + i);
+    const __m256i nonFinite = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_castps_si256(x), field), field);
+    const __m256 scaled = _mm256_mul_ps(x, scale);
+    __m256i q = _mm256_cvtps_epi32(scaled);  // to nearest, ties to even (MXCSR's default)
+    // Past the int32 range: clamped as the scalar path clamps.
+    q = _mm256_blendv_epi8(q, maxValue, _mm256_castps_si256(_mm256_cmp_ps(scaled, top, _CMP_GE_OQ)));
+    q = _mm256_blendv_epi8(q, negativeMax,
+                           _mm256_castps_si256(_mm256_cmp_ps(scaled, _mm256_sub_ps(_mm256_setzero_ps(), top), _CMP_LE_OQ)));
+    q = _mm256_blendv_epi8(q, minValue, nonFinite);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), q);
+  }
+  if (i < count) fixedEncodeScalar(ElementType::F32, values + i, nullptr, count - i, floor, out + i);
+}
+
+void fixedDecodeF32Avx2(const int32_t* sums, size_t count, int floor, float* out) {
+  const __m256 scale = _mm256_castsi256_ps(_mm256_set1_epi32(floor << 23));  // 2^(F - 127)
+  const __m256i minValue = _mm256_set1_epi32(INT32_MIN);
+  const __m256 nan = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fc00000));
+  size_t i = 0;
+  for (; i + 8 <= count; i += 8) {
+    const __m256i s = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sums + i));
+    const __m256 value = _mm256_mul_ps(_mm256_cvtepi32_ps(s), scale);
+    _mm256_storeu_ps(out + i, _mm256_blendv_ps(value, nan, _mm256_castsi256_ps(_mm256_cmpeq_epi32(s, minValue))));
+  }
+  if (i < count) fixedDecodeScalar(sums + i, count - i, floor, 1, ElementType::F32, out + i);
 }
 
 uint8_t blockExponentF32Avx2(const float* values, size_t count) {

@@ -44,6 +44,10 @@ void natDecodeAddEncodeAvx2(ElementType type, const void* packedIn, const void* 
 // The switch's fixed point (codec/fixed_point.h) on the same path: the nat
 // codes' integers into accumulators, and sums back to nat codes (a floor in
 // 1..223 and a firstIndex that is a multiple of 32; the caller checks).
+// fixed_point.h's fixedEncode (floor 1..253, no residual) and fixedDecode
+// (floor 1..223, no divisor) for float32.
+void fixedEncodeF32Avx2(const float* values, size_t count, int floor, int32_t* out);
+void fixedDecodeF32Avx2(const int32_t* sums, size_t count, int floor, float* out);
 // fixed_point.h's blockExponentOf for float32 values without a residual.
 uint8_t blockExponentF32Avx2(const float* values, size_t count);
 bool natAccumulateFixedAvx2(const void* packed, size_t count, int floor, int maxShift, bool first, int32_t* acc);

@@ -99,6 +99,7 @@ class SwitchClient {
 
   std::string address_;
   int timeoutMs_ = 0;
+  int coalesceMicros_ = 50;  // CC_SWITCH_COALESCE_US: pause before waiting again after a few results
   UdpSocket socket_;
   SwitchJob job_;
   std::vector<uint32_t> rounds_;  // per slot: the next round
