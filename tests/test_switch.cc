@@ -296,6 +296,23 @@ TEST(SwitchAllreduce, AutoConsidersTheSwitchWhenAnAddressIsSet) {
   EXPECT_GT(daemon.counters().rounds, 0u);  // auto's calibration timed it
 }
 
+TEST(SwitchAllreduce, BadSwitchSettingsAreRefusedNamingThem) {
+  LocalSwitch daemon;
+  for (const char* name : {"CC_SWITCH_WINDOW", "CC_SWITCH_COALESCE_US"}) {
+    ScopedEnv env(name, "lots");
+    SwitchRun run;
+    run.address = daemon.address();
+    const InitOutcome init = runSwitchRanks(2, run, [](int, cc_comm_t) {});
+    EXPECT_NE(init.codes[0], CC_SUCCESS);
+    EXPECT_NE(init.messages[0].find(name), std::string::npos) << init.messages[0];
+  }
+  SwitchRun run;
+  run.address = "127.0.0.1:notaport";
+  const InitOutcome init = runSwitchRanks(2, run, [](int, cc_comm_t) {});
+  EXPECT_EQ(init.codes[0], CC_INVALID_ARGUMENT);
+  EXPECT_NE(init.messages[0].find("CC_SWITCH_ADDR"), std::string::npos) << init.messages[0];
+}
+
 TEST(SwitchAllreduce, AnUnreachableOrSilentSwitchIsATimeoutNamingIt) {
   // Nothing listens on a port just closed; a bound socket that never reads is silent.
   int silent = socket(AF_INET, SOCK_DGRAM, 0);

@@ -71,7 +71,12 @@ cc_result_t SwitchClient::open(const std::string& address, int timeoutMs, std::u
   client->address_ = address;
   client->timeoutMs_ = timeoutMs;
   if (const char* text = std::getenv("CC_SWITCH_COALESCE_US")) {
-    client->coalesceMicros_ = std::max(0, std::min(100000, std::atoi(text)));
+    char* end = nullptr;
+    const long value = std::strtol(text, &end, 10);
+    if (text[0] == '\0' || *end != '\0' || value < 0 || value > 100000) {
+      return setError(CC_INVALID_ARGUMENT, "CC_SWITCH_COALESCE_US must be microseconds in 0..100000, got '%s'", text);
+    }
+    client->coalesceMicros_ = static_cast<int>(value);
   }
   sockaddr_storage remote;
   socklen_t length = 0;

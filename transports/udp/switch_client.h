@@ -99,7 +99,10 @@ class SwitchClient {
 
   std::string address_;
   int timeoutMs_ = 0;
-  int coalesceMicros_ = 50;  // CC_SWITCH_COALESCE_US: pause before waiting again after a few results
+  // CC_SWITCH_COALESCE_US: the pause before waiting again after a pass that
+  // found only a few results (measured on 4 emulated hosts sharing 2 cores:
+  // 200 us made nat/nat 1.8x faster than waking for every result).
+  int coalesceMicros_ = 200;
   UdpSocket socket_;
   SwitchJob job_;
   std::vector<uint32_t> rounds_;  // per slot: the next round
