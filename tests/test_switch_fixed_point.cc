@@ -1,0 +1,130 @@
+// The switch's fixed point (codec/fixed_point.h), the part both the workers
+// and the daemon run: nat codes and float32 to integers and back, exactly;
+// the AVX2 paths give the scalar references' bits; non-finite values stay
+// non-finite; the nat downlink is unbiased.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "codec/codec.h"
+#include "codec/fixed_point.h"
+
+namespace cc {
+namespace {
+
+TEST(SwitchFixedPoint, BlockExponentIsTheLargestFiniteExponentField) {
+  std::vector<float> values(1000 + 3, 0.0f);
+  EXPECT_EQ(blockExponentOf(ElementType::F32, values.data(), nullptr, values.size()), 0);
+  values[7] = 3.0f;  // exponent field 128
+  values[1001] = -70000.0f;  // 2^16 * 1.07: 143, in the scalar tail
+  values[500] = INFINITY;
+  values[501] = NAN;
+  EXPECT_EQ(blockExponentOf(ElementType::F32, values.data(), nullptr, values.size()), 143);
+  EXPECT_EQ(blockExponentOf(ElementType::F32, values.data(), nullptr, 1000), 128);
+  std::vector<float> residual(values.size(), 0.0f);
+  EXPECT_EQ(blockExponentOf(ElementType::F32, values.data(), residual.data(), values.size()), 143);
+}
+
+TEST(SwitchFixedPoint, Int32EncodeAndDecodeMatchTheScalarReference) {
+  std::mt19937 random(11);
+  const size_t count = 4096 + 5;
+  std::vector<float> values(count);
+  for (size_t i = 0; i < count; ++i) {
+    values[i] = std::ldexp(static_cast<float>(static_cast<int32_t>(random())) / 2147483648.0f,
+                           static_cast<int>(random() % 40) - 30);
+  }
+  values[1] = INFINITY;
+  values[2] = -NAN;
+  values[3] = 1e30f;    // far outside the scale: clamped
+  values[4] = -1e30f;
+  values[5] = 0.5f + std::ldexp(1.0f, -24);  // ties and near-ties
+  for (int floor : {1, 60, 100, 127, 200, 253}) {
+    std::vector<int32_t> fast(count), slow(count);
+    fixedEncode(ElementType::F32, values.data(), nullptr, count, floor, fast.data());
+    fixedEncodeScalar(ElementType::F32, values.data(), nullptr, count, floor, slow.data());
+    ASSERT_EQ(fast, slow) << "floor " << floor;
+  }
+  std::vector<int32_t> sums(count);
+  for (size_t i = 0; i < count; ++i) sums[i] = static_cast<int32_t>(random()) >> (random() % 31);
+  sums[7] = kFixedNonFinite;
+  sums[8] = INT32_MAX;
+  sums[9] = -INT32_MAX;
+  for (int floor : {1, 96, 127, 223}) {
+    std::vector<float> fast(count), slow(count);
+    fixedDecode(sums.data(), count, floor, 1, ElementType::F32, fast.data());
+    fixedDecodeScalar(sums.data(), count, floor, 1, ElementType::F32, slow.data());
+    ASSERT_EQ(std::memcmp(fast.data(), slow.data(), count * sizeof(float)), 0) << "floor " << floor;
+  }
+}
+
+// The fixed point both sides use: nat codes shift exactly, the switch's
+// nat downlink is unbiased and the vector path gives the scalar bytes.
+TEST(SwitchFixedPoint, NatCodesSumExactlyAndReencodeLikeTheScalarReference) {
+  const int maxShift = fixedMaxShift(4);
+  EXPECT_EQ(maxShift, 28);
+  EXPECT_EQ(fixedMaxShift(2), 29);
+  EXPECT_EQ(fixedMaxShift(8), 27);
+  const int floor = fixedFloor(130, maxShift);
+  std::mt19937 random(3);
+  const size_t count = 32 * 40 + 32;
+  std::vector<uint8_t> packed(36 * (count / 32), 0);
+  for (size_t b = 0; b < count / 32; ++b) {
+    uint32_t mask = random();
+    std::memcpy(&packed[36 * b], &mask, 4);
+    for (int l = 0; l < 32; ++l) packed[36 * b + 4 + l] = static_cast<uint8_t>(floor + random() % (maxShift + 1));
+  }
+  std::vector<int32_t> fast(count), slow(count);
+  EXPECT_TRUE(natAccumulateFixed(packed.data(), count, floor, maxShift, true, fast.data()));
+  EXPECT_TRUE(natAccumulateFixedScalar(packed.data(), count, floor, maxShift, true, slow.data()));
+  EXPECT_EQ(fast, slow);
+  EXPECT_TRUE(natAccumulateFixed(packed.data(), count, floor, maxShift, false, fast.data()));
+  for (size_t i = 0; i < count; ++i) {
+    const uint32_t mask = static_cast<uint32_t>(packed[36 * (i / 32)]) | packed[36 * (i / 32) + 1] << 8 |
+                          packed[36 * (i / 32) + 2] << 16 | static_cast<uint32_t>(packed[36 * (i / 32) + 3]) << 24;
+    const int e = packed[36 * (i / 32) + 4 + i % 32];
+    const int32_t q = static_cast<int32_t>(1u << (e - floor)) * (((mask >> (i % 32)) & 1u) ? -1 : 1);
+    ASSERT_EQ(fast[i], 2 * q) << i;
+  }
+  // A NaN code (0 with the sign bit) and an Inf code make the sum non-finite.
+  std::vector<uint8_t> special(36, 0);
+  special[0] = 1;           // lane 0: sign set, exponent 0: NaN
+  special[4 + 1] = 255;     // lane 1: Inf
+  std::vector<int32_t> acc(32, 5);
+  EXPECT_TRUE(natAccumulateFixed(special.data(), 32, floor, maxShift, false, acc.data()));
+  EXPECT_EQ(acc[0], kFixedNonFinite);
+  EXPECT_EQ(acc[1], kFixedNonFinite);
+  EXPECT_EQ(acc[2], 5);
+
+  std::vector<int32_t> sums(count);
+  for (size_t i = 0; i < count; ++i) sums[i] = static_cast<int32_t>(random()) >> (random() % 31);
+  sums[5] = kFixedNonFinite;
+  sums[6] = 0;
+  const RandomStream rs{99, 7};
+  std::vector<uint8_t> a(36 * (count / 32)), b(36 * (count / 32));
+  natEncodeFixed(sums.data(), count, floor, 64, rs, a.data());
+  natEncodeFixedScalar(sums.data(), count, floor, 64, rs, b.data());
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(a[4 + 5], 0);           // NaN: exponent 0 ...
+  EXPECT_EQ((a[0] >> 5) & 1, 1);    // ... with the sign bit
+  EXPECT_EQ((a[0] >> 6) & 1, 0);    // zero keeps sign 0
+
+  // Unbiased: the mean of many encodes of one sum is the sum.
+  const int32_t sum = 1000003;
+  double mean = 0;
+  const int draws = 20000;
+  std::vector<int32_t> one(32, sum);
+  std::vector<uint8_t> code(36);
+  for (int d = 0; d < draws; ++d) {
+    natEncodeFixed(one.data(), 32, floor, 32 * static_cast<uint64_t>(d), rs, code.data());
+    for (int l = 0; l < 32; ++l) mean += std::ldexp(1.0, code[4 + l] - floor);
+  }
+  mean /= 32.0 * draws;
+  EXPECT_NEAR(mean / sum, 1.0, 0.003);
+}
+
+}  // namespace
+}  // namespace cc
