@@ -242,6 +242,8 @@ class CompressedEngine : public Engine {
       : comm_(std::move(comm)), shared_(shared), forced_(forced), checkCalls_(checkCalls) {}
   // Which algorithm this engine's last call ran (auto picks per spec).
   const std::string& algorithm() const { return ran_; }
+  // Whether auto sent the last call on the exact path (too small to pay).
+  bool exact() const { return exact_; }
   bool trialsPending() const override { return comm_->autoTrialsPending; }
   uint64_t trialCalls() const override { return comm_->autoTrialCalls; }
   Watch watch() const override { return {comm_->autoChallenges, comm_->autoSwitches, comm_->autoChallengeCalls}; }
@@ -253,6 +255,7 @@ class CompressedEngine : public Engine {
       fail(("compressed_allreduce (codec " + name + ")").c_str(), comm_.get());
     }
     ran_ = comm_->lastAlgorithm;
+    exact_ = comm_->lastCallExact;
   }
 
  private:
@@ -261,6 +264,7 @@ class CompressedEngine : public Engine {
   cc::AlgoId forced_;
   bool checkCalls_;
   std::string ran_;
+  bool exact_ = false;
 };
 
 // gloo::allreduce on host memory: what a Gloo user runs today.
@@ -604,6 +608,7 @@ int runRank(const Launch& launch, const Options& options) {
       const auto* compressed = dynamic_cast<const CompressedEngine*>(engines[e].get());
       std::string algoName = compressed ? compressed->algorithm() : "gloo";
       if (compressed && isAuto(engines[e]->requestedAlgo)) algoName = engines[e]->requestedAlgo + ":" + algoName;
+      if (compressed && compressed->exact()) algoName += ",exact";
       const char* algo = algoName.c_str();
       std::printf("  %12zu %12zu %6s %5s %6s %14s %11.1f %8.3f %8.3f %8.3f %9s %8s %8s\n",
                   count * sizeof(float), count, "float", "sum", name.c_str(), algo,

@@ -51,7 +51,11 @@ struct RankReport {
 
 struct Shared {
   RankReport rank[kMaxRanks];
+  std::atomic<int> finished{0};  // ranks done with their call, for those that wait on each other
 };
+
+// The running runRankProcesses' shared page (its rank processes see it too).
+Shared* currentShared = nullptr;
 
 struct Outcome {
   int exitStatus[kMaxRanks];  // waitpid's status
@@ -66,6 +70,7 @@ Outcome runRankProcesses(int nranks, int deadlineSeconds, Body body, int killLas
   Outcome outcome{};
   void* memory = mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   outcome.shared = new (memory) Shared();
+  currentShared = outcome.shared;
   cc_unique_id_t id;
   if (cc_get_unique_id(&id) != CC_SUCCESS) {
     ADD_FAILURE() << cc_get_last_error(nullptr);
@@ -199,6 +204,11 @@ TEST(PeerStopped, OthersTimeOutNamingThePeer) {
         compressed_allreduce(values.data(), values.data(), values.size(), CC_FLOAT32, CC_SUM, comm, nullptr);
     report->seconds = secondsSince(start);
     std::snprintf(report->message, sizeof(report->message), "%s", cc_get_last_error(nullptr));
+    // A survivor that timed out first must not close its connections while
+    // the other still waits: that one would see them close instead of its
+    // own timeout.
+    currentShared->finished.fetch_add(1);
+    while (currentShared->finished.load() < n - 1 && secondsSince(start) < 30) usleep(10000);
     cc_comm_abort(comm);
   }, /*killLast=*/1);
   for (int rank : {0, 2}) {

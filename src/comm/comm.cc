@@ -32,13 +32,14 @@ struct InitRecord {
   uint8_t checkCalls;
   uint32_t masterCodecHash;
   uint32_t autoTrials;
+  int64_t compressMinBytes;
   uint64_t chunkBytes;
   uint64_t seed;
   uint64_t commKey;
 };
-// "CCI4": the algorithm byte is an AlgoId, a row of the algorithm table
-// (ring 0, auto 0xff), which "CCI3" ranks read otherwise.
-constexpr uint32_t kInitMagic = 0x43434934u;
+// "CCI5": the record carries CC_COMPRESS_MIN_BYTES. ("CCI4": the algorithm
+// byte became an AlgoId, a row of the algorithm table, ring 0, auto 0xff.)
+constexpr uint32_t kInitMagic = 0x43434935u;
 
 uint64_t random64() {
   std::random_device device;
@@ -61,6 +62,7 @@ cc_result_t agreeOnSettings(RendezvousStore& store, int rank, const ResolvedConf
   mine.chunkBytes = config.chunkBytes;
   mine.checkCalls = config.checkCalls ? 1 : 0;
   mine.autoTrials = static_cast<uint32_t>(config.autoTrials);
+  mine.compressMinBytes = config.compressMinBytes;
   if (rank == 0) {
     mine.seed = config.hasSeed ? config.seed : random64();
     mine.commKey = random64();
@@ -103,6 +105,11 @@ cc_result_t agreeOnSettings(RendezvousStore& store, int rank, const ResolvedConf
     // Ranks whose trial blocks differ in length would run different algorithms in one call.
     mismatch = "CC_AUTO_TRIALS=" + std::to_string(mine.autoTrials) + " differs from rank 0's " +
                std::to_string(agreed->autoTrials);
+  } else if (agreed->compressMinBytes != mine.compressMinBytes) {
+    // Ranks would take different paths (exact or compressed) in one call.
+    auto show = [](int64_t bytes) { return bytes == kCompressWherePays ? std::string("unset") : std::to_string(bytes); };
+    mismatch = "CC_COMPRESS_MIN_BYTES=" + show(mine.compressMinBytes) + " differs from rank 0's " +
+               show(agreed->compressMinBytes);
   }
   if (config.hasSeed && rank != 0 && config.seed != agreed->seed) {
     CC_WARN("rank %d: CC_SEED %llu differs from rank 0's; rank 0's seed is used", rank,

@@ -28,6 +28,8 @@ constexpr int kMaxAutoTrials = 64;
 
 // The settings collectives follow (the communicator's own, comm/settings.h,
 // add what only init reads). Every rank agrees on them at init.
+constexpr int64_t kCompressWherePays = -1;
+
 struct CallSettings {
   CodecSpec codec = simpleCodecSpec("nat");
   // direct's master codec C_M (CC_MASTER_CODEC); unset: the call's own spec.
@@ -41,6 +43,10 @@ struct CallSettings {
   // CC_AUTO_TRIALS: the fewest timed calls in each block of auto's trials
   // (auto/trials.h); 0: no trials, the cost model alone decides.
   int autoTrials = kDefaultAutoTrials;
+  // CC_COMPRESS_MIN_BYTES: under auto, calls of fewer bytes take the exact
+  // path and larger ones are compressed; kCompressWherePays: auto's cost
+  // model decides per call (algo/auto/compression.h).
+  int64_t compressMinBytes = kCompressWherePays;
 };
 
 // Buffers reused from call to call (grown, never shrunk), so that calls in
@@ -98,6 +104,7 @@ struct CollectiveState : AutoState {
   SpecCodecCache specs;
   CallScratch scratch;
   std::string lastAlgorithm;  // which algorithm the last collective ran (perf tool, tests)
+  bool lastCallExact = false;  // whether auto sent the last call, compressible, on the exact path
 
   RingChannels ring() const { return RingChannels{toNext.get(), fromPrev.get()}; }
   // The codecs of the spec `text` (null or "": the communicator's codec).

@@ -24,6 +24,9 @@ cc_result_t openCollectiveChannels(CollectiveState& state);
 // for a compressed call the requested algorithm cannot carry.
 cc_result_t algorithmForCall(const CallTraits& traits, AlgoId requested, AlgoId* out);
 
+// The algorithms auto may pick that can carry `traits` (bitOf).
+unsigned autoCandidatesFor(const CallTraits& traits);
+
 // The primitives' view of one run as the next collective of `state`.
 cc_result_t collectiveArgs(CollectiveState& state, SpecCodecs& codecs, bool compresses, const AlgorithmRun& run,
                            CollectiveArgs* out);
