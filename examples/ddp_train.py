@@ -89,15 +89,45 @@ def loss_of(model: torch.nn.Module, tokens: torch.Tensor, targets: torch.Tensor)
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, data: torch.Tensor, batches: int, batch: int, context: int) -> float:
-    """Mean loss (nats per byte) over fixed windows of `data`: the same windows every time."""
+def evaluate(model: torch.nn.Module, data: torch.Tensor, batches: int, batch: int, context: int,
+             shard: Optional[Tuple[int, int]] = None) -> float:
+    """Mean loss (nats per byte) over fixed windows of `data`: the same windows every time.
+    With `shard=(rank, world)` each rank scores every world-th batch and the sum is
+    allreduced over the default group: the same mean (to float rounding), a world-th of
+    the work per rank. Every rank must call it then."""
     generator = torch.Generator().manual_seed(2024)
     model.eval()
     total = 0.0
-    for _ in range(batches):
-        total += loss_of(model, *sample_batch(data, batch, context, generator)).item()
+    for number in range(batches):
+        windows = sample_batch(data, batch, context, generator)
+        if shard is None or number % shard[1] == shard[0]:
+            total += loss_of(model, *windows).item()
     model.train()
+    if shard is not None:
+        summed = _EVALUATION_SUM
+        summed.fill_(total)
+        dist.all_reduce(summed)
+        total = summed.item()
     return total / batches
+
+
+# The tensor `evaluate` allreduces lives as long as the module: torch 1.13's gloo worker drops
+# its reference after the collective, and were that the last one, it would need the GIL to
+# free the tensor's Python object; at exit, with the main thread holding the GIL while it
+# destroys the process group and joins that worker, the process would hang.
+_EVALUATION_SUM = torch.zeros(1, dtype=torch.float64)
+
+
+def learning_rate(step: int, args: argparse.Namespace) -> float:
+    """The learning rate of `step` (1-based): linear warmup over --warmup-steps, then
+    constant or a cosine decay from --lr to --lr * --min-lr-ratio at the last step."""
+    if step <= args.warmup_steps:
+        return args.lr * step / args.warmup_steps
+    if args.lr_schedule == "constant":
+        return args.lr
+    progress = (step - args.warmup_steps) / max(1, args.steps - args.warmup_steps)
+    floor = args.lr * args.min_lr_ratio
+    return floor + (args.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 # --------------------------------------------------------------------- hooks
@@ -163,11 +193,17 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
+                        help="after the warmup: constant, or cosine decay to lr * min-lr-ratio at the last step")
+    parser.add_argument("--warmup-steps", type=int, default=0, help="linear learning-rate warmup")
+    parser.add_argument("--min-lr-ratio", type=float, default=0.1, help="cosine's final lr over --lr")
     parser.add_argument("--bucket-cap-mb", type=float, default=25.0, help="DDP's bucket size")
     parser.add_argument("--seed", type=int, default=0, help="model initialisation and data order")
     parser.add_argument("--comm-seed", type=int, default=None, help="the codec's random key (default: random)")
     parser.add_argument("--log-every", type=int, default=20)
     parser.add_argument("--eval-batches", type=int, default=8)
+    parser.add_argument("--shard-eval", action="store_true",
+                        help="ranks share the eval batches (allreduced) instead of each scoring all of them")
     parser.add_argument("--json", default=None, help="rank 0 writes the losses and timings here")
     return parser.parse_args(argv)
 
@@ -197,15 +233,19 @@ def main(argv: Optional[List[str]] = None) -> None:
     for step in range(1, args.steps + 1):
         tick = time.perf_counter()
         tokens, targets = sample_batch(train, args.batch, args.context, generator)
+        lr = learning_rate(step, args)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
         loss = loss_of(ddp, tokens, targets)
         loss.backward()
         optimizer.step()
         training_seconds += time.perf_counter() - tick
         if step % args.log_every == 0 or step == args.steps:
-            validation_loss = evaluate(model, validation, args.eval_batches, args.batch, args.context)
+            validation_loss = evaluate(model, validation, args.eval_batches, args.batch, args.context,
+                                       shard=(rank, world) if args.shard_eval else None)
             history.append({"step": step, "train_loss": loss.item(), "validation_loss": validation_loss,
-                            "seconds": training_seconds})
+                            "seconds": training_seconds, "lr": lr})
             if rank == 0:
                 print(f"step {step:5d}  train {loss.item():.3f}  validation {validation_loss:.3f} nats/byte  "
                       f"({training_seconds / step * 1000:.0f} ms/step)", flush=True)

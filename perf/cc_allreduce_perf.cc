@@ -254,6 +254,8 @@ class CompressedEngine : public Engine {
       : comm_(std::move(comm)), shared_(shared), forced_(forced), checkCalls_(checkCalls) {}
   // Which algorithm this engine's last call ran (auto picks per spec).
   const std::string& algorithm() const { return ran_; }
+  // Whether auto sent the last call on the exact path (too small to pay).
+  bool exact() const { return exact_; }
   bool trialsPending() const override { return comm_->autoTrialsPending; }
   uint64_t trialCalls() const override { return comm_->autoTrialCalls; }
   Watch watch() const override { return {comm_->autoChallenges, comm_->autoSwitches, comm_->autoChallengeCalls}; }
@@ -265,6 +267,7 @@ class CompressedEngine : public Engine {
       fail(("compressed_allreduce (codec " + name + ")").c_str(), comm_.get());
     }
     ran_ = comm_->lastAlgorithm;
+    exact_ = comm_->lastCallExact;
   }
 
  private:
@@ -273,6 +276,7 @@ class CompressedEngine : public Engine {
   cc::AlgoId forced_;
   bool checkCalls_;
   std::string ran_;
+  bool exact_ = false;
 };
 
 // gloo::allreduce on host memory: what a Gloo user runs today.
@@ -660,6 +664,7 @@ int runRank(const Launch& launch, const Options& options) {
       std::string algoName = compressed ? compressed->algorithm() : "gloo";
       if (compressed && engines[e]->requestedAlgo.compare(0, 6, "switch") == 0) algoName = engines[e]->requestedAlgo;
       if (compressed && isAuto(engines[e]->requestedAlgo)) algoName = engines[e]->requestedAlgo + ":" + algoName;
+      if (compressed && compressed->exact()) algoName += ",exact";
       const char* algo = algoName.c_str();
       std::printf("  %12zu %12zu %6s %5s %6s %14s %11.1f %8.3f %8.3f %8.3f %9s %8s %8s\n",
                   count * sizeof(float), count, "float", "sum", name.c_str(), algo,

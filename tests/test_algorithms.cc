@@ -839,6 +839,96 @@ INSTANTIATE_TEST_SUITE_P(Algorithms, AlgorithmMatrix, testing::ValuesIn(matrixCa
 // In place (sendbuf == recvbuf) gives the same bits as out of place: two
 // communicators with the same seed draw the same random bits, and the
 // algorithm is forced (auto's choice rests on timings measured at init).
+// ---------------------------------------------------------------------------
+// Exact or compressed: under auto a compressible call too small to pay runs
+// on the exact path (src/algo/auto/compression.h).
+
+TEST(ExactOrCompressed, CompressMinBytesSendsSmallerCallsExactOnEveryRank) {
+  ScopedEnv env("CC_COMPRESS_MIN_BYTES", "64K");
+  const int n = 4;
+  struct Case {
+    size_t count;
+    bool exact;
+  };
+  for (const Case c : {Case{1000, true}, Case{16383, true}, Case{16384, false}, Case{100000, false}}) {
+    SCOPED_TRACE("count " + std::to_string(c.count));
+    std::vector<std::vector<float>> outputs(n);
+    std::vector<int> exact(n, -1);
+    runRanks(n, RankOptions{}, [&](int rank, cc_comm_t comm) {
+      const std::vector<float> input = makeInput(c.count, rank);
+      outputs[rank].resize(c.count);
+      ASSERT_EQ(compressed_allreduce(input.data(), outputs[rank].data(), c.count, CC_FLOAT32, CC_SUM, comm, nullptr),
+                CC_SUCCESS)
+          << cc_get_last_error(comm);
+      exact[rank] = comm->lastCallExact ? 1 : 0;
+    });
+    const double error = relativeError(outputs[0], exactSum(c.count, n));
+    for (int rank = 0; rank < n; ++rank) {
+      EXPECT_EQ(exact[rank], c.exact ? 1 : 0) << "rank " << rank;
+      EXPECT_EQ(outputs[rank], outputs[0]) << "rank " << rank;
+    }
+    // The exact path is float32 addition; nat's error on these inputs is
+    // around 10%, far above float rounding.
+    if (c.exact) {
+      EXPECT_LT(error, 1e-6);
+    } else {
+      EXPECT_GT(error, 1e-3);
+    }
+  }
+}
+
+TEST(ExactOrCompressed, AFixedAlgorithmKeepsTheCodecAsAsked) {
+  ScopedEnv env("CC_COMPRESS_MIN_BYTES", "64K");
+  const int n = 3;
+  const size_t count = 1000;
+  std::vector<std::vector<float>> outputs(n);
+  RankOptions options;
+  options.algo = "ring";
+  runRanks(n, options, [&](int rank, cc_comm_t comm) {
+    const std::vector<float> input = makeInput(count, rank);
+    outputs[rank].resize(count);
+    ASSERT_EQ(compressed_allreduce(input.data(), outputs[rank].data(), count, CC_FLOAT32, CC_SUM, comm, nullptr),
+              CC_SUCCESS)
+        << cc_get_last_error(comm);
+    EXPECT_FALSE(comm->lastCallExact);
+  });
+  EXPECT_GT(relativeError(outputs[0], exactSum(count, n)), 1e-3);
+}
+
+// Without CC_COMPRESS_MIN_BYTES the agreed cost model decides: every rank
+// takes the same path for every size, and a call sent exact is exact.
+TEST(ExactOrCompressed, TheModelsChoiceIsTheSameOnEveryRank) {
+  ScopedEnv env("CC_COMPRESS_MIN_BYTES", nullptr);
+  const int n = 4;
+  const std::vector<size_t> counts = {1, 64, 1024, 4096, 16384, 65536, 262144, 1 << 20};
+  std::vector<std::vector<int>> exact(n, std::vector<int>(counts.size(), -1));
+  std::vector<std::vector<std::vector<float>>> outputs(n, std::vector<std::vector<float>>(counts.size()));
+  runRanks(n, RankOptions{}, [&](int rank, cc_comm_t comm) {
+    for (size_t k = 0; k < counts.size(); ++k) {
+      const std::vector<float> input = makeInput(counts[k], rank);
+      outputs[rank][k].resize(counts[k]);
+      ASSERT_EQ(compressed_allreduce(input.data(), outputs[rank][k].data(), counts[k], CC_FLOAT32, CC_SUM, comm,
+                                     nullptr),
+                CC_SUCCESS)
+          << cc_get_last_error(comm);
+      exact[rank][k] = comm->lastCallExact ? 1 : 0;
+    }
+  });
+  std::string choices;
+  for (size_t k = 0; k < counts.size(); ++k) {
+    SCOPED_TRACE("count " + std::to_string(counts[k]));
+    for (int rank = 1; rank < n; ++rank) {
+      EXPECT_EQ(exact[rank][k], exact[0][k]) << "rank " << rank;
+      EXPECT_EQ(outputs[rank][k], outputs[0][k]) << "rank " << rank;
+    }
+    if (exact[0][k] == 1) {
+      EXPECT_LT(relativeError(outputs[0][k], exactSum(counts[k], n)), 1e-6);
+    }
+    choices += std::to_string(counts[k]) + (exact[0][k] ? ":exact " : ":nat ");
+  }
+  std::printf("the model's choices on this machine: %s\n", choices.c_str());
+}
+
 TEST(InPlace, EqualsOutOfPlaceOnEveryAlgorithm) {
   const int n = 5;
   const size_t count = 20003;

@@ -51,7 +51,11 @@ struct RankReport {
 
 struct Shared {
   RankReport rank[kMaxRanks];
+  std::atomic<int> finished{0};  // ranks done with their call, for those that wait on each other
 };
+
+// The running runRankProcesses' shared page (its rank processes see it too).
+Shared* currentShared = nullptr;
 
 struct Outcome {
   int exitStatus[kMaxRanks];  // waitpid's status
@@ -66,11 +70,13 @@ Outcome runRankProcesses(int nranks, int deadlineSeconds, Body body, int killLas
   Outcome outcome{};
   void* memory = mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   outcome.shared = new (memory) Shared();
+  currentShared = outcome.shared;
   cc_unique_id_t id;
   if (cc_get_unique_id(&id) != CC_SUCCESS) {
     ADD_FAILURE() << cc_get_last_error(nullptr);
     return outcome;
   }
+  std::fflush(nullptr);  // or every child would print the parent's pending output again
   std::vector<pid_t> children;
   for (int rank = 0; rank < nranks; ++rank) {
     pid_t pid = fork();
@@ -165,6 +171,8 @@ TEST_P(PeerDeath, SurvivorsReturnAnErrorAndLive) {
     EXPECT_NE(report.result, CC_SUCCESS) << "rank " << rank << " never saw the peer die";
     EXPECT_NE(report.result, CC_TIMEOUT) << "rank " << rank << ": " << report.message;
     EXPECT_LT(report.seconds, 10.0) << "rank " << rank << ": " << report.message;
+    // docs/reliability.md quotes these lines.
+    std::printf("%s %s: survivor rank %d after %.3f s: %s\n", c.algo, c.codec, rank, report.seconds, report.message);
   }
 }
 
@@ -196,6 +204,11 @@ TEST(PeerStopped, OthersTimeOutNamingThePeer) {
         compressed_allreduce(values.data(), values.data(), values.size(), CC_FLOAT32, CC_SUM, comm, nullptr);
     report->seconds = secondsSince(start);
     std::snprintf(report->message, sizeof(report->message), "%s", cc_get_last_error(nullptr));
+    // A survivor that timed out first must not close its connections while
+    // the other still waits: that one would see them close instead of its
+    // own timeout.
+    currentShared->finished.fetch_add(1);
+    while (currentShared->finished.load() < n - 1 && secondsSince(start) < 30) usleep(10000);
     cc_comm_abort(comm);
   }, /*killLast=*/1);
   for (int rank : {0, 2}) {
@@ -207,6 +220,7 @@ TEST(PeerStopped, OthersTimeOutNamingThePeer) {
     // rank 1, and rank 0 on rank 2, which waits on rank 1.
     const std::string waitedFor = "from rank " + std::to_string((rank + n - 1) % n);
     EXPECT_NE(std::strstr(report.message, waitedFor.c_str()), nullptr) << report.message;
+    std::printf("rank %d after %.3f s: %s\n", rank, report.seconds, report.message);
   }
 }
 
@@ -249,6 +263,7 @@ void abortWhileBlocked(bool destroyFirst) {
   EXPECT_EQ(std::strstr(report.message, "not refused"), nullptr) << report.message;
   EXPECT_GE(report.seconds, 0.0) << "the call returned before the abort: " << report.message;
   EXPECT_LT(report.seconds, 0.1) << "the call took " << report.seconds << " s after the abort: " << report.message;
+  std::printf("%.3f s after the abort: %s\n", report.seconds, report.message);
 }
 
 TEST(AbortWhileBlocked, TheCallReturnsWithin100ms) { abortWhileBlocked(false); }
@@ -325,6 +340,7 @@ TEST(InitFailure, EveryRankGetsTheCauseWhenTheRootExitsAtOnce) {
       EXPECT_EQ(report.result, CC_INVALID_USAGE) << "rank " << rank << ": " << report.message;
       EXPECT_NE(std::strstr(report.message, "codec none differs from rank 0's nat"), nullptr)
           << "rank " << rank << ": " << report.message;
+      if (run == 0) std::printf("rank %d: %s\n", rank, report.message);
     }
   }
 }
@@ -348,6 +364,7 @@ TEST(InitFailure, ATimeoutNamesTheRanksThatNeverJoined) {
     EXPECT_EQ(report.result, CC_TIMEOUT) << report.message;
     EXPECT_LT(report.seconds, 5.0) << report.message;
     EXPECT_NE(std::strstr(report.message, "never joined the bootstrap store: 2"), nullptr) << report.message;
+    std::printf("rank %d after %.3f s: %s\n", rank, report.seconds, report.message);
   }
 }
 
@@ -572,6 +589,36 @@ TEST(HostileBootstrap, FuzzedClientsAreDroppedAndRanksStillJoin) {
   for (const auto& [kind, lines] : perKind) {
     EXPECT_LE(lines, 5) << lines << " '" << kind << "' lines for 300 hostile connections in about a second";
   }
+}
+
+// Connections that never JOIN: at most 64 wait at once (the 65th pushes the
+// oldest out), and each is closed 10 s after it connected; a rank joins
+// meanwhile as if they were not there.
+TEST(HostileBootstrap, StrangersAreCappedAndClosedAtTheJoinDeadline) {
+  StoreProcess store;
+  const cc::RootAddress& root = store.root();
+  std::vector<int> fds;
+  const auto start = Clock::now();
+  for (int i = 0; i < 65; ++i) {
+    int fd = connectTo(root);
+    ASSERT_GE(fd, 0);
+    fds.push_back(fd);
+  }
+  EXPECT_TRUE(closedByStore(fds[0], 2000)) << "the oldest of 65 waiting connections was kept";
+  // The job's one rank joins while they wait, and stays (once every rank has
+  // come and gone, the store stops and closes everything). Its connection is
+  // the 65th waiting one for a moment: it pushes out the next oldest, fds[1].
+  std::unique_ptr<cc::StoreClient> rank;
+  ASSERT_EQ(cc::StoreClient::connect(root, 0, 1, 5000, &rank), CC_SUCCESS) << cc::lastErrorMessage();
+  // The others go at their deadline, 10 s after connecting, not before.
+  EXPECT_FALSE(closedByStore(fds.back(), 8000 - static_cast<int>(secondsSince(start) * 1000)))
+      << "closed before the JOIN deadline";
+  for (size_t i = 1; i < fds.size(); ++i) {
+    EXPECT_TRUE(closedByStore(fds[i], 4000)) << "connection " << i << " outlived the JOIN deadline";
+  }
+  std::printf("65 connections that never joined: the oldest closed at once, the rest %.1f s after connecting\n",
+              secondsSince(start));
+  for (int fd : fds) close(fd);
 }
 
 // 150 idle connections against a store limited to 48 descriptors: accept()

@@ -483,6 +483,27 @@ TEST(MultiProcess, RanksThatDisagreeOnAutoTrialsFailInit) {
   expectAllRanksSucceeded(results, n);
 }
 
+// Ranks with different CC_COMPRESS_MIN_BYTES would send one call exact on
+// some and compressed on others.
+TEST(MultiProcess, RanksThatDisagreeOnCompressMinBytesFailInit) {
+  const int n = 2;
+  SharedResults* results = runProcesses(n, 60, [&](int rank, const cc_unique_id_t& id, SharedResults* shared) {
+    if (rank == 1) {
+      setenv("CC_COMPRESS_MIN_BYTES", "8K", 1);
+    } else {
+      unsetenv("CC_COMPRESS_MIN_BYTES");
+    }
+    cc_comm_t comm = nullptr;
+    if (initTcp(rank, n, id, "nat", &comm, shared, "auto")) {
+      std::snprintf(shared->message[rank], sizeof(shared->message[rank]), "init succeeded");
+      cc_comm_destroy(comm);
+      return false;
+    }
+    return std::strstr(shared->message[rank], "CC_COMPRESS_MIN_BYTES=8192 differs from rank 0's unset") != nullptr;
+  });
+  expectAllRanksSucceeded(results, n);
+}
+
 TEST(MultiProcess, UnreachableRootFailsWithinTheTimeout) {
   // A port nobody listens on: bind one, read its number, close it.
   int fd = socket(AF_INET, SOCK_STREAM, 0);

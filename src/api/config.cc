@@ -171,6 +171,14 @@ cc_result_t resolveConfig(const cc_config_t* config, ResolvedConfig* out) {
     }
     resolved.autoTrials = static_cast<int>(trials);
   }
+  if (const char* text = pick(nullptr, "CC_COMPRESS_MIN_BYTES")) {
+    uint64_t bytes = 0;
+    CC_CHECK(parseSize(text, "CC_COMPRESS_MIN_BYTES", &bytes));
+    if (bytes > static_cast<uint64_t>(INT64_MAX)) {
+      return setError(CC_INVALID_ARGUMENT, "CC_COMPRESS_MIN_BYTES is too large: '%s'", text);
+    }
+    resolved.compressMinBytes = static_cast<int64_t>(bytes);
+  }
   *out = resolved;
   return CC_SUCCESS;
 }

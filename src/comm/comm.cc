@@ -32,14 +32,15 @@ struct InitRecord {
   uint8_t checkCalls;
   uint32_t masterCodecHash;
   uint32_t autoTrials;
+  int64_t compressMinBytes;
   uint64_t chunkBytes;
   uint64_t seed;
   uint64_t commKey;
   uint32_t switchHash;  // FNV-1a of CC_SWITCH_ADDR's text (0: unset)
   uint32_t reserved;
 };
-// "CCI5": the record carries the switch address's hash ("CCI4" ranks have
-// no switch and a shorter record).
+// "CCI5": the record carries the switch address's hash and
+// CC_COMPRESS_MIN_BYTES ("CCI4" ranks have neither and a shorter record).
 constexpr uint32_t kInitMagic = 0x43434935u;
 
 uint32_t textHash(const std::string& text) {
@@ -71,6 +72,7 @@ cc_result_t agreeOnSettings(RendezvousStore& store, int rank, const ResolvedConf
   mine.checkCalls = config.checkCalls ? 1 : 0;
   mine.autoTrials = static_cast<uint32_t>(config.autoTrials);
   mine.switchHash = textHash(config.switchAddress);
+  mine.compressMinBytes = config.compressMinBytes;
   if (rank == 0) {
     mine.seed = config.hasSeed ? config.seed : random64();
     mine.commKey = random64();
@@ -119,6 +121,11 @@ cc_result_t agreeOnSettings(RendezvousStore& store, int rank, const ResolvedConf
     // Ranks whose trial blocks differ in length would run different algorithms in one call.
     mismatch = "CC_AUTO_TRIALS=" + std::to_string(mine.autoTrials) + " differs from rank 0's " +
                std::to_string(agreed->autoTrials);
+  } else if (agreed->compressMinBytes != mine.compressMinBytes) {
+    // Ranks would take different paths (exact or compressed) in one call.
+    auto show = [](int64_t bytes) { return bytes == kCompressWherePays ? std::string("unset") : std::to_string(bytes); };
+    mismatch = "CC_COMPRESS_MIN_BYTES=" + show(mine.compressMinBytes) + " differs from rank 0's " +
+               show(agreed->compressMinBytes);
   }
   if (config.hasSeed && rank != 0 && config.seed != agreed->seed) {
     CC_WARN("rank %d: CC_SEED %llu differs from rank 0's; rank 0's seed is used", rank,

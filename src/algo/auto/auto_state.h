@@ -24,6 +24,11 @@ struct AutoState {
   CostModel costModel;  // what auto decides with; identical on every rank
   std::set<std::pair<size_t, CodecId>> autoLogged;  // call shapes whose choice INFO showed
   std::map<AutoCallKind, AutoTrials> autoTrials;
+  // Whether compressing pays, per call shape (spec, datatype, op, count): the
+  // model's answer, kept so that a call asks it once.
+  std::map<std::tuple<uint64_t, int, int, size_t>, bool> compressionPays;
+  // The shapes whose exact/compressed choice INFO showed.
+  std::set<std::tuple<uint64_t, int, int, size_t>> compressionLogged;
   // For the perf tool: calls so far that were auto's trials, and whether the
   // last call's kind is still in its trials (the same on every rank).
   uint64_t autoTrialCalls = 0;

@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "algo/auto/compression.h"
 #include "algo/call/dispatch.h"
 #include "base/datatypes.h"
 #include "base/error.h"
@@ -87,7 +88,7 @@ cc_result_t runAllreduce(CollectiveState& state, const TensorCall* tensors, size
   SpecCodecs* codecs = nullptr;
   CC_CHECK(state.specCodecs(specText, &codecs));
   const CodecSpec& spec = codecs->spec;
-  const bool compresses = specCompresses(spec, datatype, op);
+  bool compresses = specCompresses(spec, datatype, op);
   AlgoId algo = AlgoId::Ring;
   CC_CHECK(algorithmForCall(CallTraits{spec, compresses, datatype, op}, state.settings.algo,
                             availableAlgorithms(state), &algo));
@@ -135,6 +136,21 @@ cc_result_t runAllreduce(CollectiveState& state, const TensorCall* tensors, size
     run.residual = residual;
   }
   run.layout = TensorLayout{run.count, offsets.data(), offsets.size() - 1};
+
+  // Under auto, a call with the communicator's codec that is too small for
+  // it to pay runs exact; a fixed CC_ALGO and a spec given with the call keep
+  // the codec asked for.
+  state.lastCallExact = false;
+  const bool specOfTheCall = specText != nullptr && specText[0] != '\0';
+  if (compresses && !specOfTheCall && state.settings.algo == AlgoId::Auto && state.nranks > 1) {
+    bool pays = true;
+    CC_CHECK(compressionPays(state, *codecs, run, &pays));
+    if (!pays) {
+      CC_CHECK(state.specCodecs("none", &codecs));
+      compresses = false;
+      state.lastCallExact = true;
+    }
+  }
 
   const uint64_t firstSeq = state.collectiveSeq;
   cc_result_t result = CC_SUCCESS;

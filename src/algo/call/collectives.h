@@ -28,6 +28,8 @@ constexpr int kMaxAutoTrials = 64;
 
 // The settings collectives follow (the communicator's own, comm/settings.h,
 // add what only init reads). Every rank agrees on them at init.
+constexpr int64_t kCompressWherePays = -1;
+
 struct CallSettings {
   CodecSpec codec = simpleCodecSpec("nat");
   // direct's master codec C_M (CC_MASTER_CODEC); unset: the call's own spec.
@@ -44,6 +46,10 @@ struct CallSettings {
   // CC_SWITCH_ADDR / cc_config_t.switch_addr: a cc_switchd's host:port
   // ("" = none; the switch algorithm then does not run).
   std::string switchAddress;
+  // CC_COMPRESS_MIN_BYTES: under auto, calls of fewer bytes take the exact
+  // path and larger ones are compressed; kCompressWherePays: auto's cost
+  // model decides per call (algo/auto/compression.h).
+  int64_t compressMinBytes = kCompressWherePays;
 };
 
 // Buffers reused from call to call (grown, never shrunk), so that calls in
@@ -101,6 +107,7 @@ struct CollectiveState : AutoState {
   SpecCodecCache specs;
   CallScratch scratch;
   std::string lastAlgorithm;  // which algorithm the last collective ran (perf tool, tests)
+  bool lastCallExact = false;  // whether auto sent the last call, compressible, on the exact path
 
   RingChannels ring() const { return RingChannels{toNext.get(), fromPrev.get()}; }
   // The codecs of the spec `text` (null or "": the communicator's codec).

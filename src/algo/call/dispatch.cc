@@ -17,7 +17,12 @@ constexpr int kAnnounceTag = 5;  // auto with CC_CHECK_CALLS: each call's algori
 constexpr int kAnnounceSlots = 64;
 constexpr size_t kAnnounceSlotBytes = kFrameHeaderBytes + 64;
 
-// The algorithms auto may pick that can carry `traits`, of those `available`.
+bool mayRun(const CallSettings& settings, AlgoId id) {
+  return settings.algo == id || (settings.algo == AlgoId::Auto && findAlgorithm(id)->autoCandidate);
+}
+
+}  // namespace
+
 unsigned autoCandidatesFor(const CallTraits& traits, unsigned available) {
   unsigned candidates = 0;
   for (int i = 0; i < algorithmCount(); ++i) {
@@ -28,12 +33,6 @@ unsigned autoCandidatesFor(const CallTraits& traits, unsigned available) {
   }
   return candidates;
 }
-
-bool mayRun(const CallSettings& settings, AlgoId id) {
-  return settings.algo == id || (settings.algo == AlgoId::Auto && findAlgorithm(id)->autoCandidate);
-}
-
-}  // namespace
 
 unsigned availableAlgorithms(const CollectiveState& state) {
   unsigned available = 0;

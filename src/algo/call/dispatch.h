@@ -40,6 +40,10 @@ void abortAlgorithmChannels(CollectiveState& state, const char* reason);
 // `available`: availableAlgorithms() (messages name only rows that can run here).
 cc_result_t algorithmForCall(const CallTraits& traits, AlgoId requested, unsigned available, AlgoId* out);
 
+// The algorithms auto may pick that can carry `traits` (bitOf), of those
+// `available` (availableAlgorithms()).
+unsigned autoCandidatesFor(const CallTraits& traits, unsigned available);
+
 // The primitives' view of one run as the next collective of `state`.
 cc_result_t collectiveArgs(CollectiveState& state, SpecCodecs& codecs, bool compresses, const AlgorithmRun& run,
                            CollectiveArgs* out);
