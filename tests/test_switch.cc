@@ -203,6 +203,15 @@ TEST(SwitchAllreduce, IntegerValuesSumExactly) {
   expectExactIntegerSums(integerAllreduce(3, run, kCount), kCount);
 }
 
+TEST(SwitchAllreduce, SmallDatagramsCarryTheSameSums) {
+  LocalSwitch daemon;
+  ScopedEnv packet("CC_SWITCH_PACKET_BYTES", "600");  // 16 nat blocks or 128 int32 values a packet
+  SwitchRun run;
+  run.codec = "none";
+  run.address = daemon.address();
+  expectExactIntegerSums(integerAllreduce(3, run, 20000 + 3), 20000 + 3);
+}
+
 // Loss in each direction (the daemon's injection): the retransmissions
 // recover everything, nothing is counted twice, and the result bytes are
 // those of a run without loss (the switch encodes each round once).
@@ -298,7 +307,7 @@ TEST(SwitchAllreduce, AutoConsidersTheSwitchWhenAnAddressIsSet) {
 
 TEST(SwitchAllreduce, BadSwitchSettingsAreRefusedNamingThem) {
   LocalSwitch daemon;
-  for (const char* name : {"CC_SWITCH_WINDOW", "CC_SWITCH_COALESCE_US"}) {
+  for (const char* name : {"CC_SWITCH_WINDOW", "CC_SWITCH_COALESCE_US", "CC_SWITCH_PACKET_BYTES"}) {
     ScopedEnv env(name, "lots");
     SwitchRun run;
     run.address = daemon.address();

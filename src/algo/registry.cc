@@ -143,6 +143,14 @@ std::string algorithmChoices() {
   return text;
 }
 
+unsigned rowsNeedingNoSetting() {
+  unsigned rows = 0;
+  for (int i = 0; i < algorithmCount(); ++i) {
+    if (table().row(i)->requires == nullptr) rows |= 1u << i;
+  }
+  return rows;
+}
+
 cc_result_t registerAlgorithm(const AlgorithmRow& row, AlgoId* id) { return table().add(row, id); }
 
 const char* cannotCarryOnChunks(const CallTraits& call) {

@@ -159,6 +159,9 @@ std::string algorithmNames(bool (*keep)(const AlgorithmRow& row) = nullptr);
 // "ring, direct, tree, allgather, auto; with CC_SWITCH_ADDR set: switch":
 // every name CC_ALGO takes, rows that need a setting listed apart.
 std::string algorithmChoices();
+// The rows (bitOf) that need no setting (AlgorithmRow::requires): what a
+// call may run on when nothing says which settings this communicator has.
+unsigned rowsNeedingNoSetting();
 
 // Adds a row after the others, for algorithms outside the library (tests,
 // experiments); returns its id. The row is copied, its name too. Register

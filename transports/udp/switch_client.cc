@@ -70,6 +70,15 @@ cc_result_t SwitchClient::open(const std::string& address, int timeoutMs, std::u
   std::unique_ptr<SwitchClient> client(new SwitchClient());
   client->address_ = address;
   client->timeoutMs_ = timeoutMs;
+  if (const char* text = std::getenv("CC_SWITCH_PACKET_BYTES")) {
+    char* end = nullptr;
+    const long value = std::strtol(text, &end, 10);
+    if (text[0] == '\0' || *end != '\0' || value < 512 || value > 65507) {
+      return setError(CC_INVALID_ARGUMENT, "CC_SWITCH_PACKET_BYTES must be a datagram size in 512..65507, got '%s'",
+                      text);
+    }
+    client->packetBytes_ = value;
+  }
   if (const char* text = std::getenv("CC_SWITCH_COALESCE_US")) {
     char* end = nullptr;
     const long value = std::strtol(text, &end, 10);
@@ -113,10 +122,7 @@ swp::RankAddress SwitchClient::localAddress() const {
 }
 
 uint32_t SwitchClient::datagramBytes() const {
-  if (const char* text = std::getenv("CC_SWITCH_PACKET_BYTES")) {
-    const long value = std::strtol(text, nullptr, 10);
-    if (value >= 512) return static_cast<uint32_t>(std::min<long>(value, swp::kMaxDatagramBytes));
-  }
+  if (packetBytes_ > 0) return static_cast<uint32_t>(std::min<long>(packetBytes_, swp::kMaxDatagramBytes));
   const int mtu = socket_.pathMtu();
   const int ipHeader = socket_.localAddress().ss_family == AF_INET6 ? 40 : 20;
   if (mtu <= ipHeader + 8 + 512) return 1472;

@@ -103,6 +103,7 @@ class SwitchClient {
   // found only a few results (measured on 4 emulated hosts sharing 2 cores:
   // 200 us made nat/nat 1.8x faster than waking for every result).
   int coalesceMicros_ = 200;
+  long packetBytes_ = 0;  // CC_SWITCH_PACKET_BYTES; 0: from the path MTU
   UdpSocket socket_;
   SwitchJob job_;
   std::vector<uint32_t> rounds_;  // per slot: the next round

@@ -61,7 +61,10 @@ struct CallShape {
   CodecId worker = CodecId::Nat, master = CodecId::Nat;
   double workerBytesPerValue = 4, masterBytesPerValue = 4;
   size_t chunkValues[kMaxAlgorithms] = {};  // per algorithm (its row's chunkValues)
-  unsigned candidates = ~0u;                // the algorithms (bitOf) that can carry the call
+  // The algorithms (bitOf) that can carry the call; dispatch sets those this
+  // communicator has (the switch only with its address). Unset: every row
+  // that needs no setting.
+  unsigned candidates = rowsNeedingNoSetting();
   size_t& chunkValuesOf(AlgoId algo) { return chunkValues[indexOf(algo)]; }
   size_t chunkValuesOf(AlgoId algo) const { return chunkValues[indexOf(algo)]; }
 };
