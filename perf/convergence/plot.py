@@ -7,7 +7,8 @@ Writes convergence-loss-vs-steps.png and convergence-loss-vs-bytes.png (validati
 mean over seeds, band ±1 standard deviation) and prints a markdown table: final validation
 loss, mean ± standard deviation over seeds; its difference to fp32, seed by seed (runs of
 one seed share the initialisation, the batches and the codec's key) and whether the mean
-difference exceeds the seeds' noise (two standard errors of a difference of two means);
+difference exceeds the seeds' noise (two standard errors of the mean paired difference,
+over the seeds both ran);
 and the bytes each rank sends per step.
 
 Bytes are a MODEL of each scheme's wire cost, not a measurement (`wire_model`): the
@@ -167,14 +168,18 @@ def final_losses(records):
 
 
 def comparison(records, reference):
-    """(mean difference, two standard errors, verdict, paired differences by seed)."""
+    """(mean paired difference, two standard errors of it, verdict, paired differences by
+    seed) over the seeds both have: a seed fixes initialisation, batches and the codec's key
+    for every scheme alike, so seed-to-seed variation cancels in the pairs."""
     finals, base = final_losses(records), final_losses(reference)
-    a, b = list(finals.values()), list(base.values())
-    difference = statistics.fmean(a) - statistics.fmean(b)
     paired = {seed: finals[seed] - base[seed] for seed in sorted(finals) if seed in base}
-    if len(a) < 2 or len(b) < 2:
+    values = list(paired.values())
+    if not values:
+        return float("nan"), float("nan"), "-", paired
+    difference = statistics.fmean(values)
+    if len(values) < 2:
         return difference, float("nan"), "-", paired
-    noise = 2 * math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
+    noise = 2 * statistics.stdev(values) / math.sqrt(len(values))
     if abs(difference) <= noise:
         verdict = "no"
     else:

@@ -18,8 +18,7 @@ cc_result_t cheapestSeconds(CollectiveState& state, SpecCodecs& codecs, bool com
                             double* seconds, AlgoId* algo) {
   *seconds = std::numeric_limits<double>::infinity();
   *algo = AlgoId::Ring;
-  const unsigned candidates =
-      autoCandidatesFor(CallTraits{codecs.spec, compresses, run.datatype, run.op}, availableAlgorithms(state));
+  const unsigned candidates = autoCandidatesFor(CallTraits{codecs.spec, compresses, run.datatype, run.op}, availableAlgorithms(state));
   if (candidates == 0) return CC_SUCCESS;
   CollectiveArgs args;
   CC_CHECK(collectiveArgs(state, codecs, compresses, run, &args));
