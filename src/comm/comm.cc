@@ -39,9 +39,11 @@ struct InitRecord {
   uint32_t switchHash;  // FNV-1a of CC_SWITCH_ADDR's text (0: unset)
   uint32_t reserved;
 };
-// "CCI5": the record carries the switch address's hash and
-// CC_COMPRESS_MIN_BYTES ("CCI4" ranks have neither and a shorter record).
-constexpr uint32_t kInitMagic = 0x43434935u;
+// "CCI6": the record carries the switch address's hash and
+// CC_COMPRESS_MIN_BYTES. "CCI5" was a record with only one of them (two
+// builds of the same week); "CCI4": the algorithm byte became an AlgoId, a
+// row of the algorithm table, ring 0, auto 0xff.
+constexpr uint32_t kInitMagic = 0x43434936u;
 
 uint32_t textHash(const std::string& text) {
   if (text.empty()) return 0;
