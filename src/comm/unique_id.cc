@@ -19,6 +19,7 @@
 #include <map>
 #include <random>
 
+#include "base/address_choice.h"
 #include "base/error.h"
 #include "base/log.h"
 #include "comm/store_protocol.h"
@@ -317,16 +318,7 @@ cc_result_t parseCommId(const std::string& text, const char* source, RootAddress
                     "%s='%s': cannot resolve host '%s': %s", source, text.c_str(), host.c_str(),
                     gai_strerror(rc));
   }
-  // Every rank resolves the text itself, so prefer the family that resolves
-  // the same everywhere most often: IPv4, then IPv6, each in resolver order.
-  const addrinfo* chosen = nullptr;
-  for (const addrinfo* ai = results; ai != nullptr; ai = ai->ai_next) {
-    if (ai->ai_family == AF_INET) {
-      chosen = ai;
-      break;
-    }
-    if (ai->ai_family == AF_INET6 && chosen == nullptr) chosen = ai;
-  }
+  const addrinfo* chosen = preferredAddress(results);
   if (chosen == nullptr) {
     freeaddrinfo(results);
     return setError(CC_INVALID_ARGUMENT, "%s='%s': host '%s' has no IPv4 or IPv6 address", source,

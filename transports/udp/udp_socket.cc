@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "base/address_choice.h"
 #include "base/error.h"
 
 namespace cc {
@@ -50,14 +51,7 @@ cc_result_t resolveUdpAddress(const std::string& text, const char* what, bool al
     return setError(rc == EAI_AGAIN ? CC_SYSTEM_ERROR : CC_INVALID_ARGUMENT, "%s: cannot resolve '%s': %s", what,
                     host.c_str(), gai_strerror(rc));
   }
-  const addrinfo* chosen = nullptr;
-  for (const addrinfo* ai = results; ai != nullptr; ai = ai->ai_next) {
-    if (ai->ai_family == AF_INET) {
-      chosen = ai;
-      break;
-    }
-    if (ai->ai_family == AF_INET6 && chosen == nullptr) chosen = ai;
-  }
+  const addrinfo* chosen = preferredAddress(results);
   if (chosen == nullptr) {
     freeaddrinfo(results);
     return setError(CC_INVALID_ARGUMENT, "%s: '%s' resolves to no IPv4 or IPv6 address", what, host.c_str());
