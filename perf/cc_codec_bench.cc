@@ -8,7 +8,7 @@
 // fastest implementation this CPU has): encode, the fused hop where the spec
 // has a block codec, decode, and the bits per value on the wire.
 //
-//   cc_codec_bench [--count N] [--iters K] [--impl scalar|avx2|both]
+//   cc_codec_bench [--count N] [--iters K] [--impl scalar|avx2|avx512|all]
 //                  [--dtype f32|bf16|f16] [--cpu C | --no-pin]
 //                  [--specs 'a;b;c' | --specs ''] [--no-nat-table]
 #include <sched.h>
@@ -36,7 +36,7 @@ namespace {
 struct Options {
   size_t count = size_t{16} << 20;
   int iters = 7;
-  std::string impl = "both";
+  std::string impl = "all";
   std::string dtype = "f32";
   int cpu = -1;  // -1: the CPU the benchmark starts on
   bool pin = true;
@@ -50,7 +50,7 @@ struct Options {
 
 void usage(const char* program) {
   std::fprintf(stderr,
-               "usage: %s [--count N] [--iters K] [--impl scalar|avx2|both] [--dtype f32|bf16|f16] "
+               "usage: %s [--count N] [--iters K] [--impl scalar|avx2|avx512|all] [--dtype f32|bf16|f16] "
                "[--cpu C | --no-pin] [--specs 'a;b;c' | --specs ''] [--no-nat-table]\n"
                "  --specs: codec specs (';'-separated) for the per-spec table; '' skips it\n"
                "  --no-nat-table: skip the nat table (scalar vs avx2, --dtype)\n",
@@ -81,7 +81,8 @@ bool parseOptions(int argc, char** argv, Options* options) {
       return false;
     }
   }
-  const bool implOk = options->impl == "scalar" || options->impl == "avx2" || options->impl == "both";
+  const bool implOk = options->impl == "scalar" || options->impl == "avx2" || options->impl == "avx512" ||
+                      options->impl == "all";
   const bool dtypeOk = options->dtype == "f32" || options->dtype == "bf16" || options->dtype == "f16";
   return implOk && dtypeOk && options->count > 0;
 }
@@ -157,14 +158,13 @@ void natTable(const Options& options) {
   codec->encode(local.data(), n, 0, {7, 1}, packedIn.data());  // another rank's message
   std::memset(packedOut.data(), 0, packedBytes);
 
-  std::vector<std::string> impls;
-  if (options.impl == "both" || options.impl == "scalar") impls.push_back("scalar");
-  if (options.impl == "both" || options.impl == "avx2") {
-    cc::forceScalarCodecs(false);
-    if (std::strcmp(cc::natImplementationName(), "avx2") == 0) {
-      impls.push_back("avx2");
+  std::vector<cc::CodecIsa> impls;
+  for (cc::CodecIsa isa : {cc::CodecIsa::Scalar, cc::CodecIsa::Avx2, cc::CodecIsa::Avx512}) {
+    if (options.impl != "all" && options.impl != cc::codecIsaName(isa)) continue;
+    if (static_cast<int>(isa) <= static_cast<int>(cc::bestCodecIsa())) {
+      impls.push_back(isa);
     } else {
-      std::fprintf(stderr, "note: this CPU has no AVX2+F16C; skipping the avx2 path\n");
+      std::fprintf(stderr, "note: this CPU cannot run the %s path; skipping it\n", cc::codecIsaName(isa));
     }
   }
 
@@ -175,8 +175,9 @@ void natTable(const Options& options) {
 
   const double localPerValue = static_cast<double>(valueBytes);
   uint64_t call = 0;
-  for (const std::string& impl : impls) {
-    cc::forceScalarCodecs(impl == "scalar");
+  for (cc::CodecIsa isa : impls) {
+    cc::limitCodecIsa(isa);
+    const std::string impl = cc::codecIsaName(isa);
     rows.push_back({"encode", impl,
                     medianSeconds(options.iters,
                                   [&] {

@@ -597,7 +597,7 @@ TEST(DitherCodec, UnalignedFirstIndexStillFollowsTheReference) {
 }
 
 TEST(DitherCodec, BaselineAndAvx2ClonesGiveTheSameBytes) {
-  if (std::strcmp(natImplementationName(), "avx2") != 0) GTEST_SKIP() << "no AVX2 on this CPU";
+  if (!useAvx2Codecs()) GTEST_SKIP() << "no AVX2 on this CPU";
   uint64_t seed = 100;
   for (const Config& config : byteLevelConfigs()) {
     for (ElementType type : {ElementType::F32, ElementType::BF16, ElementType::F16}) {

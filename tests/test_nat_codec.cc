@@ -1,6 +1,6 @@
 // The nat codec (docs/wire-format.md) and the exact codec: the format, the
 // REFERENCE.md test vectors, the statistics of stochastic rounding, the
-// scalar reference against the AVX2 path bit for bit, and the exact
+// scalar reference against the AVX2 and AVX-512 paths bit for bit, and the exact
 // reductions of every (datatype, op).
 //
 // Statistical tests use fixed seeds and bounds of 6 standard deviations, so
@@ -48,16 +48,28 @@ float decodedAt(const Bytes& packed, size_t i) {
   return floatOf(natDecodeBits(signAt(packed, i), exponentAt(packed, i)));
 }
 
-enum class Impl { Scalar, Avx2 };
-const char* implName(Impl impl) { return impl == Impl::Scalar ? "scalar" : "avx2"; }
+enum class Impl { Scalar, Avx2, Avx512 };
+const char* implName(Impl impl) {
+  return impl == Impl::Scalar ? "scalar" : impl == Impl::Avx2 ? "avx2" : "avx512";
+}
+
+// The fast paths this CPU runs, each compared with the scalar reference.
+std::vector<Impl> fastImpls() {
+  std::vector<Impl> impls;
+  if (natAvx2Supported()) impls.push_back(Impl::Avx2);
+  if (natAvx512Supported()) impls.push_back(Impl::Avx512);
+  return impls;
+}
 
 Bytes natEncode(Impl impl, ElementType type, const Bytes& local, size_t count, uint64_t firstIndex,
                 RandomStream rs = kStream) {
   Bytes packed(natPackedBytes(count), 0xCD);  // garbage: every byte must be written
   if (impl == Impl::Scalar) {
     natEncodeScalar(type, local.data(), count, firstIndex, rs, packed.data());
-  } else {
+  } else if (impl == Impl::Avx2) {
     natEncodeAvx2(type, local.data(), count, firstIndex, rs, packed.data());
+  } else {
+    natEncodeAvx512(type, local.data(), count, firstIndex, rs, packed.data());
   }
   return packed;
 }
@@ -66,8 +78,10 @@ Bytes natDecode(Impl impl, ElementType type, const Bytes& packed, size_t count) 
   Bytes out(count * elementBytes(type) + 8, 0xEE);  // the guard bytes must survive
   if (impl == Impl::Scalar) {
     natDecodeScalar(type, packed.data(), count, out.data());
-  } else {
+  } else if (impl == Impl::Avx2) {
     natDecodeAvx2(type, packed.data(), count, out.data());
+  } else {
+    natDecodeAvx512(type, packed.data(), count, out.data());
   }
   for (size_t i = count * elementBytes(type); i < out.size(); ++i) EXPECT_EQ(out[i], 0xEE) << "decode overran";
   out.resize(count * elementBytes(type));
@@ -77,8 +91,10 @@ Bytes natDecode(Impl impl, ElementType type, const Bytes& packed, size_t count) 
 std::vector<float> natDecodeAccumulate(Impl impl, const Bytes& packed, std::vector<float> acc) {
   if (impl == Impl::Scalar) {
     natDecodeAccumulateScalar(packed.data(), acc.size(), acc.data());
-  } else {
+  } else if (impl == Impl::Avx2) {
     natDecodeAccumulateAvx2(packed.data(), acc.size(), acc.data());
+  } else {
+    natDecodeAccumulateAvx512(packed.data(), acc.size(), acc.data());
   }
   return acc;
 }
@@ -97,9 +113,12 @@ HopResult natHop(Impl impl, ElementType type, const Bytes& packedIn, const Bytes
   if (impl == Impl::Scalar) {
     natDecodeAddEncodeScalar(type, packedIn.data(), local.data(), count, firstIndex, rs, divisor, result.packed.data(),
                              decoded);
-  } else {
+  } else if (impl == Impl::Avx2) {
     natDecodeAddEncodeAvx2(type, packedIn.data(), local.data(), count, firstIndex, rs, divisor, result.packed.data(),
                            decoded);
+  } else {
+    natDecodeAddEncodeAvx512(type, packedIn.data(), local.data(), count, firstIndex, rs, divisor,
+                             result.packed.data(), decoded);
   }
   return result;
 }
@@ -157,6 +176,8 @@ Bytes randomBytes(size_t size, uint64_t seed) {
 #define SKIP_WITHOUT_AVX2() \
   if (!natAvx2Supported()) GTEST_SKIP() << "this CPU has no AVX2+F16C: the fast path cannot run"
 
+// 1007 = 31 blocks + 15: the AVX-512 path's 4-block steps, its single
+// blocks and a tail.
 const size_t kCounts[] = {0, 1, 31, 32, 33, 97, 1000 + 7};
 // The last one puts a non-zero value in the high word of the group counter.
 const uint64_t kFirstIndices[] = {0, 32 * 777, 32 * ((1ull << 35) + 3)};
@@ -538,43 +559,50 @@ TEST(NatRandomness, DifferentStreamsAndSeedsDrawDifferentBits) {
 }
 
 // ---------------------------------------------------------------------------
-// Scalar reference vs AVX2, bit for bit.
+// Scalar reference vs the fast paths (AVX2, AVX-512), bit for bit.
 
-TEST(NatAvx2, EncodeMatchesScalar) {
+TEST(NatFastPaths, EncodeMatchesScalar) {
   SKIP_WITHOUT_AVX2();
-  for (ElementType type : kNatTypes) {
-    for (size_t count : kCounts) {
-      const Bytes local = mixedValues(type, count, 100 + count);
-      for (uint64_t firstIndex : kFirstIndices) {
-        EXPECT_EQ(natEncode(Impl::Avx2, type, local, count, firstIndex),
-                  natEncode(Impl::Scalar, type, local, count, firstIndex))
-            << typeName(type) << " count " << count << " firstIndex " << firstIndex;
+  for (Impl impl : fastImpls()) {
+    for (ElementType type : kNatTypes) {
+      for (size_t count : kCounts) {
+        const Bytes local = mixedValues(type, count, 100 + count);
+        for (uint64_t firstIndex : kFirstIndices) {
+          EXPECT_EQ(natEncode(impl, type, local, count, firstIndex),
+                    natEncode(Impl::Scalar, type, local, count, firstIndex))
+              << implName(impl) << " " << typeName(type) << " count " << count << " firstIndex " << firstIndex;
+        }
       }
     }
   }
 }
 
-TEST(NatAvx2, DecodeMatchesScalar) {
+TEST(NatFastPaths, DecodeMatchesScalar) {
   SKIP_WITHOUT_AVX2();
-  for (ElementType type : kNatTypes) {
-    for (size_t count : kCounts) {
-      // Arbitrary bytes: every exponent 0..255 with both signs, garbage pads.
-      const Bytes packed = randomBytes(natPackedBytes(count), 200 + count);
-      EXPECT_EQ(natDecode(Impl::Avx2, type, packed, count), natDecode(Impl::Scalar, type, packed, count))
-          << typeName(type) << " count " << count;
-      std::vector<float> acc(count);
-      std::mt19937 rng(static_cast<unsigned>(count));
-      for (auto& a : acc) a = std::ldexp(static_cast<float>(rng() % 2000) - 1000.0f, static_cast<int>(rng() % 60) - 30);
-      const std::vector<float> scalar = natDecodeAccumulate(Impl::Scalar, packed, acc);
-      const std::vector<float> avx2 = natDecodeAccumulate(Impl::Avx2, packed, acc);
-      for (size_t i = 0; i < count; ++i) {
-        ASSERT_EQ(bitsOf(scalar[i]), bitsOf(avx2[i])) << "decodeAccumulate, count " << count << " index " << i;
+  for (Impl impl : fastImpls()) {
+    for (ElementType type : kNatTypes) {
+      for (size_t count : kCounts) {
+        // Arbitrary bytes: every exponent 0..255 with both signs, garbage pads.
+        const Bytes packed = randomBytes(natPackedBytes(count), 200 + count);
+        EXPECT_EQ(natDecode(impl, type, packed, count), natDecode(Impl::Scalar, type, packed, count))
+            << implName(impl) << " " << typeName(type) << " count " << count;
+        std::vector<float> acc(count);
+        std::mt19937 rng(static_cast<unsigned>(count));
+        for (auto& a : acc) {
+          a = std::ldexp(static_cast<float>(rng() % 2000) - 1000.0f, static_cast<int>(rng() % 60) - 30);
+        }
+        const std::vector<float> scalar = natDecodeAccumulate(Impl::Scalar, packed, acc);
+        const std::vector<float> fast = natDecodeAccumulate(impl, packed, acc);
+        for (size_t i = 0; i < count; ++i) {
+          ASSERT_EQ(bitsOf(scalar[i]), bitsOf(fast[i]))
+              << implName(impl) << " decodeAccumulate, count " << count << " index " << i;
+        }
       }
     }
   }
 }
 
-TEST(NatAvx2, DecodeEveryExponentIntoEachType) {
+TEST(NatFastPaths, DecodeEveryExponentIntoEachType) {
   SKIP_WITHOUT_AVX2();
   // 512 values: exponent e with sign 0, then with sign 1. Covers the f16
   // underflow tie (2^-25 -> 0), the smallest subnormal (2^-24) and overflow
@@ -586,7 +614,9 @@ TEST(NatAvx2, DecodeEveryExponentIntoEachType) {
   }
   for (ElementType type : kNatTypes) {
     const Bytes scalar = natDecode(Impl::Scalar, type, packed, 512);
-    EXPECT_EQ(natDecode(Impl::Avx2, type, packed, 512), scalar) << typeName(type);
+    for (Impl impl : fastImpls()) {
+      EXPECT_EQ(natDecode(impl, type, packed, 512), scalar) << implName(impl) << " " << typeName(type);
+    }
     if (type == ElementType::F16) {
       auto halfAt = [&](size_t i) {
         uint16_t h;
@@ -602,21 +632,25 @@ TEST(NatAvx2, DecodeEveryExponentIntoEachType) {
   }
 }
 
-TEST(NatAvx2, DecodeAddEncodeMatchesScalar) {
+TEST(NatFastPaths, DecodeAddEncodeMatchesScalar) {
   SKIP_WITHOUT_AVX2();
-  for (ElementType type : kNatTypes) {
-    for (size_t count : kCounts) {
-      const Bytes local = mixedValues(type, count, 300 + count);
-      // Arbitrary incoming bytes, pads included: both paths read pads as +0.
-      const Bytes packedIn = randomBytes(natPackedBytes(count), 400 + count);
-      for (uint64_t firstIndex : kFirstIndices) {
-        for (uint32_t divisor : {1u, 3u, 8u}) {
-          for (bool wantDecoded : {false, true}) {
-            const HopResult scalar =
-                natHop(Impl::Scalar, type, packedIn, local, count, firstIndex, divisor, wantDecoded);
-            const HopResult avx2 = natHop(Impl::Avx2, type, packedIn, local, count, firstIndex, divisor, wantDecoded);
-            EXPECT_EQ(avx2.packed, scalar.packed) << typeName(type) << " count " << count << " divisor " << divisor;
-            EXPECT_EQ(avx2.decoded, scalar.decoded) << typeName(type) << " count " << count << " divisor " << divisor;
+  for (Impl impl : fastImpls()) {
+    for (ElementType type : kNatTypes) {
+      for (size_t count : kCounts) {
+        const Bytes local = mixedValues(type, count, 300 + count);
+        // Arbitrary incoming bytes, pads included: both paths read pads as +0.
+        const Bytes packedIn = randomBytes(natPackedBytes(count), 400 + count);
+        for (uint64_t firstIndex : kFirstIndices) {
+          for (uint32_t divisor : {1u, 3u, 8u}) {
+            for (bool wantDecoded : {false, true}) {
+              const HopResult scalar =
+                  natHop(Impl::Scalar, type, packedIn, local, count, firstIndex, divisor, wantDecoded);
+              const HopResult fast = natHop(impl, type, packedIn, local, count, firstIndex, divisor, wantDecoded);
+              EXPECT_EQ(fast.packed, scalar.packed)
+                  << implName(impl) << " " << typeName(type) << " count " << count << " divisor " << divisor;
+              EXPECT_EQ(fast.decoded, scalar.decoded)
+                  << implName(impl) << " " << typeName(type) << " count " << count << " divisor " << divisor;
+            }
           }
         }
       }
@@ -624,7 +658,32 @@ TEST(NatAvx2, DecodeAddEncodeMatchesScalar) {
   }
 }
 
-TEST(NatAvx2, ForceScalarSelectsTheReference) {
+// The fast paths in place (packedIn == packedOut, decodedOut == local), as
+// the ring's last hop uses them.
+TEST(NatFastPaths, InPlaceHopMatchesScalar) {
+  SKIP_WITHOUT_AVX2();
+  const size_t count = 1000 + 7;
+  for (Impl impl : fastImpls()) {
+    for (ElementType type : kNatTypes) {
+      const Bytes local = mixedValues(type, count, 500);
+      const Bytes packedIn = randomBytes(natPackedBytes(count), 600);
+      const HopResult expected = natHop(Impl::Scalar, type, packedIn, local, count, 32 * 5, 4, true);
+      Bytes packed = packedIn;
+      Bytes values = local;
+      if (impl == Impl::Avx2) {
+        natDecodeAddEncodeAvx2(type, packed.data(), values.data(), count, 32 * 5, kStream, 4, packed.data(),
+                               values.data());
+      } else {
+        natDecodeAddEncodeAvx512(type, packed.data(), values.data(), count, 32 * 5, kStream, 4, packed.data(),
+                                 values.data());
+      }
+      EXPECT_EQ(packed, expected.packed) << implName(impl) << " " << typeName(type);
+      EXPECT_EQ(values, expected.decoded) << implName(impl) << " " << typeName(type);
+    }
+  }
+}
+
+TEST(NatFastPaths, ForceScalarSelectsTheReference) {
   const auto codec = makeCodec(CodecId::Nat, CC_FLOAT32, CC_SUM);
   const size_t count = 97;
   const Bytes local = mixedValues(ElementType::F32, count, 9);
@@ -633,8 +692,13 @@ TEST(NatAvx2, ForceScalarSelectsTheReference) {
   EXPECT_STREQ(natImplementationName(), "scalar");
   codec->encode(local.data(), count, 0, kStream, viaCodec.data());
   EXPECT_EQ(viaCodec, natEncode(Impl::Scalar, ElementType::F32, local, count, 0));
-  forceScalarCodecs(false);
+  limitCodecIsa(CodecIsa::Avx2);
   EXPECT_STREQ(natImplementationName(), natAvx2Supported() ? "avx2" : "scalar");
+  codec->encode(local.data(), count, 0, kStream, viaCodec.data());
+  EXPECT_EQ(viaCodec, natEncode(Impl::Scalar, ElementType::F32, local, count, 0));
+  forceScalarCodecs(false);
+  EXPECT_STREQ(natImplementationName(), natAvx512Supported() ? "avx512" : natAvx2Supported() ? "avx2" : "scalar");
+  EXPECT_STREQ(natImplementationName(), codecIsaName(bestCodecIsa()));
   codec->encode(local.data(), count, 0, kStream, viaCodec.data());
   EXPECT_EQ(viaCodec, natEncode(Impl::Scalar, ElementType::F32, local, count, 0));
 }

@@ -114,11 +114,18 @@ bool natApplies(cc_datatype_t dtype, cc_red_op_t op) {
 // ---------------------------------------------------------------------------
 // nat
 
-std::atomic<bool> gForceScalar{false};
+std::atomic<CodecIsa> gIsaCeiling{CodecIsa::Avx512};
 
-bool useAvx2() {
-  static const bool supported = natAvx2Supported();
-  return supported && !gForceScalar.load(std::memory_order_relaxed);
+CodecIsa bestIsa() {
+  static const CodecIsa best = natAvx512Supported() ? CodecIsa::Avx512
+                               : natAvx2Supported() ? CodecIsa::Avx2
+                                                    : CodecIsa::Scalar;
+  return best;
+}
+
+CodecIsa activeIsa() {
+  const CodecIsa ceiling = gIsaCeiling.load(std::memory_order_relaxed);
+  return static_cast<int>(ceiling) < static_cast<int>(bestIsa()) ? ceiling : bestIsa();
 }
 
 class NatCodec final : public Codec {
@@ -141,10 +148,15 @@ class NatCodec final : public Codec {
   void decodeAddEncode(const void* packedIn, const void* local, size_t count, uint64_t firstIndex, RandomStream rs,
                        uint32_t divisor, void* packedOut, void* decodedOut) const override {
     if (count == 0) return;
-    if (useAvx2()) {
-      natDecodeAddEncodeAvx2(type_, packedIn, local, count, firstIndex, rs, divisor, packedOut, decodedOut);
-    } else {
-      natDecodeAddEncodeScalar(type_, packedIn, local, count, firstIndex, rs, divisor, packedOut, decodedOut);
+    switch (activeIsa()) {
+      case CodecIsa::Avx512:
+        return natDecodeAddEncodeAvx512(type_, packedIn, local, count, firstIndex, rs, divisor, packedOut,
+                                        decodedOut);
+      case CodecIsa::Avx2:
+        return natDecodeAddEncodeAvx2(type_, packedIn, local, count, firstIndex, rs, divisor, packedOut, decodedOut);
+      case CodecIsa::Scalar:
+        return natDecodeAddEncodeScalar(type_, packedIn, local, count, firstIndex, rs, divisor, packedOut,
+                                        decodedOut);
     }
   }
 
@@ -322,38 +334,70 @@ bool natAvx2Supported() {
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
 }
 
-const char* natImplementationName() { return useAvx2() ? "avx2" : "scalar"; }
+// libgcc sets the avx512 bits only where the OS saves the ZMM state (XCR0).
+bool natAvx512Supported() {
+  __builtin_cpu_init();
+  return natAvx2Supported() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+}
 
-bool useAvx2Codecs() { return useAvx2(); }
+const char* codecIsaName(CodecIsa isa) {
+  switch (isa) {
+    case CodecIsa::Avx512:
+      return "avx512";
+    case CodecIsa::Avx2:
+      return "avx2";
+    case CodecIsa::Scalar:
+      return "scalar";
+  }
+  return "scalar";
+}
+
+CodecIsa bestCodecIsa() { return bestIsa(); }
+
+const char* natImplementationName() { return codecIsaName(activeIsa()); }
+
+bool useAvx2Codecs() { return activeIsa() != CodecIsa::Scalar; }
 
 void natEncode(ElementType type, const void* local, size_t count, uint64_t firstIndex, RandomStream rs, void* packed) {
   if (count == 0) return;
-  if (useAvx2()) {
-    natEncodeAvx2(type, local, count, firstIndex, rs, packed);
-  } else {
-    natEncodeScalar(type, local, count, firstIndex, rs, packed);
+  switch (activeIsa()) {
+    case CodecIsa::Avx512:
+      return natEncodeAvx512(type, local, count, firstIndex, rs, packed);
+    case CodecIsa::Avx2:
+      return natEncodeAvx2(type, local, count, firstIndex, rs, packed);
+    case CodecIsa::Scalar:
+      return natEncodeScalar(type, local, count, firstIndex, rs, packed);
   }
 }
 
 void natDecode(ElementType type, const void* packed, size_t count, void* out) {
   if (count == 0) return;
-  if (useAvx2()) {
-    natDecodeAvx2(type, packed, count, out);
-  } else {
-    natDecodeScalar(type, packed, count, out);
+  switch (activeIsa()) {
+    case CodecIsa::Avx512:
+      return natDecodeAvx512(type, packed, count, out);
+    case CodecIsa::Avx2:
+      return natDecodeAvx2(type, packed, count, out);
+    case CodecIsa::Scalar:
+      return natDecodeScalar(type, packed, count, out);
   }
 }
 
 void natDecodeAccumulate(const void* packed, size_t count, float* acc) {
   if (count == 0) return;
-  if (useAvx2()) {
-    natDecodeAccumulateAvx2(packed, count, acc);
-  } else {
-    natDecodeAccumulateScalar(packed, count, acc);
+  switch (activeIsa()) {
+    case CodecIsa::Avx512:
+      return natDecodeAccumulateAvx512(packed, count, acc);
+    case CodecIsa::Avx2:
+      return natDecodeAccumulateAvx2(packed, count, acc);
+    case CodecIsa::Scalar:
+      return natDecodeAccumulateScalar(packed, count, acc);
   }
 }
 
-void forceScalarCodecs(bool force) { gForceScalar.store(force, std::memory_order_relaxed); }
+void limitCodecIsa(CodecIsa ceiling) { gIsaCeiling.store(ceiling, std::memory_order_relaxed); }
+
+void forceScalarCodecs(bool force) { limitCodecIsa(force ? CodecIsa::Scalar : CodecIsa::Avx512); }
 
 bool codecCompresses(CodecId requested, cc_datatype_t dtype, cc_red_op_t op) {
   return (requested == CodecId::Nat || requested == CodecId::NatDet) && natApplies(dtype, op);

@@ -154,12 +154,23 @@ void decodeAddEncodeWithResidual(const ResidualCodecs& codecs, const void* packe
                                  float* residual, size_t count, uint64_t firstIndex, RandomStream rs,
                                  uint32_t divisor, void* packedOut, void* decodedOut);
 
-// Which implementation the nat codec uses on this CPU ("avx2" or "scalar").
+// The instruction sets the codecs have paths for, in increasing order. The
+// nat codec has all three; the others stop at AVX2 and take it wherever the
+// nat codec runs AVX2 or AVX-512.
+enum class CodecIsa { Scalar, Avx2, Avx512 };
+const char* codecIsaName(CodecIsa isa);
+// The best this CPU runs, whatever limitCodecIsa says.
+CodecIsa bestCodecIsa();
+// Which implementation the nat codec uses now ("avx512", "avx2" or "scalar").
 const char* natImplementationName();
-// Whether the codecs take their AVX2 paths: the CPU has AVX2 + F16C and
-// forceScalarCodecs(true) is not in effect. Every codec follows this one rule.
+// Whether the codecs take their AVX2 paths: the CPU has AVX2 + F16C and no
+// limit below AVX2 is in effect. Every codec follows this one rule.
 bool useAvx2Codecs();
-// Tests force the scalar reference to compare it with the fast path.
+// Tests and benchmarks cap the implementation to compare the paths:
+// limitCodecIsa(Avx2) on an AVX-512 CPU runs the AVX2 path; the default is
+// the best the CPU has. forceScalarCodecs(true) caps at Scalar, (false)
+// lifts the cap.
+void limitCodecIsa(CodecIsa ceiling);
 void forceScalarCodecs(bool force);
 
 }  // namespace cc

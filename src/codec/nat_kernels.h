@@ -25,7 +25,8 @@ void natDecodeAddEncodeScalar(ElementType type, const void* packedIn, const void
                               uint64_t firstIndex, RandomStream rs, uint32_t divisor, void* packedOut,
                               void* decodedOut);
 
-// The nat encoder and decoders, AVX2 or scalar by useAvx2Codecs(); shared by every codec
+// The nat encoder and decoders, AVX-512, AVX2 or scalar (codec.h's
+// CodecIsa); shared by every codec
 // that emits the nat format (nat, nat_det).
 void natEncode(ElementType type, const void* local, size_t count, uint64_t firstIndex, RandomStream rs, void* packed);
 void natDecode(ElementType type, const void* packed, size_t count, void* out);
@@ -41,6 +42,16 @@ void natDecodeAvx2(ElementType type, const void* packed, size_t count, void* out
 void natDecodeAccumulateAvx2(const void* packed, size_t count, float* acc);
 void natDecodeAddEncodeAvx2(ElementType type, const void* packedIn, const void* local, size_t count,
                             uint64_t firstIndex, RandomStream rs, uint32_t divisor, void* packedOut, void* decodedOut);
+// The AVX-512 (F, BW, DQ, VL) path, the same contract as the AVX2 one. Call
+// only where natAvx512Supported() is true.
+bool natAvx512Supported();
+void natEncodeAvx512(ElementType type, const void* local, size_t count, uint64_t firstIndex, RandomStream rs,
+                     void* packed);
+void natDecodeAvx512(ElementType type, const void* packed, size_t count, void* out);
+void natDecodeAccumulateAvx512(const void* packed, size_t count, float* acc);
+void natDecodeAddEncodeAvx512(ElementType type, const void* packedIn, const void* local, size_t count,
+                              uint64_t firstIndex, RandomStream rs, uint32_t divisor, void* packedOut,
+                              void* decodedOut);
 // The switch's fixed point (codec/fixed_point.h) on the same path: the nat
 // codes' integers into accumulators, and sums back to nat codes (a floor in
 // 1..223 and a firstIndex that is a multiple of 32; the caller checks).
