@@ -26,6 +26,7 @@ TEST(Config, DefaultsWhenNothingIsSet) {
   EXPECT_EQ(resolved.algo, cc::AlgoId::Auto);
   EXPECT_EQ(resolved.transport, cc::TransportKind::Tcp);
   EXPECT_FALSE(resolved.hasSeed);
+  EXPECT_FALSE(resolved.limitsCodecIsa);
   EXPECT_EQ(resolved.timeoutMs, cc::kDefaultTimeoutMs);
 }
 
@@ -54,8 +55,11 @@ TEST(Config, EnvironmentFillsUnsetFields) {
   ScopedEnv chunk("CC_CHUNK_BYTES", "256K");
   ScopedEnv checkCalls("CC_CHECK_CALLS", "1");
   ScopedEnv autoTrials("CC_AUTO_TRIALS", "0");
+  ScopedEnv codecIsa("CC_CODEC_ISA", "avx2");
   cc::ResolvedConfig resolved;
   ASSERT_EQ(cc::resolveConfig(nullptr, &resolved), CC_SUCCESS) << lastError();
+  EXPECT_TRUE(resolved.limitsCodecIsa);
+  EXPECT_EQ(resolved.codecIsa, cc::CodecIsa::Avx2);
   EXPECT_TRUE(resolved.checkCalls);
   EXPECT_EQ(resolved.autoTrials, 0);
   EXPECT_EQ(resolved.codec.canonical, "none");
@@ -125,6 +129,12 @@ TEST(Config, UnknownValuesListTheValidOnes) {
     ScopedEnv env("CC_AUTO_TRIALS", "65");
     EXPECT_EQ(cc::resolveConfig(nullptr, &resolved), CC_INVALID_ARGUMENT);
     EXPECT_NE(lastError().find("CC_AUTO_TRIALS must be between 0 and 64, got '65'"), std::string::npos)
+        << lastError();
+  }
+  {
+    ScopedEnv env("CC_CODEC_ISA", "sse2");
+    EXPECT_EQ(cc::resolveConfig(nullptr, &resolved), CC_INVALID_ARGUMENT);
+    EXPECT_NE(lastError().find("CC_CODEC_ISA must be scalar, avx2 or avx512, got 'sse2'"), std::string::npos)
         << lastError();
   }
   {

@@ -171,6 +171,17 @@ cc_result_t resolveConfig(const cc_config_t* config, ResolvedConfig* out) {
     }
     resolved.autoTrials = static_cast<int>(trials);
   }
+  if (const char* text = pick(nullptr, "CC_CODEC_ISA")) {
+    bool known = false;
+    for (CodecIsa isa : {CodecIsa::Scalar, CodecIsa::Avx2, CodecIsa::Avx512}) {
+      if (std::strcmp(text, codecIsaName(isa)) == 0) {
+        resolved.codecIsa = isa;
+        known = true;
+      }
+    }
+    if (!known) return setError(CC_INVALID_ARGUMENT, "CC_CODEC_ISA must be scalar, avx2 or avx512, got '%s'", text);
+    resolved.limitsCodecIsa = true;
+  }
   if (const char* text = pick(nullptr, "CC_COMPRESS_MIN_BYTES")) {
     uint64_t bytes = 0;
     CC_CHECK(parseSize(text, "CC_COMPRESS_MIN_BYTES", &bytes));

@@ -173,6 +173,7 @@ cc_result_t commInit(cc_comm_t* out, int nranks, const cc_unique_id_t& id, int r
   comm->settings = config;
   comm->openedWith = config.algo;
   setLogLevel(config.debug);
+  if (config.limitsCodecIsa) limitCodecIsa(config.codecIsa);
 
   RootAddress root;
   CC_CHECK(decodeUniqueId(id, &root));

@@ -9,6 +9,7 @@
 
 #include "algo/call/collectives.h"
 #include "base/log.h"
+#include "codec/codec.h"
 
 namespace cc {
 
@@ -27,6 +28,10 @@ struct ResolvedConfig : CallSettings {
   bool hasSeed = false;
   uint64_t seed = 0;
   int timeoutMs = kDefaultTimeoutMs;
+  // CC_CODEC_ISA: the highest instruction set the codecs may use, for the
+  // whole process (the codecs' choice is per process, not per communicator).
+  bool limitsCodecIsa = false;
+  CodecIsa codecIsa = CodecIsa::Avx512;
 };
 
 }  // namespace cc
