@@ -645,7 +645,10 @@ int runRank(const Launch& launch, const Options& options) {
     if (rank != 0) continue;
     for (size_t e = 0; e < engines.size(); ++e) {
       const std::string& name = engines[e]->name;
-      const double wire = wireBytesPerValue(name, count);
+      const auto* compressed = dynamic_cast<const CompressedEngine*>(engines[e].get());
+      // A call auto sent on the exact path carried raw float32 values.
+      const double wire = compressed && compressed->exact() ? wireBytesPerValue("none", count)
+                                                            : wireBytesPerValue(name, count);
       const double algbw = count * sizeof(float) / rows[e].seconds / 1e9;
       const double busbw = algbw * 2.0 * (nranks - 1) / nranks;
       const double vsGloo = glooIndex >= 0 ? rows[glooIndex].seconds / rows[e].seconds : 0;
@@ -660,7 +663,6 @@ int runRank(const Launch& launch, const Options& options) {
       if (rows[e].relativeError >= 0) std::snprintf(error, sizeof(error), "%.3e", rows[e].relativeError);
       if (vsGloo > 0) std::snprintf(gloo, sizeof(gloo), "%.2fx", vsGloo);
       if (vsNone > 0) std::snprintf(none, sizeof(none), "%.2fx", vsNone);
-      const auto* compressed = dynamic_cast<const CompressedEngine*>(engines[e].get());
       std::string algoName = compressed ? compressed->algorithm() : "gloo";
       if (compressed && engines[e]->requestedAlgo.compare(0, 6, "switch") == 0) algoName = engines[e]->requestedAlgo;
       if (compressed && isAuto(engines[e]->requestedAlgo)) algoName = engines[e]->requestedAlgo + ":" + algoName;
