@@ -179,8 +179,10 @@ Bytes randomBytes(size_t size, uint64_t seed) {
 // 1007 = 31 blocks + 15: the AVX-512 path's 4-block steps, its single
 // blocks and a tail.
 const size_t kCounts[] = {0, 1, 31, 32, 33, 97, 1000 + 7};
-// The last one puts a non-zero value in the high word of the group counter.
-const uint64_t kFirstIndices[] = {0, 32 * 777, 32 * ((1ull << 35) + 3)};
+// The third puts a non-zero value in the high word of the group counter;
+// from the fourth the group counter's low word wraps within a few blocks
+// (inside one of the AVX-512 path's 4-block steps).
+const uint64_t kFirstIndices[] = {0, 32 * 777, 32 * ((1ull << 35) + 3), 4 * ((1ull << 32) - 16)};
 
 // ---------------------------------------------------------------------------
 // Format

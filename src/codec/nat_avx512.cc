@@ -52,18 +52,45 @@ struct PhiloxRoundKeys {
   }
 };
 
+// One Philox round for the 8 groups of each block.
+template <int Blocks>
+inline void philoxRound(__m512i x[Blocks][4], __m512i key0, __m512i key1) {
+  const __m512i m0 = _mm512_set1_epi64(kPhilox4x32M0);
+  const __m512i m1 = _mm512_set1_epi64(kPhilox4x32M1);
+#pragma GCC unroll 4
+  for (int b = 0; b < Blocks; ++b) {
+    const __m512i product0 = _mm512_mul_epu32(x[b][0], m0);  // (lo0, hi0) per qword
+    const __m512i product1 = _mm512_mul_epu32(x[b][2], m1);
+    const __m512i hi0 = _mm512_shuffle_epi32(product0, _MM_PERM_CDAB);
+    const __m512i hi1 = _mm512_shuffle_epi32(product1, _MM_PERM_CDAB);
+    x[b][0] = _mm512_ternarylogic_epi32(hi1, x[b][1], key0, 0x96);  // a ^ b ^ c
+    x[b][1] = product1;
+    x[b][2] = _mm512_ternarylogic_epi32(hi0, x[b][3], key1, 0x96);
+    x[b][3] = product0;
+  }
+}
+
 // The random words of `Blocks` consecutive blocks in value order: words[2b]
 // holds values 0..15 of block b, words[2b + 1] values 16..31.
 //
 // Qword lane g of x[b][w] runs group 8b + g (its low dword is Philox word w;
 // the high dword carries garbage that vpmuludq ignores and the final
 // permutes drop).
+//
+// Of the counter only word 0 differs between the lanes (and blocks): words
+// 2 and 3 are the stream, word 1 the group's high half. So the first round's
+// second multiply, and with it the next round's first, is the same for every
+// lane; where all blocks share the high half (every step but one in 2^32
+// groups) they are computed once per step.
 template <int Blocks>
 inline void blockRandomWords(const PhiloxRoundKeys& keys, uint64_t firstGroup, uint64_t stream,
                              __m512i words[2 * Blocks]) {
   const __m512i m0 = _mm512_set1_epi64(kPhilox4x32M0);
   const __m512i m1 = _mm512_set1_epi64(kPhilox4x32M1);
   const __m512i laneGroup = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m512i streamLow = _mm512_set1_epi64(static_cast<long long>(stream & 0xffffffffu));
+  const __m512i streamHigh = _mm512_set1_epi64(static_cast<long long>(stream >> 32));
+  const uint64_t lastGroup = firstGroup + 8 * Blocks - 1;
   __m512i x[Blocks][4];
   for (int b = 0; b < Blocks; ++b) {
     // Each block's first group is a multiple of 8, so adding 0..7 never
@@ -71,23 +98,34 @@ inline void blockRandomWords(const PhiloxRoundKeys& keys, uint64_t firstGroup, u
     const uint64_t group = firstGroup + 8 * static_cast<uint64_t>(b);
     x[b][0] = _mm512_add_epi64(_mm512_set1_epi64(static_cast<long long>(group & 0xffffffffu)), laneGroup);
     x[b][1] = _mm512_set1_epi64(static_cast<long long>(group >> 32));
-    x[b][2] = _mm512_set1_epi64(static_cast<long long>(stream & 0xffffffffu));
-    x[b][3] = _mm512_set1_epi64(static_cast<long long>(stream >> 32));
+    x[b][2] = streamLow;
+    x[b][3] = streamHigh;
   }
-#pragma GCC unroll 10
-  for (int round = 0; round < kPhilox4x32Rounds; ++round) {
+  if ((firstGroup >> 32) == (lastGroup >> 32)) {
+    // Round 0's (x2 * M1) half, and round 1's (x0 * M0) half, shared.
+    const __m512i product1 = _mm512_mul_epu32(streamLow, m1);
+    const __m512i x0AfterRound0 =
+        _mm512_ternarylogic_epi32(_mm512_shuffle_epi32(product1, _MM_PERM_CDAB), x[0][1], keys.key0[0], 0x96);
+    const __m512i product0OfRound1 = _mm512_mul_epu32(x0AfterRound0, m0);
+    const __m512i hi0OfRound1 = _mm512_shuffle_epi32(product0OfRound1, _MM_PERM_CDAB);
 #pragma GCC unroll 4
     for (int b = 0; b < Blocks; ++b) {
-      const __m512i product0 = _mm512_mul_epu32(x[b][0], m0);  // (lo0, hi0) per qword
-      const __m512i product1 = _mm512_mul_epu32(x[b][2], m1);
-      const __m512i hi0 = _mm512_shuffle_epi32(product0, _MM_PERM_CDAB);
-      const __m512i hi1 = _mm512_shuffle_epi32(product1, _MM_PERM_CDAB);
-      x[b][0] = _mm512_ternarylogic_epi32(hi1, x[b][1], keys.key0[round], 0x96);  // a ^ b ^ c
-      x[b][1] = product1;
-      x[b][2] = _mm512_ternarylogic_epi32(hi0, x[b][3], keys.key1[round], 0x96);
-      x[b][3] = product0;
+      const __m512i product0 = _mm512_mul_epu32(x[b][0], m0);
+      const __m512i x2AfterRound0 =
+          _mm512_ternarylogic_epi32(_mm512_shuffle_epi32(product0, _MM_PERM_CDAB), streamHigh, keys.key1[0], 0x96);
+      const __m512i productOfRound1 = _mm512_mul_epu32(x2AfterRound0, m1);
+      x[b][0] = _mm512_ternarylogic_epi32(_mm512_shuffle_epi32(productOfRound1, _MM_PERM_CDAB), product1,
+                                          keys.key0[1], 0x96);
+      x[b][1] = productOfRound1;
+      x[b][2] = _mm512_ternarylogic_epi32(hi0OfRound1, product0, keys.key1[1], 0x96);
+      x[b][3] = product0OfRound1;
     }
+  } else {
+    philoxRound<Blocks>(x, keys.key0[0], keys.key1[0]);
+    philoxRound<Blocks>(x, keys.key0[1], keys.key1[1]);
   }
+#pragma GCC unroll 8
+  for (int round = 2; round < kPhilox4x32Rounds; ++round) philoxRound<Blocks>(x, keys.key0[round], keys.key1[round]);
   // (w0, w1) and (w2, w3) of each group side by side, then the groups'
   // pairs interleaved into value order.
   const __m512i pairLowDwords = _mm512_setr_epi32(0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
