@@ -18,10 +18,11 @@
 #include <string.h>
 
 // GCC 12's _mm512_undefined_epi32 is `__m512i __Y = __Y;`, which
-// -Wmaybe-uninitialized reports wherever an intrinsic uses it (GCC bug
-// 105593, fixed in GCC 13).
+// -Wmaybe-uninitialized (and, in sanitizer builds, -Wuninitialized) reports
+// wherever an intrinsic uses it (GCC bug 105593, fixed in GCC 13).
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 
 #include "codec/nat_kernels.h"
