@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "algo/algo.h"
+#include "algo/auto/calibration.h"
 #include "codec/spec.h"
 #include "codec_bounds.h"
 #include "comm/comm.h"
@@ -164,6 +165,23 @@ cc::CallShape natCall(int nranks, size_t count) {
   call.chunkValuesOf(cc::AlgoId::Ring) = call.chunkValuesOf(cc::AlgoId::Tree) = size_t(1) << 18;
   call.chunkValuesOf(cc::AlgoId::Direct) = std::max<size_t>(4096, call.chunkValuesOf(cc::AlgoId::Ring) / (nranks - 1));
   return call;
+}
+
+// The ring's message follows the link auto measured: about 4 ms of it, a
+// power of two from 128 KiB, a whole slot where the link is fast.
+TEST(RingMessageSize, FollowsTheMeasuredLink) {
+  const size_t slot = size_t{1} << 20;  // CC_CHUNK_BYTES' default
+  cc::LinkCosts link;
+  link.bytesPerSecond = 0.117e9;  // 1 Gbit/s as calibrated on the emulated cluster
+  EXPECT_EQ(cc::ringPayloadForLink(link, slot), size_t{256} << 10);
+  link.bytesPerSecond = 0.539e9;  // 10 Gbit/s on two cores
+  EXPECT_EQ(cc::ringPayloadForLink(link, slot), 0u) << "a whole slot";
+  EXPECT_EQ(cc::ringPayloadForLink(link, 4 * slot), size_t{2} << 20) << "with 4 MiB slots";
+  link.bytesPerSecond = 1e6;  // slower than any message size pays for
+  EXPECT_EQ(cc::ringPayloadForLink(link, slot), cc::kMinRingPayloadBytes);
+  EXPECT_EQ(cc::ringPayloadForLink(link, cc::kMinRingPayloadBytes), 0u) << "never above the slot";
+  link.bytesPerSecond = 20e9;
+  EXPECT_EQ(cc::ringPayloadForLink(link, slot), 0u);
 }
 
 TEST(CostModel, LargeMessagesOnASlowLinkAvoidTheTree) {

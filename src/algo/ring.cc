@@ -25,13 +25,24 @@ void RingLayout::range(int segment, size_t iteration, size_t* first, size_t* cou
   *count = std::min(segmentEnd, begin + chunkValues_) - begin;
 }
 
+namespace {
+
+// The bytes of one ring message: a whole slot, or less where auto chose a
+// smaller payload for this link (AutoState::ringPayloadBytes).
+size_t ringMessageBytes(const CollectiveArgs& args, size_t slotBytes) {
+  const size_t chosen = kFrameHeaderBytes + args.ringPayloadBytes;
+  return args.ringPayloadBytes != 0 && chosen < slotBytes ? chosen : slotBytes;
+}
+
+}  // namespace
+
 cc_result_t ringAllreduce(RingPrims& prims, const CollectiveArgs& args, const RingChannels& channels) {
   const int n = args.nranks;
   const int rank = args.rank;
   const int prev = (rank + n - 1) % n;
   SendChannel& toNext = *channels.toNext;
   RecvChannel& fromPrev = *channels.fromPrev;
-  const size_t chunkValues = prims.chunkValues(toNext.slotBytes());
+  const size_t chunkValues = prims.chunkValues(ringMessageBytes(args, toNext.slotBytes()));
   if (chunkValues == 0) {
     return setError(CC_INVALID_ARGUMENT,
                     "one codec unit (%zu values, %zu bytes) does not fit a %zu-byte message; raise "
@@ -78,7 +89,7 @@ namespace {
 cc_result_t runRing(const AlgorithmCall& call) { return ringAllreduce(call.prims, call.args, call.ring); }
 
 size_t ringChunkValues(const Prims& sizing, const RingChannels& ring, const AlgorithmChannels*) {
-  return ring.toNext != nullptr ? sizing.chunkValues(ring.toNext->slotBytes()) : 0;
+  return ring.toNext != nullptr ? sizing.chunkValues(ringMessageBytes(sizing.args(), ring.toNext->slotBytes())) : 0;
 }
 
 // Every segment moves at once, so every link is busy from the start: no fill.

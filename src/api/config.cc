@@ -156,6 +156,7 @@ cc_result_t resolveConfig(const cc_config_t* config, ResolvedConfig* out) {
                     kMinChunkBytes, static_cast<unsigned long long>(chunkBytes));
   }
   resolved.chunkBytes = static_cast<size_t>(chunkBytes);
+  resolved.chunkBytesGiven = chunkSource != nullptr;
   if (const char* text = pick(nullptr, "CC_CHECK_CALLS")) {
     if (std::strcmp(text, "0") != 0 && std::strcmp(text, "1") != 0) {
       return setError(CC_INVALID_ARGUMENT, "CC_CHECK_CALLS must be 0 or 1, got '%s'", text);

@@ -55,6 +55,26 @@ inline void mulHiLo8(__m256i a, __m256i multiplier, __m256i* hi, __m256i* lo) {
   *lo = _mm256_blend_epi32(evenProducts, _mm256_slli_epi64(oddProducts, 32), 0xAA);
 }
 
+// Philox rounds FirstRound..9 for the 8 groups of each block.
+template <int Blocks, int FirstRound>
+inline void philoxRounds(const PhiloxRoundKeys& keys, __m256i x[Blocks][4]) {
+  const __m256i m0 = _mm256_set1_epi32(static_cast<int>(kPhilox4x32M0));
+  const __m256i m1 = _mm256_set1_epi32(static_cast<int>(kPhilox4x32M1));
+#pragma GCC unroll 10
+  for (int round = FirstRound; round < kPhilox4x32Rounds; ++round) {
+#pragma GCC unroll 4
+    for (int b = 0; b < Blocks; ++b) {
+      __m256i hi0, lo0, hi1, lo1;
+      mulHiLo8(x[b][0], m0, &hi0, &lo0);
+      mulHiLo8(x[b][2], m1, &hi1, &lo1);
+      x[b][0] = _mm256_xor_si256(_mm256_xor_si256(hi1, x[b][1]), keys.key0[round]);
+      x[b][1] = lo1;
+      x[b][2] = _mm256_xor_si256(_mm256_xor_si256(hi0, x[b][3]), keys.key1[round]);
+      x[b][3] = lo0;
+    }
+  }
+}
+
 // The random words of `Blocks` consecutive blocks (8 Philox groups = 32
 // values each), in value order: words[4b + j] lane l belongs to value
 // 8j + l of block b.
@@ -67,12 +87,19 @@ inline void mulHiLo8(__m256i a, __m256i multiplier, __m256i* hi, __m256i* lo) {
 //
 // A Philox call is a chain of 10 dependent rounds; computing two blocks in
 // one loop gives the out-of-order core two independent chains to overlap.
+//
+// Only counter word 0 differs between the lanes and blocks (words 2 and 3
+// are the stream, word 1 the group's high half), so round 0's second
+// multiply and round 1's first are computed once where the blocks share the
+// high half (every step but one in 2^32 groups).
 template <int Blocks>
 inline void blockRandomWords(const PhiloxRoundKeys& keys, uint64_t firstGroup, uint64_t stream,
                              __m256i words[4 * Blocks]) {
   const __m256i kGroupOfLane = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
   const __m256i m0 = _mm256_set1_epi32(static_cast<int>(kPhilox4x32M0));
   const __m256i m1 = _mm256_set1_epi32(static_cast<int>(kPhilox4x32M1));
+  const __m256i streamLow = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(stream)));
+  const __m256i streamHigh = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(stream >> 32)));
   __m256i x[Blocks][4];
   for (int b = 0; b < Blocks; ++b) {
     // Each block's first group is a multiple of 8, so adding 0..7 never
@@ -80,21 +107,29 @@ inline void blockRandomWords(const PhiloxRoundKeys& keys, uint64_t firstGroup, u
     const uint64_t group = firstGroup + 8 * static_cast<uint64_t>(b);
     x[b][0] = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(group))), kGroupOfLane);
     x[b][1] = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(group >> 32)));
-    x[b][2] = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(stream)));
-    x[b][3] = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(stream >> 32)));
+    x[b][2] = streamLow;
+    x[b][3] = streamHigh;
   }
-#pragma GCC unroll 10
-  for (int round = 0; round < kPhilox4x32Rounds; ++round) {
+  const uint64_t lastGroup = firstGroup + 8 * Blocks - 1;
+  if ((firstGroup >> 32) == (lastGroup >> 32)) {
+    __m256i hi1, lo1, hi0OfRound1, lo0OfRound1;
+    mulHiLo8(streamLow, m1, &hi1, &lo1);
+    const __m256i x0AfterRound0 = _mm256_xor_si256(_mm256_xor_si256(hi1, x[0][1]), keys.key0[0]);
+    mulHiLo8(x0AfterRound0, m0, &hi0OfRound1, &lo0OfRound1);
 #pragma GCC unroll 4
     for (int b = 0; b < Blocks; ++b) {
-      __m256i hi0, lo0, hi1, lo1;
+      __m256i hi0, lo0, hi1OfRound1, lo1OfRound1;
       mulHiLo8(x[b][0], m0, &hi0, &lo0);
-      mulHiLo8(x[b][2], m1, &hi1, &lo1);
-      x[b][0] = _mm256_xor_si256(_mm256_xor_si256(hi1, x[b][1]), keys.key0[round]);
-      x[b][1] = lo1;
-      x[b][2] = _mm256_xor_si256(_mm256_xor_si256(hi0, x[b][3]), keys.key1[round]);
-      x[b][3] = lo0;
+      const __m256i x2AfterRound0 = _mm256_xor_si256(_mm256_xor_si256(hi0, streamHigh), keys.key1[0]);
+      mulHiLo8(x2AfterRound0, m1, &hi1OfRound1, &lo1OfRound1);
+      x[b][0] = _mm256_xor_si256(_mm256_xor_si256(hi1OfRound1, lo1), keys.key0[1]);
+      x[b][1] = lo1OfRound1;
+      x[b][2] = _mm256_xor_si256(_mm256_xor_si256(hi0OfRound1, lo0), keys.key1[1]);
+      x[b][3] = lo0OfRound1;
     }
+    philoxRounds<Blocks, 2>(keys, x);
+  } else {
+    philoxRounds<Blocks, 0>(keys, x);
   }
   for (int b = 0; b < Blocks; ++b) {
     const __m256i words01Low = _mm256_unpacklo_epi32(x[b][0], x[b][1]);   // lanes 0,1 (| 4,5): words 0,1

@@ -74,6 +74,9 @@ struct CollectiveArgs {
   // float32 values of one chunk: master-stage decodes into other types go
   // through it (the master stage packs float32 sums with masterF32Codec).
   float* masterScratch = nullptr;
+  // The ring's message payload where auto chose one below a slot's (0: a
+  // whole slot); every rank holds the same.
+  size_t ringPayloadBytes = 0;
 };
 
 // Which codec packed a frame: the worker codec C_W (every encode of ring and
@@ -113,6 +116,7 @@ class Prims : public RingPrims {
   RandomStream randomFor(uint32_t step) const;
 
   explicit Prims(const CollectiveArgs& args);
+  const CollectiveArgs& args() const { return args_; }
 
   // The ring's verbs (RingPrims). Each call moves one chunk: `firstIndex` is
   // the chunk's global value index (a multiple of kBlockValues) and `count`

@@ -22,6 +22,9 @@ using AutoCallKind = std::tuple<uint64_t, uint64_t, int, int, int>;
 
 struct AutoState {
   CostModel costModel;  // what auto decides with; identical on every rank
+  // The ring's message payload, chosen from the agreed link at init
+  // (ringPayloadForLink); 0: a whole slot (CC_CHUNK_BYTES).
+  size_t ringPayloadBytes = 0;
   std::set<std::pair<size_t, CodecId>> autoLogged;  // call shapes whose choice INFO showed
   std::map<AutoCallKind, AutoTrials> autoTrials;
   // Whether compressing pays, per call shape (spec, datatype, op, count): the

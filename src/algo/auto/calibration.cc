@@ -233,6 +233,13 @@ std::string perCandidate(const CollectiveState& state, const double* figures, do
 
 }  // namespace
 
+size_t ringPayloadForLink(const LinkCosts& link, size_t slotPayloadBytes) {
+  const double linkBytes = link.bytesPerSecond * kRingMessageSeconds;
+  size_t payload = kMinRingPayloadBytes;
+  while (static_cast<double>(2 * payload) <= linkBytes && 2 * payload < slotPayloadBytes) payload *= 2;
+  return payload < slotPayloadBytes && static_cast<double>(2 * payload) > linkBytes ? payload : 0;
+}
+
 cc_result_t calibrateCostModel(RendezvousStore& store, CollectiveState& state) {
   CostModel mine;
   CalibrationShapes shapes;
@@ -289,14 +296,18 @@ cc_result_t calibrateCostModel(RendezvousStore& store, CollectiveState& state) {
   }
   // The timing calls ran on every rank alike; the user's first collective is #0.
   state.collectiveSeq = 0;
+  // An explicit CC_CHUNK_BYTES is the message size asked for.
+  state.ringPayloadBytes =
+      state.settings.chunkBytesGiven ? 0 : ringPayloadForLink(model.link, state.settings.chunkBytes);
   if (logLevel() >= LogLevel::Info) {
     const LinkCosts& link = model.link;
     CC_INFO("rank %d: auto's model: latency %.1f us, %.1f us per message, %.3f GB/s; bursts %s KiB; link shares %s; "
-            "minimal call %s",
+            "minimal call %s; ring messages of %zu KiB",
             state.rank, link.latency * 1e6, link.perMessage * 1e6, link.bytesPerSecond * 1e-9,
             perCandidate(state, model.burstBytes, 1.0 / 1024, "%.0f").c_str(),
             perCandidate(state, model.linkShare, 1.0, "%.2f").c_str(),
-            perCandidate(state, model.fixedSeconds, 1e6, "%.1f us").c_str());
+            perCandidate(state, model.fixedSeconds, 1e6, "%.1f us").c_str(),
+            (state.ringPayloadBytes != 0 ? state.ringPayloadBytes : state.settings.chunkBytes) / 1024);
   }
   return CC_SUCCESS;
 }

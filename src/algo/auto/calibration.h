@@ -17,4 +17,17 @@ class RendezvousStore;
 // state.costModel; the timing calls leave the collective sequence at 0.
 cc_result_t calibrateCostModel(RendezvousStore& store, CollectiveState& state);
 
+// The ring's message payload for a link: large messages cost fewer wake-ups
+// and system calls, which a CPU-bound link needs (4 x 10 Gbit/s on two
+// cores, 64 MiB of nat: 1 MiB messages 1.87x over Gloo, 4 MiB 2.06x, 256
+// KiB 1.43x); on a slow link they leave the start and the end of the
+// pipeline exposed longer (4 x 1 Gbit/s: 128-256 KiB 245 ms, 1 MiB 260 ms,
+// 4 MiB 276 ms; docs/results.md). So a message gets about
+// kRingMessageSeconds of the link: the largest power of two from
+// kMinRingPayloadBytes up that the link moves in that time. 0 where that is
+// a whole slot's payload or more (the slot then decides).
+constexpr double kRingMessageSeconds = 4e-3;
+constexpr size_t kMinRingPayloadBytes = size_t{128} << 10;
+size_t ringPayloadForLink(const LinkCosts& link, size_t slotPayloadBytes);
+
 }  // namespace cc

@@ -37,6 +37,7 @@ struct CallSettings {
   CodecSpec masterCodec;
   AlgoId algo = AlgoId::Auto;
   size_t chunkBytes = kDefaultChunkBytes;  // wire bytes per message (one slot)
+  bool chunkBytesGiven = false;            // CC_CHUNK_BYTES or config.chunk_bytes set it
   // CC_CHECK_CALLS=1: under auto every call names its algorithm to the next
   // rank, so ranks whose calls differ fail at once instead of at the timeout.
   bool checkCalls = false;

@@ -132,6 +132,7 @@ cc_result_t collectiveArgs(CollectiveState& state, SpecCodecs& codecs, bool comp
   args.f32Codec = f32Codec;
   args.masterF32Codec = f32Codec;
   args.masterSpecHash = args.specHash;
+  args.ringPayloadBytes = state.ringPayloadBytes;
   if (compresses && state.settings.hasMasterCodec) {
     SpecCodecs* master = nullptr;
     CC_CHECK(state.specCodecs(state.settings.masterCodec.canonical.c_str(), &master));
