@@ -77,9 +77,10 @@ typedef struct {
  * built-in default.
  */
 #define CC_CONFIG_MAGIC 0xC0C0C0F1u
-/* 2: switch_addr added at the end. The library still takes version 1
- * configs (those end before switch_addr). */
-#define CC_CONFIG_VERSION 2u
+/* 2: switch_addr added at the end; 3: compress_min_bytes after it. The
+ * library still takes version 1 and 2 configs (those end before switch_addr
+ * and before compress_min_bytes). */
+#define CC_CONFIG_VERSION 3u
 #define CC_CONFIG_UNSET_INT (-1)
 
 typedef struct {
@@ -104,12 +105,17 @@ typedef struct {
                                 NULL: CC_MASTER_CODEC, else the call's own codec */
   const char* switch_addr;   /* version 2: a cc_switchd's "host:port" for algorithm "switch"
                                 (docs/switch-protocol.md); NULL: CC_SWITCH_ADDR, else none */
+  long long compress_min_bytes; /* version 3: under algo "auto", calls of fewer bytes run exact
+                                   and larger ones compressed; 0 compresses every call; every
+                                   rank must set the same. CC_CONFIG_UNSET_INT:
+                                   CC_COMPRESS_MIN_BYTES, else auto's cost model decides per call */
 } cc_config_t;
 
 #define CC_CONFIG_INITIALIZER                                                            \
   {                                                                                      \
     sizeof(cc_config_t), CC_CONFIG_MAGIC, CC_CONFIG_VERSION, NULL, NULL, NULL, NULL,     \
-        NULL, NULL, 0, 0ull, CC_CONFIG_UNSET_INT, CC_CONFIG_UNSET_INT, NULL, NULL        \
+        NULL, NULL, 0, 0ull, CC_CONFIG_UNSET_INT, CC_CONFIG_UNSET_INT, NULL, NULL,       \
+        CC_CONFIG_UNSET_INT                                                              \
   }
 
 CC_API cc_result_t cc_get_version(int* version);

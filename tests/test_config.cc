@@ -2,6 +2,7 @@
 // explicit fields winning, and refusals that list the valid values.
 #include <gtest/gtest.h>
 
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <thread>
@@ -81,6 +82,47 @@ TEST(Config, ExplicitFieldsWinOverTheEnvironment) {
   ASSERT_EQ(cc::resolveConfig(&config, &resolved), CC_SUCCESS) << lastError();
   EXPECT_EQ(resolved.codec.canonical, "nat");
   EXPECT_EQ(resolved.timeoutMs, 99);
+}
+
+TEST(Config, CompressMinBytesFromTheFieldOrTheEnvironment) {
+  ScopedEnv env("CC_COMPRESS_MIN_BYTES", "1M");
+  cc::ResolvedConfig resolved;
+  ASSERT_EQ(cc::resolveConfig(nullptr, &resolved), CC_SUCCESS) << lastError();
+  EXPECT_EQ(resolved.compressMinBytes, 1 << 20);
+  cc_config_t config = CC_CONFIG_INITIALIZER;
+  config.compress_min_bytes = 4096;
+  ASSERT_EQ(cc::resolveConfig(&config, &resolved), CC_SUCCESS) << lastError();
+  EXPECT_EQ(resolved.compressMinBytes, 4096);
+  config.compress_min_bytes = 0;
+  ASSERT_EQ(cc::resolveConfig(&config, &resolved), CC_SUCCESS) << lastError();
+  EXPECT_EQ(resolved.compressMinBytes, 0);
+  config.compress_min_bytes = -5;
+  EXPECT_EQ(cc::resolveConfig(&config, &resolved), CC_INVALID_ARGUMENT);
+  EXPECT_NE(lastError().find("config.compress_min_bytes must be 0 or more, got -5"), std::string::npos)
+      << lastError();
+}
+
+// Callers built against older headers pass shorter configs; the fields they
+// lack come from the environment.
+TEST(Config, VersionOneAndTwoConfigsAreReadUpToTheirEnd) {
+  ScopedEnv compressMin("CC_COMPRESS_MIN_BYTES", "64K");
+  ScopedEnv switchAddr("CC_SWITCH_ADDR", "10.0.0.1:9000");
+  cc_config_t config = CC_CONFIG_INITIALIZER;
+  config.compress_min_bytes = 4096;  // beyond a version 2 config's end: not read
+  config.switch_addr = "10.0.0.2:9000";
+  config.version = 2;
+  config.size = offsetof(cc_config_t, compress_min_bytes);
+  cc::ResolvedConfig resolved;
+  ASSERT_EQ(cc::resolveConfig(&config, &resolved), CC_SUCCESS) << lastError();
+  EXPECT_EQ(resolved.compressMinBytes, 64 << 10);
+  EXPECT_EQ(resolved.switchAddress, "10.0.0.2:9000");
+  config.version = 1;
+  config.size = offsetof(cc_config_t, switch_addr);
+  ASSERT_EQ(cc::resolveConfig(&config, &resolved), CC_SUCCESS) << lastError();
+  EXPECT_EQ(resolved.switchAddress, "10.0.0.1:9000");
+  config.version = 2;  // a version 2 config of version 1's size
+  EXPECT_EQ(cc::resolveConfig(&config, &resolved), CC_INVALID_ARGUMENT);
+  EXPECT_NE(lastError().find("CC_CONFIG_INITIALIZER"), std::string::npos) << lastError();
 }
 
 TEST(Config, UnknownValuesListTheValidOnes) {

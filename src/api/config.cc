@@ -74,16 +74,19 @@ cc_result_t resolveConfig(const cc_config_t* config, ResolvedConfig* out) {
   if (config == nullptr) {
     config = &unset;
   } else {
-    // A caller built against version 1 of the header has a config that ends
-    // before switch_addr: it is read up to there.
+    // A caller built against version 1 or 2 of the header has a config that
+    // ends before switch_addr or compress_min_bytes: it is read up to there.
     const bool current = config->version == CC_CONFIG_VERSION && config->size == sizeof(cc_config_t);
     const bool version1 = config->version == 1 && config->size == offsetof(cc_config_t, switch_addr);
-    if (config->magic != CC_CONFIG_MAGIC || !(current || version1)) {
+    const bool version2 = config->version == 2 && config->size == offsetof(cc_config_t, compress_min_bytes);
+    if (config->magic != CC_CONFIG_MAGIC || !(current || version1 || version2)) {
       return setError(CC_INVALID_ARGUMENT,
                       "config was not initialised with CC_CONFIG_INITIALIZER (size %zu, magic "
-                      "0x%08x, version %u; expected %zu, 0x%08x, %u, or a version 1 config of %zu bytes)",
+                      "0x%08x, version %u; expected %zu, 0x%08x, %u, or a version 1 or 2 config of %zu "
+                      "or %zu bytes)",
                       config->size, config->magic, config->version, sizeof(cc_config_t),
-                      CC_CONFIG_MAGIC, CC_CONFIG_VERSION, offsetof(cc_config_t, switch_addr));
+                      CC_CONFIG_MAGIC, CC_CONFIG_VERSION, offsetof(cc_config_t, switch_addr),
+                      offsetof(cc_config_t, compress_min_bytes));
     }
   }
   ResolvedConfig resolved;
@@ -183,7 +186,14 @@ cc_result_t resolveConfig(const cc_config_t* config, ResolvedConfig* out) {
     if (!known) return setError(CC_INVALID_ARGUMENT, "CC_CODEC_ISA must be scalar, avx2 or avx512, got '%s'", text);
     resolved.limitsCodecIsa = true;
   }
-  if (const char* text = pick(nullptr, "CC_COMPRESS_MIN_BYTES")) {
+  // Older configs (versions 1 and 2) end before compress_min_bytes.
+  const long long compressMinField = config->version >= 3 ? config->compress_min_bytes : CC_CONFIG_UNSET_INT;
+  if (compressMinField != CC_CONFIG_UNSET_INT) {
+    if (compressMinField < 0) {
+      return setError(CC_INVALID_ARGUMENT, "config.compress_min_bytes must be 0 or more, got %lld", compressMinField);
+    }
+    resolved.compressMinBytes = static_cast<int64_t>(compressMinField);
+  } else if (const char* text = pick(nullptr, "CC_COMPRESS_MIN_BYTES")) {
     uint64_t bytes = 0;
     CC_CHECK(parseSize(text, "CC_COMPRESS_MIN_BYTES", &bytes));
     if (bytes > static_cast<uint64_t>(INT64_MAX)) {
