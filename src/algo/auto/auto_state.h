@@ -20,6 +20,15 @@ namespace cc {
 // datatype and op whose counts share a power of two.
 using AutoCallKind = std::tuple<uint64_t, uint64_t, int, int, int>;
 
+// The model's view of one call shape: each path's cheapest algorithm and
+// its predicted seconds.
+struct CompressionPrediction {
+  AlgoId exactAlgo = AlgoId::Ring, compressedAlgo = AlgoId::Ring;
+  double exactSeconds = 0, compressedSeconds = 0;
+  // Ties go to the exact path: as fast, and without the codec's error.
+  bool pays() const { return compressedSeconds < exactSeconds; }
+};
+
 struct AutoState {
   CostModel costModel;  // what auto decides with; identical on every rank
   // The ring's message payload, chosen from the agreed link at init
@@ -27,9 +36,12 @@ struct AutoState {
   size_t ringPayloadBytes = 0;
   std::set<std::pair<size_t, CodecId>> autoLogged;  // call shapes whose choice INFO showed
   std::map<AutoCallKind, AutoTrials> autoTrials;
-  // Whether compressing pays, per call shape (spec, datatype, op, count): the
-  // model's answer, kept so that a call asks it once.
-  std::map<std::tuple<uint64_t, int, int, size_t>, bool> compressionPays;
+  // The model's exact/compressed prediction per call shape (spec, datatype,
+  // op, count), kept so that a shape asks it once.
+  std::map<std::tuple<uint64_t, int, int, size_t>, CompressionPrediction> compressionPredictions;
+  // The exact/compressed trials per kind (spec, datatype, op, the count's
+  // power of two), where the model's two predictions were close.
+  std::map<std::tuple<uint64_t, int, int, int>, CompressionTrials> compressionTrials;
   // The shapes whose exact/compressed choice INFO showed.
   std::set<std::tuple<uint64_t, int, int, size_t>> compressionLogged;
   // For the perf tool: calls so far that were auto's trials, and whether the

@@ -14,18 +14,14 @@ namespace {
 AlgoId choose(CollectiveState& state, const CallShape& call, const CollectiveArgs& args, AutoTrials** trial) {
   *trial = nullptr;
   if (state.settings.autoTrials == 0) return cheapestAlgorithm(state.costModel, call);
-  const int sizeClass = call.count == 0 ? -1 : 63 - __builtin_clzll(static_cast<unsigned long long>(call.count));
+  const int sizeClass = trialSizeClass(call.count);
   const AutoCallKind kind{args.specHash, args.masterSpecHash, static_cast<int>(args.datatype),
                           static_cast<int>(args.op), sizeClass};
   auto [it, added] = state.autoTrials.try_emplace(kind);
   AutoTrials& trials = it->second;
   if (added) {
     trials.plan = planAutoTrials(state.costModel, call, state.settings.autoTrials);
-    char name[96];
-    std::snprintf(name, sizeof(name), "%s %s, %llu to %llu values", codecName(call.worker),
-                  datatypeName(args.datatype), sizeClass < 0 ? 0ull : 1ull << sizeClass,
-                  sizeClass < 0 ? 0ull : (2ull << sizeClass) - 1);
-    trials.kindName = name;
+    trials.kindName = trialKindName(codecName(call.worker), datatypeName(args.datatype), sizeClass);
   }
   // Where the model is sure (no other algorithm within the factor), it keeps
   // deciding call by call.
@@ -34,7 +30,7 @@ AlgoId choose(CollectiveState& state, const CallShape& call, const CollectiveArg
   if (trials.settled != AlgoId::Auto) {
     return trials.watch.stage == WatchStage::Challenger ? trials.watch.runnerUp : trials.settled;
   }
-  return trials.plan.candidates[trials.plan.candidateOfBlock(trials.block)];
+  return trials.plan.candidates[trials.progress.candidate(trials.plan)];
 }
 
 }  // namespace

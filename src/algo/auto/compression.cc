@@ -1,8 +1,11 @@
 #include "algo/auto/compression.h"
 
+#include <algorithm>
 #include <limits>
+#include <string>
 #include <tuple>
 
+#include "algo/auto/agreement.h"
 #include "algo/auto/cost_model.h"
 #include "algo/call/dispatch.h"
 #include "base/datatypes.h"
@@ -36,12 +39,37 @@ cc_result_t cheapestSeconds(CollectiveState& state, SpecCodecs& codecs, bool com
   return CC_SUCCESS;
 }
 
+cc_result_t predict(CollectiveState& state, SpecCodecs& codecs, const AlgorithmRun& run, CompressionPrediction* out) {
+  CC_CHECK(cheapestSeconds(state, codecs, true, run, &out->compressedSeconds, &out->compressedAlgo));
+  SpecCodecs* exact = nullptr;
+  CC_CHECK(state.specCodecs("none", &exact));
+  return cheapestSeconds(state, *exact, false, run, &out->exactSeconds, &out->exactAlgo);
+}
+
+// Whether the model's two figures are too close to trust.
+bool closeCall(const CompressionPrediction& p) {
+  const double faster = std::min(p.exactSeconds, p.compressedSeconds);
+  const double slower = std::max(p.exactSeconds, p.compressedSeconds);
+  return slower <= kCompressionTrialFactor * faster;
+}
+
+CompressionTrials newTrials(const CompressionPrediction& p, int minTimedCalls, const std::string& kind) {
+  CompressionTrials trials;
+  trials.plan.rounds = trialRoundsFor(std::min(p.exactSeconds, p.compressedSeconds));
+  addTrialCandidate(&trials.plan, p.exactAlgo, p.exactSeconds, minTimedCalls);
+  addTrialCandidate(&trials.plan, p.compressedAlgo, p.compressedSeconds, minTimedCalls);
+  trials.kindName = kind;
+  return trials;
+}
+
 // Caches stay small for the long tail of call sizes a framework can issue.
 constexpr size_t kMaxRememberedShapes = 4096;
 
 }  // namespace
 
-cc_result_t compressionPays(CollectiveState& state, SpecCodecs& codecs, const AlgorithmRun& run, bool* pays) {
+cc_result_t decideCompression(CollectiveState& state, SpecCodecs& codecs, const AlgorithmRun& run,
+                              CompressionDecision* decision) {
+  *decision = CompressionDecision{};
   const CodecSpec& spec = codecs.spec;
   const size_t bytes = run.count * elementBytes(elementTypeOf(run.datatype));
   const auto shape = std::make_tuple(static_cast<uint64_t>(spec.hash), static_cast<int>(run.datatype),
@@ -49,36 +77,71 @@ cc_result_t compressionPays(CollectiveState& state, SpecCodecs& codecs, const Al
   const bool logIt = logLevel() >= LogLevel::Info && state.rank == 0 &&
                      state.compressionLogged.size() < 64 && state.compressionLogged.insert(shape).second;
   if (state.settings.compressMinBytes != kCompressWherePays) {
-    *pays = bytes >= static_cast<uint64_t>(state.settings.compressMinBytes);
+    decision->pays = bytes >= static_cast<uint64_t>(state.settings.compressMinBytes);
     if (logIt) {
       CC_INFO("auto: %zu bytes of %s: %s (CC_COMPRESS_MIN_BYTES=%lld)", bytes, spec.canonical.c_str(),
-              *pays ? "compressed" : "exact path", static_cast<long long>(state.settings.compressMinBytes));
+              decision->pays ? "compressed" : "exact path", static_cast<long long>(state.settings.compressMinBytes));
     }
     return CC_SUCCESS;
   }
-  if (spec.selector != Selector::None) {
-    *pays = true;
-    return CC_SUCCESS;
+  if (spec.selector != Selector::None) return CC_SUCCESS;
+
+  auto known = state.compressionPredictions.find(shape);
+  if (known == state.compressionPredictions.end()) {
+    CompressionPrediction prediction;
+    CC_CHECK(predict(state, codecs, run, &prediction));
+    if (state.compressionPredictions.size() >= kMaxRememberedShapes) state.compressionPredictions.clear();
+    known = state.compressionPredictions.emplace(shape, prediction).first;
   }
-  auto known = state.compressionPays.find(shape);
-  if (known != state.compressionPays.end()) {
-    *pays = known->second;
-    return CC_SUCCESS;
+  const CompressionPrediction& prediction = known->second;
+  decision->pays = prediction.pays();
+  const char* why = "the model";
+  if (state.settings.autoTrials > 0 && closeCall(prediction)) {
+    const int sizeClass = trialSizeClass(run.count);
+    const auto kind = std::make_tuple(static_cast<uint64_t>(spec.hash), static_cast<int>(run.datatype),
+                                      static_cast<int>(run.op), sizeClass);
+    auto found = state.compressionTrials.find(kind);
+    if (found == state.compressionTrials.end()) {
+      const std::string name = trialKindName(spec.canonical.c_str(), datatypeName(run.datatype), sizeClass);
+      found = state.compressionTrials.emplace(kind, newTrials(prediction, state.settings.autoTrials, name)).first;
+    }
+    CompressionTrials& trials = found->second;
+    if (trials.settled >= 0) {
+      decision->pays = trials.settled == CompressionTrials::kCompressed;
+      why = "its kind's trials";
+    } else {
+      const int candidate = trials.progress.candidate(trials.plan);
+      decision->pays = candidate == CompressionTrials::kCompressed;
+      decision->algorithm = trials.plan.candidates[candidate];
+      decision->trial = &trials;
+      why = "a trial";
+    }
   }
-  double compressedSeconds = 0, exactSeconds = 0;
-  AlgoId compressedAlgo = AlgoId::Ring, exactAlgo = AlgoId::Ring;
-  CC_CHECK(cheapestSeconds(state, codecs, true, run, &compressedSeconds, &compressedAlgo));
-  SpecCodecs* exact = nullptr;
-  CC_CHECK(state.specCodecs("none", &exact));
-  CC_CHECK(cheapestSeconds(state, *exact, false, run, &exactSeconds, &exactAlgo));
-  // Ties go to the exact path: as fast, and without the codec's error.
-  *pays = compressedSeconds < exactSeconds;
-  if (state.compressionPays.size() >= kMaxRememberedShapes) state.compressionPays.clear();
-  state.compressionPays.emplace(shape, *pays);
   if (logIt) {
-    CC_INFO("auto: %zu bytes of %s: predicted compressed %.1f us (%s), exact %.1f us (%s): %s", bytes,
-            spec.canonical.c_str(), compressedSeconds * 1e6, algoName(compressedAlgo), exactSeconds * 1e6,
-            algoName(exactAlgo), *pays ? "compressed" : "exact path");
+    CC_INFO("auto: %zu bytes of %s: predicted compressed %.1f us (%s), exact %.1f us (%s): %s (%s)", bytes,
+            spec.canonical.c_str(), prediction.compressedSeconds * 1e6, algoName(prediction.compressedAlgo),
+            prediction.exactSeconds * 1e6, algoName(prediction.exactAlgo),
+            decision->pays ? "compressed" : "exact path", why);
+  }
+  return CC_SUCCESS;
+}
+
+cc_result_t recordCompressionTrial(CollectiveState& state, CompressionTrials* trial, double seconds) {
+  ++state.autoTrialCalls;
+  const AutoTrialPlan& plan = trial->plan;
+  if (!trial->progress.add(plan, seconds)) return CC_SUCCESS;
+  const std::vector<double>& own = trial->progress.ownBlockSeconds;
+  std::vector<double> agreed(own.size());
+  CC_CHECK(agreeOnSlowest(state, own.data(), agreed.data(), own.size(), "auto's exact/compressed trial times"));
+  trial->settled = fastestCandidateInTrials(plan, agreed.data());
+  if (logLevel() >= LogLevel::Info && state.rank == 0) {
+    const std::string exact = std::string("exact on ") + algoName(plan.candidates[CompressionTrials::kExact]);
+    const std::string compressed =
+        std::string("compressed on ") + algoName(plan.candidates[CompressionTrials::kCompressed]);
+    const char* names[2] = {exact.c_str(), compressed.c_str()};
+    CC_INFO("auto: %s: mean call over its blocks: %s: settles on the %s path", trial->kindName.c_str(),
+            trialTimesText(plan, agreed.data(), names).c_str(),
+            trial->settled == CompressionTrials::kCompressed ? "compressed" : "exact");
   }
   return CC_SUCCESS;
 }

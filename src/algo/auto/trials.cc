@@ -11,23 +11,29 @@
 
 namespace cc {
 
+int trialRoundsFor(double seconds) {
+  return seconds < kTrialBlockSeconds ? kShortCallTrialRounds : kLongCallTrialRounds;
+}
+
+void addTrialCandidate(AutoTrialPlan* plan, AlgoId algo, double predictedSeconds, int minTimedCalls) {
+  const double fitting =
+      predictedSeconds > 0 ? std::ceil(kTrialBlockSeconds / predictedSeconds) : kMaxTimedCallsPerBlock;
+  plan->timedCalls[plan->candidateCount] =
+      std::max(minTimedCalls, static_cast<int>(std::min<double>(kMaxTimedCallsPerBlock, fitting)));
+  plan->candidates[plan->candidateCount++] = algo;
+}
+
 AutoTrialPlan planAutoTrials(const CostModel& model, const CallShape& call, int minTimedCalls) {
   AutoTrialPlan plan;
   const AlgoId chosen = cheapestAlgorithm(model, call);
   const double chosenSeconds = estimateSeconds(model, call, chosen);
-  auto add = [&](AlgoId algo, double predicted) {
-    const double fitting = predicted > 0 ? std::ceil(kTrialBlockSeconds / predicted) : kMaxTimedCallsPerBlock;
-    plan.timedCalls[plan.candidateCount] =
-        std::max(minTimedCalls, static_cast<int>(std::min<double>(kMaxTimedCallsPerBlock, fitting)));
-    plan.candidates[plan.candidateCount++] = algo;
-  };
-  plan.rounds = chosenSeconds < kTrialBlockSeconds ? kShortCallTrialRounds : kLongCallTrialRounds;
-  add(chosen, chosenSeconds);
+  plan.rounds = trialRoundsFor(chosenSeconds);
+  addTrialCandidate(&plan, chosen, chosenSeconds, minTimedCalls);
   for (int i = 0; i < algorithmCount(); ++i) {
     const AlgoId other = static_cast<AlgoId>(i);
     if (other == chosen || !findAlgorithm(other)->autoCandidate || (call.candidates & bitOf(other)) == 0) continue;
     const double predicted = estimateSeconds(model, call, other);
-    if (predicted <= kTrialCandidateFactor * chosenSeconds) add(other, predicted);
+    if (predicted <= kTrialCandidateFactor * chosenSeconds) addTrialCandidate(&plan, other, predicted, minTimedCalls);
   }
   return plan;
 }
@@ -48,18 +54,22 @@ double candidateSeconds(const AutoTrialPlan& plan, const double* agreedBlockSeco
   return blocks > 0 ? sum / blocks : INFINITY;
 }
 
-AlgoId fastestInTrials(const AutoTrialPlan& plan, const double* agreedBlockSeconds) {
-  AlgoId fastest = plan.candidates[0];
+int fastestCandidateInTrials(const AutoTrialPlan& plan, const double* agreedBlockSeconds) {
+  int fastest = 0;
   double fastestSeconds = INFINITY;
   for (int c = 0; c < plan.candidateCount; ++c) {
     const double seconds = candidateSeconds(plan, agreedBlockSeconds, c);
     if (seconds < fastestSeconds) {
-      fastest = plan.candidates[c];
+      fastest = c;
       fastestSeconds = seconds;
     }
   }
   const double modelsChoiceSeconds = candidateSeconds(plan, agreedBlockSeconds, 0);
-  return kTrialTieFactor * fastestSeconds < modelsChoiceSeconds ? fastest : plan.candidates[0];
+  return kTrialTieFactor * fastestSeconds < modelsChoiceSeconds ? fastest : 0;
+}
+
+AlgoId fastestInTrials(const AutoTrialPlan& plan, const double* agreedBlockSeconds) {
+  return plan.candidates[fastestCandidateInTrials(plan, agreedBlockSeconds)];
 }
 
 AlgoId runnerUpInTrials(const AutoTrialPlan& plan, const double* agreedBlockSeconds, AlgoId settled) {
@@ -75,17 +85,48 @@ AlgoId runnerUpInTrials(const AutoTrialPlan& plan, const double* agreedBlockSeco
   return runnerUp;
 }
 
+std::string trialTimesText(const AutoTrialPlan& plan, const double* agreedBlockSeconds, const char* const* names) {
+  std::string text;
+  for (int c = 0; c < plan.candidateCount; ++c) {
+    char part[64];
+    std::snprintf(part, sizeof(part), "%s%s %.1f us (%d calls; blocks", c ? ", " : "", names[c],
+                  candidateSeconds(plan, agreedBlockSeconds, c) * 1e6, plan.timedCalls[c]);
+    text += part;
+    for (int block = c; block < plan.blockCount(); block += plan.candidateCount) {
+      std::snprintf(part, sizeof(part), " %.0f", agreedBlockSeconds[block] * 1e6);
+      text += part;
+    }
+    text += ")";
+  }
+  return text;
+}
+
+int trialSizeClass(size_t count) {
+  return count == 0 ? -1 : 63 - __builtin_clzll(static_cast<unsigned long long>(count));
+}
+
+std::string trialKindName(const char* codec, const char* datatype, int sizeClass) {
+  char name[128];
+  std::snprintf(name, sizeof(name), "%s %s, %llu to %llu values", codec, datatype,
+                sizeClass < 0 ? 0ull : 1ull << sizeClass, sizeClass < 0 ? 0ull : (2ull << sizeClass) - 1);
+  return name;
+}
+
+bool TrialProgress::add(const AutoTrialPlan& plan, double seconds) {
+  if (callInBlock > 0) blockSeconds += seconds;
+  if (++callInBlock < plan.callsOfBlock(block)) return false;
+  ownBlockSeconds.push_back(blockSeconds / plan.timedCalls[plan.candidateOfBlock(block)]);
+  blockSeconds = 0;
+  callInBlock = 0;
+  return ++block >= plan.blockCount();
+}
+
 cc_result_t recordTrial(CollectiveState& state, AutoTrials* trial, double seconds) {
   const AutoTrialPlan& plan = trial->plan;
-  if (trial->callInBlock > 0) trial->blockSeconds += seconds;
-  if (++trial->callInBlock < plan.callsOfBlock(trial->block)) return CC_SUCCESS;
-  trial->ownBlockSeconds.push_back(trial->blockSeconds / plan.timedCalls[plan.candidateOfBlock(trial->block)]);
-  trial->blockSeconds = 0;
-  trial->callInBlock = 0;
-  if (++trial->block < plan.blockCount()) return CC_SUCCESS;
-  const size_t count = trial->ownBlockSeconds.size();
-  std::vector<double> agreed(count);
-  CC_CHECK(agreeOnSlowest(state, trial->ownBlockSeconds.data(), agreed.data(), count, "auto's trial times"));
+  if (!trial->progress.add(plan, seconds)) return CC_SUCCESS;
+  const std::vector<double>& own = trial->progress.ownBlockSeconds;
+  std::vector<double> agreed(own.size());
+  CC_CHECK(agreeOnSlowest(state, own.data(), agreed.data(), own.size(), "auto's trial times"));
   trial->settled = fastestInTrials(plan, agreed.data());
   AutoWatch& watch = trial->watch;
   watch.runnerUp = runnerUpInTrials(plan, agreed.data(), trial->settled);
@@ -97,18 +138,9 @@ cc_result_t recordTrial(CollectiveState& state, AutoTrials* trial, double second
   watch.windowSpan = state.autoWatchFirstWindowSeconds;
   beginWindow(watch, watch.windowSpan, watch.settledSeconds);
   if (logLevel() >= LogLevel::Info && state.rank == 0) {
-    std::string means;
-    for (int c = 0; c < plan.candidateCount; ++c) {
-      char text[64];
-      std::snprintf(text, sizeof(text), "%s%s %.1f us (%d calls; blocks", c ? ", " : "", algoName(plan.candidates[c]),
-                    candidateSeconds(plan, agreed.data(), c) * 1e6, plan.timedCalls[c]);
-      means += text;
-      for (int block = c; block < plan.blockCount(); block += plan.candidateCount) {
-        std::snprintf(text, sizeof(text), " %.0f", agreed[block] * 1e6);
-        means += text;
-      }
-      means += ")";
-    }
+    const char* names[kMaxAlgorithms] = {};
+    for (int c = 0; c < plan.candidateCount; ++c) names[c] = algoName(plan.candidates[c]);
+    const std::string means = trialTimesText(plan, agreed.data(), names);
     CC_INFO("auto: %s: mean call over its blocks: %s: settles on %s", trial->kindName.c_str(), means.c_str(),
             algoName(trial->settled));
   }

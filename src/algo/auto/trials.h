@@ -39,6 +39,12 @@ struct AutoTrialPlan {
   int totalCalls() const;
 };
 AutoTrialPlan planAutoTrials(const CostModel& model, const CallShape& call, int minTimedCalls);
+// The pieces of a plan, for trials of other choices than the algorithm
+// (compression.h): the rounds for calls predicted at `seconds`, and a
+// candidate whose blocks span about kTrialBlockSeconds at `predictedSeconds`
+// a call (at least minTimedCalls, at most kMaxTimedCallsPerBlock).
+int trialRoundsFor(double seconds);
+void addTrialCandidate(AutoTrialPlan* plan, AlgoId algo, double predictedSeconds, int minTimedCalls);
 // One candidate's time: the mean of its blocks' mean call times (every block
 // has as many calls), stalls included: an algorithm that stalls now and then
 // costs its calls the stalls, which a median of blocks hid (direct on 8
@@ -54,20 +60,54 @@ double candidateSeconds(const AutoTrialPlan& plan, const double* agreedBlockSeco
 // against ring's 4937, and the rounds then took 5006 against 4434.
 constexpr double kTrialTieFactor = 1.03;
 AlgoId fastestInTrials(const AutoTrialPlan& plan, const double* agreedBlockSeconds);
+// The same choice as the candidate's index (0: the model's choice).
+int fastestCandidateInTrials(const AutoTrialPlan& plan, const double* agreedBlockSeconds);
 // The runner-up: the candidate other than `settled` with the lowest time
 // (Auto where there is none).
 AlgoId runnerUpInTrials(const AutoTrialPlan& plan, const double* agreedBlockSeconds, AlgoId settled);
 
-// The trials of one kind of call, then its watch.
-struct AutoTrials {
-  AutoTrialPlan plan;
+// For CC_DEBUG=INFO: each candidate (named by names[c]) with its time, its
+// timed calls per block and its blocks' times.
+std::string trialTimesText(const AutoTrialPlan& plan, const double* agreedBlockSeconds, const char* const* names);
+
+// A kind of call groups counts that share a power of two: the class is
+// that power (-1 for 0 values); the name, for CC_DEBUG=INFO, says the codec,
+// the type and the counts.
+int trialSizeClass(size_t count);
+std::string trialKindName(const char* codec, const char* datatype, int sizeClass);
+
+// How far a kind's trials went, on this rank.
+struct TrialProgress {
   int block = 0;                   // the block of the next trial call
   int callInBlock = 0;             // its place there (0: the untimed call)
   double blockSeconds = 0;         // this rank's timed calls of the block so far
   std::vector<double> ownBlockSeconds;  // this rank's mean call time in each finished block
+  // Counts a trial call of `seconds`; true once it ended the plan's last block.
+  bool add(const AutoTrialPlan& plan, double seconds);
+  int candidate(const AutoTrialPlan& plan) const { return plan.candidateOfBlock(block); }
+};
+
+// The trials of one kind of call, then its watch.
+struct AutoTrials {
+  AutoTrialPlan plan;
+  TrialProgress progress;
   AlgoId settled = AlgoId::Auto;   // Auto: trials run, or the model decides (one candidate)
   AutoWatch watch;                 // once settled
   std::string kindName;            // for CC_DEBUG=INFO: codec and counts
+};
+
+// The trials of one kind of call (spec, datatype, op, and the count's power
+// of two): candidate 0 is the exact path, which keeps a tie (as fast, and
+// without the codec's error), candidate 1 the compressed one. plan's
+// candidates hold the algorithm each path runs during the trials: the
+// model's cheapest for it, so that the paths are compared, not the
+// algorithm trials of each (those follow once the kind settled).
+struct CompressionTrials {
+  static constexpr int kExact = 0, kCompressed = 1;
+  AutoTrialPlan plan;
+  TrialProgress progress;
+  int settled = -1;  // the winning candidate; -1 while the trials run
+  std::string kindName;
 };
 
 // A trial call that took `seconds`: after the last block the ranks agree on

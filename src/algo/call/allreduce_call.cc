@@ -4,6 +4,7 @@
 
 #include "algo/auto/compression.h"
 #include "algo/call/dispatch.h"
+#include "base/clock.h"
 #include "base/datatypes.h"
 #include "base/error.h"
 #include "base/log.h"
@@ -142,17 +143,20 @@ cc_result_t runAllreduce(CollectiveState& state, const TensorCall* tensors, size
   // the codec asked for.
   state.lastCallExact = false;
   const bool specOfTheCall = specText != nullptr && specText[0] != '\0';
+  CompressionDecision compression;
   if (compresses && !specOfTheCall && state.settings.algo == AlgoId::Auto && state.nranks > 1) {
-    bool pays = true;
-    CC_CHECK(compressionPays(state, *codecs, run, &pays));
-    if (!pays) {
+    CC_CHECK(decideCompression(state, *codecs, run, &compression));
+    if (!compression.pays) {
       CC_CHECK(state.specCodecs("none", &codecs));
       compresses = false;
       state.lastCallExact = true;
     }
+    // A trial compares the two paths, each on the model's algorithm for it.
+    if (compression.trial != nullptr) algo = compression.algorithm;
   }
 
   const uint64_t firstSeq = state.collectiveSeq;
+  const double start = nowSeconds();
   cc_result_t result = CC_SUCCESS;
   if (state.nranks == 1) {
     runSingleRank(run, elementSize);
@@ -179,6 +183,12 @@ cc_result_t runAllreduce(CollectiveState& state, const TensorCall* tensors, size
                            opName(op), compresses ? spec.canonical.c_str() : "none",
                            // runAlgorithm names what auto resolved to
                            algo == AlgoId::Auto ? state.lastAlgorithm.c_str() : algoName(algo), state.rank);
+  }
+  if (compression.trial != nullptr) {
+    CC_CHECK(recordCompressionTrial(state, compression.trial, nowSeconds() - start));
+    // Pending until a call after them says otherwise: the path they settle
+    // on may have algorithm trials of its own to run.
+    state.autoTrialsPending = true;
   }
   if (fused) {
     const unsigned char* values = static_cast<const unsigned char*>(run.output);
