@@ -220,7 +220,7 @@ class Comm {
        std::optional<std::string> algo, std::optional<std::string> transport, std::optional<uint64_t> seed,
        std::optional<int> timeoutMs, std::optional<std::string> debug, std::optional<long long> chunkBytes,
        std::optional<std::string> socketIfname, std::optional<std::string> ibDevice,
-       std::optional<std::string> masterCodec) {
+       std::optional<std::string> masterCodec, std::optional<long long> compressMinBytes) {
     if (uniqueId.size() != CC_UNIQUE_ID_BYTES) {
       throw nb::value_error(("unique_id must be " + std::to_string(CC_UNIQUE_ID_BYTES) + " bytes (from "
                              "get_unique_id()), not " + std::to_string(uniqueId.size()))
@@ -243,6 +243,7 @@ class Comm {
     }
     if (timeoutMs) config.timeout_ms = *timeoutMs;
     if (chunkBytes) config.chunk_bytes = *chunkBytes;
+    if (compressMinBytes) config.compress_min_bytes = *compressMinBytes;
     cc_result_t result;
     {
       // Init waits for every rank; other Python threads (ranks as threads,
@@ -412,11 +413,12 @@ NB_MODULE(_core, m) {
       .def(nb::init<int, nb::bytes, int, std::optional<std::string>, std::optional<std::string>,
                     std::optional<std::string>, std::optional<uint64_t>, std::optional<int>,
                     std::optional<std::string>, std::optional<long long>, std::optional<std::string>,
-                    std::optional<std::string>, std::optional<std::string>>(),
+                    std::optional<std::string>, std::optional<std::string>, std::optional<long long>>(),
            nb::arg("nranks"), nb::arg("unique_id"), nb::arg("rank"), nb::arg("codec").none(),
            nb::arg("algo").none(), nb::arg("transport").none(), nb::arg("seed").none(),
            nb::arg("timeout_ms").none(), nb::arg("debug").none(), nb::arg("chunk_bytes").none(),
-           nb::arg("socket_ifname").none(), nb::arg("ib_device").none(), nb::arg("master_codec").none())
+           nb::arg("socket_ifname").none(), nb::arg("ib_device").none(), nb::arg("master_codec").none(),
+           nb::arg("compress_min_bytes").none())
       .def_prop_ro("rank", &Comm::rank)
       .def_prop_ro("size", &Comm::size)
       .def_prop_ro("closed", &Comm::closed)

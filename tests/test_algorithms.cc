@@ -948,8 +948,9 @@ TEST(ExactOrCompressed, TheModelsChoiceIsTheSameOnEveryRank) {
 }
 
 // Where the model's exact and compressed figures are close it is not
-// trusted: the first calls of the kind time both paths in blocks that take
-// turns (the exact path first), and the kind settles on the faster by the
+// trusted: the first calls of the kind time each path on each algorithm
+// the model puts close, in blocks that take turns (the exact path on its
+// cheapest algorithm first), and the kind settles on the fastest by the
 // agreed times. Rank 1 arrives 30 ms late at one path's calls, so that
 // path's blocks are slow on the slowest rank's clock; every rank must take
 // the same path in every call and keep the winner afterwards.
@@ -958,14 +959,16 @@ TEST(ExactOrCompressed, CloseCallsAreTimedOnBothPathsAndSettleAlikeOnEveryRank) 
   ScopedEnv trialsSetting("CC_AUTO_TRIALS", "3");
   const int n = 3, after = 6;
   const size_t count = 30000;
-  // Both paths' cheapest algorithm is ring at about 50 ms: calls longer
-  // than a trial block, so kLongCallTrialRounds rounds of blocks of one
-  // untimed and three timed calls.
+  // Both paths run ring at about 50 ms and direct at 60, the tree far off:
+  // four candidates (exact ring, exact direct, compressed ring, compressed
+  // direct), calls longer than a trial block, so kLongCallTrialRounds rounds
+  // of blocks of one untimed and three timed calls.
   const cc::CostModel model = ringAndDirectCloseModel();
-  const int block = 4, trialCalls = block * 2 * cc::kLongCallTrialRounds;
+  const int block = 4, candidates = 4, trialCalls = block * candidates * cc::kLongCallTrialRounds;
   for (const bool exactIsSlow : {true, false}) {
     SCOPED_TRACE(exactIsSlow ? "the exact path's calls are late" : "the compressed path's calls are late");
     std::vector<std::vector<int>> exact(n);
+    std::vector<std::vector<std::string>> ran(n);
     std::vector<std::vector<uint64_t>> digests(n);
     std::vector<std::vector<float>> lastOutput(n);
     RankOptions options;
@@ -976,7 +979,7 @@ TEST(ExactOrCompressed, CloseCallsAreTimedOnBothPathsAndSettleAlikeOnEveryRank) 
       const std::vector<float> input = makeInput(count, rank);
       std::vector<float> output(count);
       for (int call = 0; call < trialCalls + after; ++call) {
-        const bool exactBlock = call / block % 2 == 0;
+        const bool exactBlock = call / block % candidates < 2;
         if (call < trialCalls && rank == 1 && exactBlock == exactIsSlow) {
           std::this_thread::sleep_for(std::chrono::milliseconds(30));
         }
@@ -984,6 +987,7 @@ TEST(ExactOrCompressed, CloseCallsAreTimedOnBothPathsAndSettleAlikeOnEveryRank) 
                   CC_SUCCESS)
             << cc_get_last_error(comm);
         exact[rank].push_back(comm->lastCallExact ? 1 : 0);
+        ran[rank].push_back(comm->lastAlgorithm);
         digests[rank].push_back(fnv64(output.data(), count * sizeof(float)));
       }
       lastOutput[rank] = output;
@@ -991,10 +995,12 @@ TEST(ExactOrCompressed, CloseCallsAreTimedOnBothPathsAndSettleAlikeOnEveryRank) 
     ASSERT_EQ(exact[0].size(), static_cast<size_t>(trialCalls + after));
     for (int rank = 1; rank < n; ++rank) {
       EXPECT_EQ(exact[rank], exact[0]) << "rank " << rank;
+      EXPECT_EQ(ran[rank], ran[0]) << "rank " << rank;
       EXPECT_EQ(digests[rank], digests[0]) << "rank " << rank;
     }
     for (int call = 0; call < trialCalls; ++call) {
-      EXPECT_EQ(exact[0][call], call / block % 2 == 0 ? 1 : 0) << "trial call " << call;
+      EXPECT_EQ(exact[0][call], call / block % candidates < 2 ? 1 : 0) << "trial call " << call;
+      EXPECT_EQ(ran[0][call], call / block % 2 == 0 ? "ring" : "direct") << "trial call " << call;
     }
     for (int call = trialCalls; call < trialCalls + after; ++call) {
       EXPECT_EQ(exact[0][call], exactIsSlow ? 0 : 1) << "call " << call << " after the trials";

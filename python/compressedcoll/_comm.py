@@ -225,7 +225,11 @@ class Comm:
     ``codec``: a codec spec (``"nat"``, ``"dither_nat:s=8"``, ``"topk:ratio=0.01+nat"``,
     ``"none"``); ``algo``: ``"ring"``, ``"direct"``, ``"tree"``, ``"allgather"`` or ``"auto"``;
     ``timeout``: seconds (or a ``timedelta``) for every wait; ``transport``: ``"tcp"``,
-    ``"ibverbs"`` or ``"local"`` (ranks as threads of this process)."""
+    ``"ibverbs"`` or ``"local"`` (ranks as threads of this process); ``compress_min_bytes``:
+    under ``algo="auto"``, calls of the communicator's codec smaller than this many bytes run
+    exact and larger ones compressed (``0``: compress every call; ``None``:
+    ``CC_COMPRESS_MIN_BYTES``, else auto times both paths where its model cannot tell them
+    apart); every rank must pass the same."""
 
     def __init__(
         self,
@@ -245,6 +249,7 @@ class Comm:
         socket_ifname: Optional[str] = None,
         ib_device: Optional[str] = None,
         master_codec: Optional[str] = None,
+        compress_min_bytes: Optional[int] = None,
     ) -> None:
         if (comm_id is None) == (unique_id is None):
             raise InvalidArgumentError(
@@ -255,6 +260,10 @@ class Comm:
             raise InvalidArgumentError("Comm: secret goes with comm_id (a unique_id carries its own)")
         if seed is not None and not 0 <= seed < 2**64:
             raise InvalidArgumentError(f"Comm: seed must be in [0, 2**64), got {seed}")
+        # The C config reads -1 as "unset": a negative size must not pass for None.
+        for name, size in (("chunk_bytes", chunk_bytes), ("compress_min_bytes", compress_min_bytes)):
+            if size is not None and size < 0:
+                raise InvalidArgumentError(f"Comm: {name} must be 0 or more, got {size}")
         self._comm = _core.Comm(
             int(world_size),
             bytes(unique_id),  # type: ignore[arg-type]
@@ -269,6 +278,7 @@ class Comm:
             socket_ifname=socket_ifname,
             ib_device=ib_device,
             master_codec=master_codec,
+            compress_min_bytes=compress_min_bytes,
         )
         self.codec = codec
 

@@ -40,6 +40,7 @@ class Comm:
         socket_ifname: Optional[str] = ...,
         ib_device: Optional[str] = ...,
         master_codec: Optional[str] = ...,
+        compress_min_bytes: Optional[int] = ...,
     ) -> None: ...
     @property
     def rank(self) -> int: ...

@@ -20,13 +20,16 @@ namespace cc {
 // datatype and op whose counts share a power of two.
 using AutoCallKind = std::tuple<uint64_t, uint64_t, int, int, int>;
 
-// The model's view of one call shape: each path's cheapest algorithm and
-// its predicted seconds.
+// The model's view of one call shape: the predicted seconds of each path on
+// each algorithm auto may pick for it (infinite where it may not), and each
+// path's cheapest.
 struct CompressionPrediction {
+  double exactSeconds[kMaxAlgorithms] = {}, compressedSeconds[kMaxAlgorithms] = {};
   AlgoId exactAlgo = AlgoId::Ring, compressedAlgo = AlgoId::Ring;
-  double exactSeconds = 0, compressedSeconds = 0;
+  double bestExact() const { return exactSeconds[indexOf(exactAlgo)]; }
+  double bestCompressed() const { return compressedSeconds[indexOf(compressedAlgo)]; }
   // Ties go to the exact path: as fast, and without the codec's error.
-  bool pays() const { return compressedSeconds < exactSeconds; }
+  bool pays() const { return bestCompressed() < bestExact(); }
 };
 
 struct AutoState {

@@ -96,15 +96,14 @@ struct AutoTrials {
   std::string kindName;            // for CC_DEBUG=INFO: codec and counts
 };
 
-// The trials of one kind of call (spec, datatype, op, and the count's power
-// of two): candidate 0 is the exact path, which keeps a tie (as fast, and
-// without the codec's error), candidate 1 the compressed one. plan's
-// candidates hold the algorithm each path runs during the trials: the
-// model's cheapest for it, so that the paths are compared, not the
-// algorithm trials of each (those follow once the kind settled).
+// The exact/compressed trials of one kind of call (spec, datatype, op, and
+// the count's power of two). Each candidate is a path on an algorithm:
+// plan.candidates[c] is the algorithm, exact[c] whether the path is exact.
+// Candidate 0 is the exact path on its cheapest algorithm by the model,
+// which keeps a tie (as fast, and without the codec's error).
 struct CompressionTrials {
-  static constexpr int kExact = 0, kCompressed = 1;
   AutoTrialPlan plan;
+  bool exact[kMaxAlgorithms] = {};
   TrialProgress progress;
   int settled = -1;  // the winning candidate; -1 while the trials run
   std::string kindName;
