@@ -18,6 +18,7 @@
 
 #include "algo/algo.h"
 #include "algo/auto/calibration.h"
+#include "algo/auto/compression.h"
 #include "codec/spec.h"
 #include "codec_bounds.h"
 #include "comm/comm.h"
@@ -1012,6 +1013,31 @@ TEST(ExactOrCompressed, CloseCallsAreTimedOnBothPathsAndSettleAlikeOnEveryRank) 
       EXPECT_LT(error, 1e-6);
     }
   }
+}
+
+// The compressed path must beat the exact path's fastest candidate by more
+// than kCompressionTieFactor: each path's time is its fastest candidate's
+// mean over its blocks.
+TEST(ExactOrCompressed, TheCompressedPathMustWinClearly) {
+  cc::AutoTrialPlan plan;
+  plan.rounds = 2;
+  plan.candidateCount = 3;
+  plan.candidates[0] = cc::AlgoId::Tree;  // exact
+  plan.candidates[1] = cc::AlgoId::Direct;  // exact
+  plan.candidates[2] = cc::AlgoId::Tree;  // compressed
+  const bool exact[3] = {true, true, false};
+  ASSERT_DOUBLE_EQ(cc::kCompressionTieFactor, 1.10);
+  // blocks: c0, c1, c2, c0, c1, c2; the exact path's fastest is direct at 300 us
+  auto wins = [&](double compressedSeconds) {
+    const double times[6] = {400e-6, 290e-6, compressedSeconds, 400e-6, 310e-6, compressedSeconds};
+    return cc::compressedWinsTrials(plan, exact, times);
+  };
+  EXPECT_FALSE(wins(300e-6));  // as fast
+  EXPECT_FALSE(wins(280e-6));  // 7% faster: not clearly
+  EXPECT_TRUE(wins(260e-6));   // 15% faster
+  // One stalled block counts in the mean.
+  const double stalled[6] = {400e-6, 290e-6, 100e-6, 400e-6, 310e-6, 900e-6};
+  EXPECT_FALSE(cc::compressedWinsTrials(plan, exact, stalled));
 }
 
 // With CC_AUTO_TRIALS=0 the model alone decides, call by call, alike.

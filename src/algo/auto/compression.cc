@@ -126,8 +126,8 @@ cc_result_t decideCompression(CollectiveState& state, SpecCodecs& codecs, const 
       found = state.compressionTrials.emplace(kind, newTrials(prediction, state.settings.autoTrials, name)).first;
     }
     CompressionTrials& trials = found->second;
-    if (trials.settled >= 0) {
-      decision->pays = !trials.exact[trials.settled];
+    if (trials.settled) {
+      decision->pays = trials.compresses;
       why = "its kind's trials";
     } else {
       const int candidate = trials.progress.candidate(trials.plan);
@@ -146,6 +146,15 @@ cc_result_t decideCompression(CollectiveState& state, SpecCodecs& codecs, const 
   return CC_SUCCESS;
 }
 
+bool compressedWinsTrials(const AutoTrialPlan& plan, const bool* exact, const double* agreedBlockSeconds) {
+  double fastest[2] = {std::numeric_limits<double>::infinity(), std::numeric_limits<double>::infinity()};
+  for (int c = 0; c < plan.candidateCount; ++c) {
+    double& path = fastest[exact[c] ? 0 : 1];
+    path = std::min(path, candidateSeconds(plan, agreedBlockSeconds, c));
+  }
+  return kCompressionTieFactor * fastest[1] < fastest[0];
+}
+
 cc_result_t recordCompressionTrial(CollectiveState& state, CompressionTrials* trial, double seconds) {
   ++state.autoTrialCalls;
   const AutoTrialPlan& plan = trial->plan;
@@ -153,7 +162,8 @@ cc_result_t recordCompressionTrial(CollectiveState& state, CompressionTrials* tr
   const std::vector<double>& own = trial->progress.ownBlockSeconds;
   std::vector<double> agreed(own.size());
   CC_CHECK(agreeOnSlowest(state, own.data(), agreed.data(), own.size(), "auto's exact/compressed trial times"));
-  trial->settled = fastestCandidateInTrials(plan, agreed.data());
+  trial->settled = true;
+  trial->compresses = compressedWinsTrials(plan, trial->exact, agreed.data());
   if (logLevel() >= LogLevel::Info && state.rank == 0) {
     std::string names[kMaxAlgorithms];
     const char* namePointers[kMaxAlgorithms] = {};
@@ -163,7 +173,7 @@ cc_result_t recordCompressionTrial(CollectiveState& state, CompressionTrials* tr
     }
     CC_INFO("auto: %s: mean call over its blocks: %s: settles on the %s path", trial->kindName.c_str(),
             trialTimesText(plan, agreed.data(), namePointers).c_str(),
-            trial->exact[trial->settled] ? "exact" : "compressed");
+            trial->compresses ? "compressed" : "exact");
   }
   return CC_SUCCESS;
 }

@@ -17,6 +17,15 @@
 namespace cc {
 
 constexpr double kCompressionTrialFactor = 3.0;
+// The compressed path wins the trials only when its fastest candidate beats
+// the exact path's fastest by more than this: it costs accuracy, so it must
+// buy a clear gain, and below a millisecond two paths' trial times on a
+// shared host differ by up to 10% from one run to the next (loopback, 4
+// KiB: compressed on direct settled at 279 us a call against the exact
+// path's 250 us on tree in the benchmark that followed).
+constexpr double kCompressionTieFactor = 1.10;
+// Which path the agreed block times favour: true for the compressed one.
+bool compressedWinsTrials(const AutoTrialPlan& plan, const bool* exact, const double* agreedBlockSeconds);
 
 // What a call does: compressed or exact; during a trial, on which
 // algorithm, and `trial` set so that the call's time is recorded.

@@ -99,13 +99,12 @@ struct AutoTrials {
 // The exact/compressed trials of one kind of call (spec, datatype, op, and
 // the count's power of two). Each candidate is a path on an algorithm:
 // plan.candidates[c] is the algorithm, exact[c] whether the path is exact.
-// Candidate 0 is the exact path on its cheapest algorithm by the model,
-// which keeps a tie (as fast, and without the codec's error).
 struct CompressionTrials {
   AutoTrialPlan plan;
   bool exact[kMaxAlgorithms] = {};
   TrialProgress progress;
-  int settled = -1;  // the winning candidate; -1 while the trials run
+  bool settled = false;
+  bool compresses = false;  // the settled path
   std::string kindName;
 };
 
