@@ -54,22 +54,18 @@ double candidateSeconds(const AutoTrialPlan& plan, const double* agreedBlockSeco
   return blocks > 0 ? sum / blocks : INFINITY;
 }
 
-int fastestCandidateInTrials(const AutoTrialPlan& plan, const double* agreedBlockSeconds) {
-  int fastest = 0;
+AlgoId fastestInTrials(const AutoTrialPlan& plan, const double* agreedBlockSeconds) {
+  AlgoId fastest = plan.candidates[0];
   double fastestSeconds = INFINITY;
   for (int c = 0; c < plan.candidateCount; ++c) {
     const double seconds = candidateSeconds(plan, agreedBlockSeconds, c);
     if (seconds < fastestSeconds) {
-      fastest = c;
+      fastest = plan.candidates[c];
       fastestSeconds = seconds;
     }
   }
   const double modelsChoiceSeconds = candidateSeconds(plan, agreedBlockSeconds, 0);
-  return kTrialTieFactor * fastestSeconds < modelsChoiceSeconds ? fastest : 0;
-}
-
-AlgoId fastestInTrials(const AutoTrialPlan& plan, const double* agreedBlockSeconds) {
-  return plan.candidates[fastestCandidateInTrials(plan, agreedBlockSeconds)];
+  return kTrialTieFactor * fastestSeconds < modelsChoiceSeconds ? fastest : plan.candidates[0];
 }
 
 AlgoId runnerUpInTrials(const AutoTrialPlan& plan, const double* agreedBlockSeconds, AlgoId settled) {

@@ -60,8 +60,6 @@ double candidateSeconds(const AutoTrialPlan& plan, const double* agreedBlockSeco
 // against ring's 4937, and the rounds then took 5006 against 4434.
 constexpr double kTrialTieFactor = 1.03;
 AlgoId fastestInTrials(const AutoTrialPlan& plan, const double* agreedBlockSeconds);
-// The same choice as the candidate's index (0: the model's choice).
-int fastestCandidateInTrials(const AutoTrialPlan& plan, const double* agreedBlockSeconds);
 // The runner-up: the candidate other than `settled` with the lowest time
 // (Auto where there is none).
 AlgoId runnerUpInTrials(const AutoTrialPlan& plan, const double* agreedBlockSeconds, AlgoId settled);
