@@ -169,15 +169,20 @@ cc::CallShape natCall(int nranks, size_t count) {
 }
 
 // The ring's message follows the link auto measured: about 4 ms of it, a
-// power of two from 128 KiB, a whole slot where the link is fast.
+// power of two from 128 KiB, a whole slot where that is half a slot or more.
 TEST(RingMessageSize, FollowsTheMeasuredLink) {
-  const size_t slot = size_t{1} << 20;  // CC_CHUNK_BYTES' default
+  const size_t slot = size_t{2} << 20;  // the ring's slots by default (kRingSlots of 2 x CC_CHUNK_BYTES)
   cc::LinkCosts link;
   link.bytesPerSecond = 0.117e9;  // 1 Gbit/s as calibrated on the emulated cluster
   EXPECT_EQ(cc::ringPayloadForLink(link, slot), size_t{256} << 10);
+  link.bytesPerSecond = 0.2e9;
+  EXPECT_EQ(cc::ringPayloadForLink(link, slot), size_t{512} << 10);
   link.bytesPerSecond = 0.539e9;  // 10 Gbit/s on two cores
   EXPECT_EQ(cc::ringPayloadForLink(link, slot), 0u) << "a whole slot";
-  EXPECT_EQ(cc::ringPayloadForLink(link, 4 * slot), size_t{2} << 20) << "with 4 MiB slots";
+  link.bytesPerSecond = 0.45e9;  // the same link's slowest calibration: 1 MiB is half the slot
+  EXPECT_EQ(cc::ringPayloadForLink(link, slot), 0u) << "a whole slot";
+  link.bytesPerSecond = 0.539e9;
+  EXPECT_EQ(cc::ringPayloadForLink(link, 4 * slot), size_t{2} << 20) << "with 8 MiB slots";
   link.bytesPerSecond = 1e6;  // slower than any message size pays for
   EXPECT_EQ(cc::ringPayloadForLink(link, slot), cc::kMinRingPayloadBytes);
   EXPECT_EQ(cc::ringPayloadForLink(link, cc::kMinRingPayloadBytes), 0u) << "never above the slot";

@@ -35,7 +35,7 @@ struct CompressionPrediction {
 struct AutoState {
   CostModel costModel;  // what auto decides with; identical on every rank
   // The ring's message payload, chosen from the agreed link at init
-  // (ringPayloadForLink); 0: a whole slot (CC_CHUNK_BYTES).
+  // (ringPayloadForLink); 0: a whole slot of the ring (dispatch.cc).
   size_t ringPayloadBytes = 0;
   std::set<std::pair<size_t, CodecId>> autoLogged;  // call shapes whose choice INFO showed
   std::map<AutoCallKind, AutoTrials> autoTrials;

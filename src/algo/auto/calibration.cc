@@ -59,25 +59,33 @@ CodecCosts measureCodec(const CodecSpec& spec) {
 }
 
 // Link figures on the ring channels: the latency of one small message, the
-// cost of each further message in a burst, and the bandwidth of full slots.
-cc_result_t measureLink(SendChannel& toNext, RecvChannel& fromPrev, int rank, int nranks, LinkCosts* out) {
+// cost of each further message in a burst, and the bandwidth of full slots
+// (every slot of the channel filled once).
+cc_result_t measureLink(SendChannel& toNext, RecvChannel& fromPrev, int slots, int rank, int nranks,
+                        LinkCosts* out) {
   const int prev = (rank + nranks - 1) % nranks;
   auto exchange = [&](size_t bytes, int messages, double* elapsed) -> cc_result_t {
-    // Every rank posts `messages` (at most the slots of a channel) before it
-    // waits, so no rank waits for a slot.
+    auto receiveOne = [&]() -> cc_result_t {
+      void* slot = nullptr;
+      cc_result_t result = fromPrev.wait(&slot);
+      if (result != CC_SUCCESS) return addErrorContext(result, "measuring the link from rank %d", prev);
+      return fromPrev.release();
+    };
+    // A rank receives once it has as many messages out as the channel has
+    // slots, so no rank waits for a slot its successor cannot free.
     const double start = nowSeconds();
+    int received = 0;
     for (int m = 0; m < messages; ++m) {
       void* slot = nullptr;
       CC_CHECK(toNext.acquire(&slot));
       std::memset(slot, 0, std::min<size_t>(bytes, 64));
       CC_CHECK(toNext.post(bytes));
+      if (m + 1 - received >= slots) {
+        CC_CHECK(receiveOne());
+        ++received;
+      }
     }
-    for (int m = 0; m < messages; ++m) {
-      void* slot = nullptr;
-      cc_result_t result = fromPrev.wait(&slot);
-      if (result != CC_SUCCESS) return addErrorContext(result, "measuring the link from rank %d", prev);
-      CC_CHECK(fromPrev.release());
-    }
+    for (; received < messages; ++received) CC_CHECK(receiveOne());
     *elapsed = nowSeconds() - start;
     return CC_SUCCESS;
   };
@@ -86,7 +94,7 @@ cc_result_t measureLink(SendChannel& toNext, RecvChannel& fromPrev, int rank, in
   const size_t bulkBytes = toNext.slotBytes();
   double elapsed = 0;
   CC_CHECK(exchange(64, 1, &elapsed));  // warm-up: connections, first-touch
-  CC_CHECK(exchange(bulkBytes, kSlotsPerChannel, &elapsed));
+  CC_CHECK(exchange(bulkBytes, slots, &elapsed));
   for (int round = 0; round < kRounds; ++round) {
     CC_CHECK(exchange(64, 1, &elapsed));
     single.push_back(elapsed);
@@ -94,7 +102,7 @@ cc_result_t measureLink(SendChannel& toNext, RecvChannel& fromPrev, int rank, in
     burst.push_back(elapsed);
   }
   for (int round = 0; round < 3; ++round) {
-    CC_CHECK(exchange(bulkBytes, kSlotsPerChannel, &elapsed));
+    CC_CHECK(exchange(bulkBytes, slots, &elapsed));
     bulk.push_back(elapsed);
   }
   auto median = [](std::vector<double>& v) {
@@ -105,7 +113,7 @@ cc_result_t measureLink(SendChannel& toNext, RecvChannel& fromPrev, int rank, in
   // each further message of a burst: one more send and one more receive here
   out->perMessage = std::max(0.0, (median(burst) - out->latency) / (2.0 * (kSlotsPerChannel - 1)));
   const double bulkSeconds = std::max(1e-9, median(bulk) - out->latency);
-  out->bytesPerSecond = static_cast<double>(bulkBytes) * kSlotsPerChannel / bulkSeconds;
+  out->bytesPerSecond = static_cast<double>(bulkBytes) * slots / bulkSeconds;
 
   return CC_SUCCESS;
 }
@@ -237,14 +245,14 @@ size_t ringPayloadForLink(const LinkCosts& link, size_t slotPayloadBytes) {
   const double linkBytes = link.bytesPerSecond * kRingMessageSeconds;
   size_t payload = kMinRingPayloadBytes;
   while (static_cast<double>(2 * payload) <= linkBytes && 2 * payload < slotPayloadBytes) payload *= 2;
-  return payload < slotPayloadBytes && static_cast<double>(2 * payload) > linkBytes ? payload : 0;
+  return 2 * payload < slotPayloadBytes ? payload : 0;
 }
 
 cc_result_t calibrateCostModel(RendezvousStore& store, CollectiveState& state) {
   CostModel mine;
   CalibrationShapes shapes;
   CC_CHECK(measureAlgorithmCalls(state, &mine, &shapes));
-  CC_CHECK(measureLink(*state.toNext, *state.fromPrev, state.rank, state.nranks, &mine.link));
+  CC_CHECK(measureLink(*state.toNext, *state.fromPrev, state.ringSlots, state.rank, state.nranks, &mine.link));
   if (const DirectChannels* direct = directChannelsOf(state.algorithmChannels[indexOf(AlgoId::Direct)].get())) {
     CC_CHECK(measureFanOut(*direct, state.rank, state.nranks, mine.link.latency, &mine.link.perMessage));
   }
@@ -297,8 +305,9 @@ cc_result_t calibrateCostModel(RendezvousStore& store, CollectiveState& state) {
   // The timing calls ran on every rank alike; the user's first collective is #0.
   state.collectiveSeq = 0;
   // An explicit CC_CHUNK_BYTES is the message size asked for.
-  state.ringPayloadBytes =
-      state.settings.chunkBytesGiven ? 0 : ringPayloadForLink(model.link, state.settings.chunkBytes);
+  state.ringPayloadBytes = state.settings.chunkBytesGiven
+                               ? 0
+                               : ringPayloadForLink(model.link, state.toNext->slotBytes() - kFrameHeaderBytes);
   if (logLevel() >= LogLevel::Info) {
     const LinkCosts& link = model.link;
     CC_INFO("rank %d: auto's model: latency %.1f us, %.1f us per message, %.3f GB/s; bursts %s KiB; link shares %s; "
@@ -307,7 +316,8 @@ cc_result_t calibrateCostModel(RendezvousStore& store, CollectiveState& state) {
             perCandidate(state, model.burstBytes, 1.0 / 1024, "%.0f").c_str(),
             perCandidate(state, model.linkShare, 1.0, "%.2f").c_str(),
             perCandidate(state, model.fixedSeconds, 1e6, "%.1f us").c_str(),
-            (state.ringPayloadBytes != 0 ? state.ringPayloadBytes : state.settings.chunkBytes) / 1024);
+            (state.ringPayloadBytes != 0 ? state.ringPayloadBytes : state.toNext->slotBytes() - kFrameHeaderBytes) /
+                1024);
   }
   return CC_SUCCESS;
 }

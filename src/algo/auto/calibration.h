@@ -24,8 +24,10 @@ cc_result_t calibrateCostModel(RendezvousStore& store, CollectiveState& state);
 // pipeline exposed longer (4 x 1 Gbit/s: 128-256 KiB 245 ms, 1 MiB 260 ms,
 // 4 MiB 276 ms; docs/results.md). So a message gets about
 // kRingMessageSeconds of the link: the largest power of two from
-// kMinRingPayloadBytes up that the link moves in that time. 0 where that is
-// a whole slot's payload or more (the slot then decides).
+// kMinRingPayloadBytes up that the link moves in that time. 0 (a whole
+// slot) where that is half a slot's payload or more: the CPU-bound links'
+// calibrated bandwidth (0.45-0.61 GB/s at 10 Gbit/s) straddles the 1 MiB /
+// 2 MiB boundary, and both of those links are faster with 2 MiB.
 constexpr double kRingMessageSeconds = 4e-3;
 constexpr size_t kMinRingPayloadBytes = size_t{128} << 10;
 size_t ringPayloadForLink(const LinkCosts& link, size_t slotPayloadBytes);

@@ -54,9 +54,11 @@ cc_result_t openCollectiveChannels(CollectiveState& state, const ChannelContext&
   if (n < 2) return CC_SUCCESS;
   Transport& transport = *state.transport;
   const CallSettings& settings = state.settings;
-  const size_t slotBytes = kFrameHeaderBytes + settings.chunkBytes;
-  CC_CHECK(transport.openSend((rank + 1) % n, kRingTag, slotBytes, kSlotsPerChannel, &state.toNext));
-  CC_CHECK(transport.openRecv((rank + n - 1) % n, kRingTag, slotBytes, kSlotsPerChannel, &state.fromPrev));
+  const bool ringSlotsAsGiven = settings.chunkBytesGiven || !transport.properties().hostMemory;
+  state.ringSlots = ringSlotsAsGiven ? kSlotsPerChannel : kRingSlots;
+  const size_t ringSlotBytes = kFrameHeaderBytes + settings.chunkBytes * kSlotsPerChannel / state.ringSlots;
+  CC_CHECK(transport.openSend((rank + 1) % n, kRingTag, ringSlotBytes, state.ringSlots, &state.toNext));
+  CC_CHECK(transport.openRecv((rank + n - 1) % n, kRingTag, ringSlotBytes, state.ringSlots, &state.fromPrev));
   ChannelSetup setup;
   setup.transport = &transport;
   setup.rank = rank;
