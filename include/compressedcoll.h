@@ -99,7 +99,7 @@ typedef struct {
   int has_seed;              /* 0: CC_SEED, else a random seed agreed at init */
   unsigned long long seed;   /* Philox key; used when has_seed != 0 */
   int timeout_ms;            /* CC_CONFIG_UNSET_INT: CC_TIMEOUT_MS, else 300000 */
-  long long chunk_bytes;     /* wire bytes per pipelined message; CC_CONFIG_UNSET_INT: CC_CHUNK_BYTES, else 1 MiB */
+  long long chunk_bytes;     /* wire bytes per pipelined message; CC_CONFIG_UNSET_INT: CC_CHUNK_BYTES, else 1 MiB (2 MiB for the ring on host memory) */
   const char* master_codec;  /* direct's owner codec C_M, a quantizer spec ("nat", "qsgd:s=64");
                                 the switch's downlink ("nat", or "none": int32 sums);
                                 NULL: CC_MASTER_CODEC, else the call's own codec */
