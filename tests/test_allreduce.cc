@@ -14,6 +14,7 @@
 #include <tuple>
 
 #include "algo/algo.h"
+#include "comm/comm.h"
 #include "test_helpers.h"
 
 using namespace cctest;
@@ -145,6 +146,72 @@ TEST(Allreduce, InPlaceEqualsOutOfPlace) {
   for (int rank = 0; rank < n; ++rank) {
     ASSERT_EQ(0, std::memcmp(inPlace[rank].data(), outOfPlace[rank].data(), count * sizeof(float)));
   }
+}
+
+// On tcp the exact ring's allgather of a call of 1 MiB or more lands in the
+// output through regions (transport.h) instead of slots: every rank ends
+// with the same bits as the slot path gives, in place or not, for sums,
+// averages and integers, and with segments of uneven length.
+TEST(Allreduce, RegionsCarryTheExactRingsAllgather) {
+  struct RegionCase {
+    int nranks;
+    size_t count;
+    cc_red_op_t op;
+  };
+  for (const RegionCase c : {RegionCase{4, (size_t{1} << 18) + 4099, CC_SUM}, RegionCase{3, 700001, CC_AVG},
+                             RegionCase{2, 300000, CC_MAX}}) {
+    SCOPED_TRACE("n = " + std::to_string(c.nranks) + ", count " + std::to_string(c.count));
+    auto reduce = [&](const char* transport, bool inPlace, std::vector<std::vector<float>>* out,
+                      std::vector<std::vector<int32_t>>* outInt, bool* regions) {
+      RankOptions options;
+      options.transport = transport;
+      options.codec = "none";
+      options.algo = "ring";
+      out->assign(c.nranks, {});
+      outInt->assign(c.nranks, {});
+      runRanks(c.nranks, options, [&](int rank, cc_comm_t comm) {
+        std::vector<float> input = makeInput(c.count, rank);
+        std::vector<float>& result = (*out)[rank];
+        result = inPlace ? input : std::vector<float>(c.count, -1.0f);
+        ASSERT_EQ(compressed_allreduce(inPlace ? result.data() : input.data(), result.data(), c.count, CC_FLOAT32,
+                                       c.op, comm, nullptr), CC_SUCCESS) << cc_get_last_error(comm);
+        if (rank == 0) regions[0] = comm->lastCallRegions;
+        std::vector<int32_t> integers(c.count);
+        for (size_t i = 0; i < c.count; ++i) integers[i] = static_cast<int32_t>(input[i] * 1000) + rank;
+        std::vector<int32_t>& sums = (*outInt)[rank];
+        sums.assign(c.count, -1);
+        ASSERT_EQ(compressed_allreduce(integers.data(), sums.data(), c.count, CC_INT32, CC_SUM, comm, nullptr),
+                  CC_SUCCESS) << cc_get_last_error(comm);
+        if (rank == 0) regions[1] = comm->lastCallRegions;
+      });
+    };
+    std::vector<std::vector<float>> slots, direct, directInPlace;
+    std::vector<std::vector<int32_t>> slotsInt, directInt, unused;
+    bool slotRegions[2] = {true, true}, tcpRegions[2] = {false, false}, inPlaceRegions[2] = {false, false};
+    reduce("local", false, &slots, &slotsInt, slotRegions);
+    reduce("tcp", false, &direct, &directInt, tcpRegions);
+    reduce("tcp", true, &directInPlace, &unused, inPlaceRegions);
+    EXPECT_FALSE(slotRegions[0] || slotRegions[1]) << "the local transport carries no regions";
+    EXPECT_TRUE(tcpRegions[0] && tcpRegions[1] && inPlaceRegions[0]) << "tcp calls of 1 MiB and more use them";
+    for (int rank = 0; rank < c.nranks; ++rank) {
+      ASSERT_EQ(0, std::memcmp(direct[rank].data(), slots[0].data(), c.count * sizeof(float))) << "rank " << rank;
+      ASSERT_EQ(0, std::memcmp(directInPlace[rank].data(), slots[0].data(), c.count * sizeof(float)))
+          << "rank " << rank << ", in place";
+      ASSERT_EQ(0, std::memcmp(directInt[rank].data(), slotsInt[0].data(), c.count * sizeof(int32_t)))
+          << "rank " << rank << ", int32";
+    }
+  }
+  // Below 1 MiB the allgather stays in the slots.
+  RankOptions options;
+  options.transport = "tcp";
+  options.codec = "none";
+  options.algo = "ring";
+  runRanks(2, options, [&](int rank, cc_comm_t comm) {
+    std::vector<float> values = makeInput(1000, rank);
+    ASSERT_EQ(compressed_allreduce(values.data(), values.data(), values.size(), CC_FLOAT32, CC_SUM, comm, nullptr),
+              CC_SUCCESS) << cc_get_last_error(comm);
+    EXPECT_FALSE(comm->lastCallRegions);
+  });
 }
 
 TEST(Allreduce, EveryCallDrawsFreshRandomnessAndTheMeanIsUnbiased) {
@@ -340,6 +407,32 @@ TEST(Allreduce, MismatchedCountIsReportedNotHung) {
   EXPECT_TRUE(messages[0].find("count") != std::string::npos ||
               messages[1].find("count") != std::string::npos)
       << messages[0] << " | " << messages[1];
+}
+
+// With regions open the payloads land in the receiver's output: counts that
+// differ must still end in an error on every rank, never in bytes beyond a
+// rank's output (which would kill the process in Gloo's device thread).
+TEST(Allreduce, MismatchedCountWithRegionsIsReportedNotHung) {
+  for (const size_t larger : {size_t{400000}, size_t{1} << 20}) {
+    RankOptions options;
+    options.transport = "tcp";
+    options.codec = "none";
+    options.algo = "ring";
+    options.timeoutMs = 5000;
+    const int n = 3;
+    std::vector<cc_result_t> results(n);
+    std::vector<std::string> messages(n);
+    runRanks(n, options, [&](int rank, cc_comm_t comm) {
+      const size_t count = rank == 1 ? larger : 300000;
+      std::vector<float> x(count, 1.0f);
+      results[rank] = compressed_allreduce(x.data(), x.data(), count, CC_FLOAT32, CC_SUM, comm, nullptr);
+      messages[rank] = cc_get_last_error(comm);
+    });
+    for (int rank = 0; rank < n; ++rank) EXPECT_NE(results[rank], CC_SUCCESS) << "rank " << rank;
+    bool named = false;
+    for (const std::string& message : messages) named = named || message.find("count") != std::string::npos;
+    EXPECT_TRUE(named) << messages[0] << " | " << messages[1] << " | " << messages[2];
+  }
 }
 
 TEST(Allreduce, MismatchedCodecFailsInitOnEveryRank) {

@@ -17,6 +17,7 @@
 #include <memory>
 #include <string>
 
+#include "base/error.h"
 #include "compressedcoll.h"
 
 namespace cc {
@@ -28,6 +29,10 @@ struct TransportProperties {
   bool hostMemory;     // slots live in host memory
   bool deviceMemory;   // slots live in GPU memory
   double linkGbps;     // nominal link speed, 0 when unknown (cost model input)
+  // Channels can carry payloads between regions of the callers' own memory
+  // (SendChannel::openRegion), so an exact allgather lands in the output
+  // without a copy out of a slot.
+  bool regions = false;
 };
 
 class RecvChannel;
@@ -46,6 +51,20 @@ class SendChannel {
   // memory do so without a copy; the default copies into a send slot.
   virtual cc_result_t forward(RecvChannel& from, const void* slot, size_t bytes);
   virtual size_t slotBytes() const = 0;
+
+  // Regions (TransportProperties::regions): for one collective, payloads go
+  // from [base, base + bytes) of this rank straight into the receiver's
+  // region (RecvChannel::openRegion), each after its frame header through a
+  // slot. Both ends open and close a region in the same collective.
+  virtual cc_result_t openRegion(const void* base, size_t bytes);
+  // Posts the first `headerBytes` of the slot of the last acquire(), then
+  // base[offset, offset + bytes) into the receiver's region at `offset`. The
+  // first post waits until the receiver opened its region, and fails if the
+  // range does not fit it.
+  virtual cc_result_t postRegion(size_t headerBytes, size_t offset, size_t bytes);
+  // Waits until every payload left. `complete`: the collective ran to its end
+  // (else the engine breaks the link: bytes may still be on their way).
+  virtual cc_result_t closeRegion(bool complete);
 };
 
 class RecvChannel {
@@ -65,6 +84,13 @@ class RecvChannel {
   // Hands the slot of the last wait() back to the sender.
   virtual cc_result_t release() = 0;
   virtual size_t slotBytes() const = 0;
+
+  // The receiving end of SendChannel::openRegion: the sender's payloads land
+  // in [base, base + bytes) until closeRegion.
+  virtual cc_result_t openRegion(void* base, size_t bytes);
+  // Waits for the payload of the frame whose header the last wait() returned.
+  virtual cc_result_t waitRegion();
+  virtual cc_result_t closeRegion(bool complete);
 };
 
 class Transport {
@@ -93,6 +119,16 @@ class Transport {
   // collective.
   virtual cc_result_t flush() { return CC_SUCCESS; }
 };
+
+inline cc_result_t regionsUnsupported() {
+  return setError(CC_INTERNAL_ERROR, "this transport's channels carry no regions (TransportProperties::regions)");
+}
+inline cc_result_t SendChannel::openRegion(const void*, size_t) { return regionsUnsupported(); }
+inline cc_result_t SendChannel::postRegion(size_t, size_t, size_t) { return regionsUnsupported(); }
+inline cc_result_t SendChannel::closeRegion(bool) { return CC_SUCCESS; }
+inline cc_result_t RecvChannel::openRegion(void*, size_t) { return regionsUnsupported(); }
+inline cc_result_t RecvChannel::waitRegion() { return regionsUnsupported(); }
+inline cc_result_t RecvChannel::closeRegion(bool) { return CC_SUCCESS; }
 
 inline cc_result_t SendChannel::forward(RecvChannel&, const void* slot, size_t bytes) {
   void* out = nullptr;

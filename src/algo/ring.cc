@@ -86,7 +86,30 @@ cc_result_t ringAllreduce(RingPrims& prims, const CollectiveArgs& args, const Ri
 
 namespace {
 
-cc_result_t runRing(const AlgorithmCall& call) { return ringAllreduce(call.prims, call.args, call.ring); }
+// Exact calls of at least this many bytes run their allgather through
+// regions where the transport carries them (Prims::mayUseRegions): below it
+// the header's message of its own costs more than the copy it saves.
+constexpr size_t kRegionMinBytes = size_t{1} << 20;
+
+cc_result_t runRing(const AlgorithmCall& call) {
+  Prims& prims = call.prims;
+  if (!prims.mayUseRegions(kRegionMinBytes)) return ringAllreduce(prims, call.args, call.ring);
+  // The receiving end first: the predecessor sends into it only after this
+  // rank's first send of the call has gone round the ring.
+  CC_CHECK(call.ring.fromPrev->openRegion(call.args.recvbuf, prims.outputBytes()));
+  cc_result_t result = call.ring.toNext->openRegion(call.args.recvbuf, prims.outputBytes());
+  if (result == CC_SUCCESS) {
+    prims.useRegions(true);
+    result = ringAllreduce(prims, call.args, call.ring);
+    prims.useRegions(false);
+  }
+  const bool complete = result == CC_SUCCESS;
+  const cc_result_t sendClosed = call.ring.toNext->closeRegion(complete);
+  const cc_result_t recvClosed = call.ring.fromPrev->closeRegion(complete);
+  CC_CHECK(result);
+  CC_CHECK(sendClosed);
+  return recvClosed;
+}
 
 size_t ringChunkValues(const Prims& sizing, const RingChannels& ring, const AlgorithmChannels*) {
   return ring.toNext != nullptr ? sizing.chunkValues(ringMessageBytes(sizing.args(), ring.toNext->slotBytes())) : 0;

@@ -179,11 +179,44 @@ cc_result_t Prims::recvDecodeAddEncodeSend(RecvChannel& from, int fromRank, Send
 cc_result_t Prims::recvDecodeAddEncodeSendDecode(RecvChannel& from, int fromRank, SendChannel& to,
                                                  size_t firstIndex, size_t count, uint32_t step) {
   const uint32_t divisor = args_.op == CC_AVG ? static_cast<uint32_t>(args_.nranks) : 1;
-  return fusedHop(from, fromRank, to, firstIndex, count, step, divisor, output(firstIndex));
+  if (!regions_) return fusedHop(from, fromRank, to, firstIndex, count, step, divisor, output(firstIndex));
+  void* in = nullptr;
+  CC_CHECK(receive(from, &in));
+  const size_t payload = args_.codec->packedBytes(count);
+  CC_CHECK(checkHeader(in, from.slotBytes(), fromRank, firstIndex, count, step - 1, payload));
+  void* header = nullptr;
+  CC_CHECK(to.acquire(&header));
+  // Exact: the packed sum is the output's own bytes.
+  args_.codec->decodeAddEncode(payloadOf(in), local(firstIndex), count, firstIndex, randomFor(step), divisor,
+                               output(firstIndex), nullptr);
+  writeHeader(header, firstIndex, count, step, payload);
+  CC_CHECK(from.release());
+  return to.postRegion(kFrameHeaderBytes, firstIndex * elementBytes_, payload);
+}
+
+bool Prims::mayUseRegions(size_t minBytes) const {
+  return args_.regions && args_.codec->id() == CodecId::None && args_.residual == nullptr &&
+         args_.codec->packedBytes(args_.count) == outputBytes() && outputBytes() >= minBytes;
 }
 
 cc_result_t Prims::recvForwardDecode(RecvChannel& from, int fromRank, SendChannel* to,
                                      size_t firstIndex, size_t count, uint32_t step) {
+  if (regions_) {
+    void* in = nullptr;
+    CC_CHECK(receive(from, &in));
+    const size_t payload = args_.codec->packedBytes(count);
+    // The slot holds the header alone; the payload is in the output once
+    // waitRegion returns.
+    CC_CHECK(checkHeader(in, kFrameHeaderBytes + payload, fromRank, firstIndex, count, step - 1, payload));
+    CC_CHECK(from.waitRegion());
+    if (to != nullptr) {
+      void* header = nullptr;
+      CC_CHECK(to->acquire(&header));
+      writeHeader(header, firstIndex, count, step, payload);
+      CC_CHECK(to->postRegion(kFrameHeaderBytes, firstIndex * elementBytes_, payload));
+    }
+    return from.release();
+  }
   SendChannel* const targets[1] = {to};
   return recvForwardDecode(from, fromRank, targets, to != nullptr ? 1 : 0, firstIndex, count, step - 1, step,
                            Stage::Worker);

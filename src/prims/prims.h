@@ -87,6 +87,8 @@ struct CollectiveArgs {
   // The ring's message payload where auto chose one below a slot's (0: a
   // whole slot); every rank holds the same.
   size_t ringPayloadBytes = 0;
+  // The transport's channels carry regions (TransportProperties::regions).
+  bool regions = false;
 };
 
 // Which codec packed a frame: the worker codec C_W (every encode of ring and
@@ -185,6 +187,20 @@ class Prims : public RingPrims {
   // The output of a one-rank collective: the input, unchanged.
   void copyInputToOutput();
 
+  // The exact ring through regions (transport.h): the owner's final sum is
+  // written straight into the output and sent from there, and every
+  // allgather hop receives into the output and forwards from it, so no
+  // payload is copied out of a slot. A call may where the transport carries
+  // regions, the codec is exact (its packed bytes are the values), no
+  // residual is folded in and the output holds at least `minBytes`.
+  bool mayUseRegions(size_t minBytes) const;
+  size_t outputBytes() const { return args_.count * elementBytes_; }
+  void useRegions(bool on) {
+    regions_ = on;
+    ranWithRegions_ = ranWithRegions_ || on;
+  }
+  bool ranWithRegions() const { return ranWithRegions_; }
+
   // auto picks an algorithm per call from the call's count and codec, so
   // ranks given different calls may pick algorithms whose channels never meet
   // and would wait for each other until the timeout. Under auto with
@@ -236,6 +252,8 @@ class Prims : public RingPrims {
   SendChannel* announceTo_ = nullptr;        // likewise
   int announcementRank_ = -1;
   const char* algorithm_ = nullptr;  // set when this rank announced itself
+  bool regions_ = false;
+  bool ranWithRegions_ = false;
 };
 
 }  // namespace cc

@@ -3,7 +3,10 @@
 // sender at the slot's offset in the receiver's registered memory) and a
 // credit buffer through which the receiver returns each slot. Bound buffers
 // are the one buffer kind both Gloo devices support, so one code path serves
-// tcp and ibverbs.
+// tcp and ibverbs. On tcp a channel also carries regions (transport.h): per
+// collective a bound buffer over the receiver's output, whose size the
+// receiver sends first through a fourth buffer. (On ibverbs such a buffer
+// would register the caller's memory with the NIC on every collective.)
 #include <gloo/common/error.h>
 #include <gloo/rendezvous/context.h>
 #include <gloo/transport/ibverbs/device.h>
@@ -76,40 +79,77 @@ struct AlignedMemory {
   unsigned char* data;
 };
 
-// A channel (sender -> receiver, tag) owns two Gloo slots on their pair: data
-// and credits. The slots of the two directions differ, because destroying a
-// tcp send buffer unregisters whatever receive buffer holds the same slot
-// number on the pair (n = 2 puts both ring directions on one pair).
-int dataSlot(int sender, int receiver, int tag) { return 4 * tag + (sender < receiver ? 0 : 2); }
-int creditSlot(int sender, int receiver, int tag) { return dataSlot(sender, receiver, tag) + 1; }
+// A channel (sender -> receiver, tag) owns four Gloo slots on their pair: data,
+// credits, and for regions the receiver's size and the region itself. The
+// slots of the two directions differ, because destroying a tcp send buffer
+// unregisters whatever receive buffer holds the same slot number on the pair
+// (n = 2 puts both ring directions on one pair).
+enum SlotKind { kDataSlot = 0, kCreditSlot = 1, kRegionSizeSlot = 2, kRegionSlot = 3 };
+int channelSlot(int sender, int receiver, int tag, SlotKind kind) {
+  return 8 * tag + (sender < receiver ? 0 : 4) + kind;
+}
+int dataSlot(int sender, int receiver, int tag) { return channelSlot(sender, receiver, tag, kDataSlot); }
+int creditSlot(int sender, int receiver, int tag) { return channelSlot(sender, receiver, tag, kCreditSlot); }
 
-// What both ends of a channel hold: the slots, an 8-byte credit word, and a
-// Gloo buffer over each. The sender sends data and receives credits; the
-// receiver receives data and sends credits.
+// A collective that failed with a region open may leave bytes on their way
+// into memory its caller owns again once it returns, and Gloo's device thread
+// may be in the middle of one; closing the pair first stops both. The
+// communicator is broken by the failure anyway (comm.cc).
+void breakPair(gloo::transport::Pair& pair, const char* why) {
+  try {
+    auto* tcpPair = dynamic_cast<gloo::transport::tcp::Pair*>(&pair);
+    if (tcpPair != nullptr) TcpPairWaker::wake(*tcpPair, why);
+  } catch (const std::exception& error) {
+    CC_WARN("closing a pair with an open region: %s", error.what());
+  }
+}
+
+// What both ends of a channel hold: the slots, an 8-byte credit word, an
+// 8-byte region size, and a Gloo buffer over each. The sender sends data and
+// receives credits and sizes; the receiver the other way round.
 class GlooChannelEnd {
  protected:
-  GlooChannelEnd(int peer, size_t slotBytes, int numSlots, BrokenFlag broken)
+  GlooChannelEnd(int peer, size_t slotBytes, int numSlots, bool regions, BrokenFlag broken)
       : broken_(std::move(broken)), peer_(peer), slotBytes_(slotBytes), numSlots_(numSlots),
-        creditBatch_(numSlots >= 16 ? numSlots / 8 : 1), slots_(slotBytes * numSlots), credits_(kCreditBytes) {}
+        creditBatch_(numSlots >= 16 ? numSlots / 8 : 1), regions_(regions), slots_(slotBytes * numSlots),
+        credits_(kCreditBytes), regionSize_(kCreditBytes) {}
 
   cc_result_t registerBuffers(gloo::transport::Pair& pair, bool sender, int self, int tag) {
-    if (!slots_.data || !credits_.data) {
+    if (!slots_.data || !credits_.data || !regionSize_.data) {
       return setError(CC_SYSTEM_ERROR, "cannot allocate %zu bytes of channel slots for rank %d",
                       slots_.size, peer_);
     }
+    pair_ = &pair;
+    self_ = self;
+    tag_ = tag;
     const int from = sender ? self : peer_, to = sender ? peer_ : self;
     try {
       if (sender) {
         data_ = pair.createSendBuffer(dataSlot(from, to, tag), slots_.data, slots_.size);
         creditBuffer_ = pair.createRecvBuffer(creditSlot(from, to, tag), credits_.data, credits_.size);
+        // Registered now: the receiver's sizes may come before this rank
+        // opens its side of a region.
+        if (regions_) {
+          regionSizeBuffer_ = pair.createRecvBuffer(channelSlot(from, to, tag, kRegionSizeSlot), regionSize_.data,
+                                                    regionSize_.size);
+        }
       } else {
         data_ = pair.createRecvBuffer(dataSlot(from, to, tag), slots_.data, slots_.size);
         creditBuffer_ = pair.createSendBuffer(creditSlot(from, to, tag), credits_.data, credits_.size);
+        if (regions_) {
+          regionSizeBuffer_ = pair.createSendBuffer(channelSlot(from, to, tag, kRegionSizeSlot), regionSize_.data,
+                                                    regionSize_.size);
+        }
       }
     } catch (const std::exception& error) {
       return failed(error, "registering channel slots with");
     }
     return CC_SUCCESS;
+  }
+
+  cc_result_t checkRegions() const {
+    if (regions_) return CC_SUCCESS;
+    return setError(CC_INTERNAL_ERROR, "Gloo's ibverbs channels carry no regions");
   }
 
   size_t offsetOf(uint64_t message) const { return (message % numSlots_) * slotBytes_; }
@@ -121,6 +161,10 @@ class GlooChannelEnd {
   cc_result_t failed(const std::exception& error, const char* what) {
     return glooFailure(error, what, peer_, broken_);
   }
+  void breakLink() {
+    broken_->broken.store(true);
+    breakPair(*pair_, "a collective failed with a region open");
+  }
 
   BrokenFlag broken_;
   int peer_;
@@ -130,16 +174,23 @@ class GlooChannelEnd {
   // chunks, more for channels of many small messages (auto's
   // announcements), which then cost one message each instead of two.
   int creditBatch_;
+  bool regions_;  // tcp: a bound buffer over the caller's memory per collective
+  gloo::transport::Pair* pair_ = nullptr;
+  int self_ = 0;
+  int tag_ = 0;
   AlignedMemory slots_;
   AlignedMemory credits_;
+  AlignedMemory regionSize_;  // the receiver's region size, receiver -> sender
   std::unique_ptr<gloo::transport::Buffer> data_;
   std::unique_ptr<gloo::transport::Buffer> creditBuffer_;
+  std::unique_ptr<gloo::transport::Buffer> regionSizeBuffer_;
+  std::unique_ptr<gloo::transport::Buffer> region_;
 };
 
 class GlooRecvChannel : public RecvChannel, private GlooChannelEnd {
  public:
-  GlooRecvChannel(int peer, size_t slotBytes, int numSlots, BrokenFlag broken)
-      : GlooChannelEnd(peer, slotBytes, numSlots, std::move(broken)) {}
+  GlooRecvChannel(int peer, size_t slotBytes, int numSlots, bool regions, BrokenFlag broken)
+      : GlooChannelEnd(peer, slotBytes, numSlots, regions, std::move(broken)) {}
 
   cc_result_t open(gloo::transport::Pair& pair, int self, int tag) {
     return registerBuffers(pair, false, self, tag);
@@ -152,8 +203,52 @@ class GlooRecvChannel : public RecvChannel, private GlooChannelEnd {
         creditBuffer_->waitSend();
         ++creditSendsDone_;
       }
+      while (sizeSendsDone_ < sizesSent_) {
+        regionSizeBuffer_->waitSend();
+        ++sizeSendsDone_;
+      }
     } catch (const std::exception&) {
     }
+  }
+
+  // The region is registered before this rank sends anything in the
+  // collective, and the sender learns its size before its first payload:
+  // Gloo's tcp device thread spins on bytes for an unregistered buffer and
+  // fails an enforce (uncaught, in its own thread) on bytes beyond one.
+  cc_result_t openRegion(void* base, size_t bytes) override {
+    CC_CHECK(checkRegions());
+    if (region_) return setError(CC_INTERNAL_ERROR, "a region from rank %d is open already", peer_);
+    try {
+      while (sizeSendsDone_ < sizesSent_) {
+        regionSizeBuffer_->waitSend();
+        ++sizeSendsDone_;
+      }
+      region_ = pair_->createRecvBuffer(channelSlot(peer_, self_, tag_, kRegionSlot), base, bytes);
+      const uint64_t size = bytes;
+      std::memcpy(regionSize_.data, &size, sizeof(size));
+      regionSizeBuffer_->send(0, sizeof(size), 0);
+      ++sizesSent_;
+    } catch (const std::exception& error) {
+      return failed(error, "opening a region for");
+    }
+    return CC_SUCCESS;
+  }
+
+  cc_result_t waitRegion() override {
+    if (!region_) return setError(CC_INTERNAL_ERROR, "no region from rank %d is open", peer_);
+    try {
+      region_->waitRecv();
+    } catch (const std::exception& error) {
+      return failed(error, "waiting for data from");
+    }
+    return CC_SUCCESS;
+  }
+
+  cc_result_t closeRegion(bool complete) override {
+    if (!region_) return CC_SUCCESS;
+    if (!complete) breakLink();
+    region_.reset();
+    return CC_SUCCESS;
   }
 
   cc_result_t wait(void** slot) override {
@@ -202,18 +297,17 @@ class GlooRecvChannel : public RecvChannel, private GlooChannelEnd {
   uint64_t released_ = 0;
   uint64_t creditsSent_ = 0;
   uint64_t creditSendsDone_ = 0;
+  uint64_t sizesSent_ = 0;
+  uint64_t sizeSendsDone_ = 0;
   bool holding_ = false;
 };
 
 class GlooSendChannel : public SendChannel, private GlooChannelEnd {
  public:
-  GlooSendChannel(int peer, size_t slotBytes, int numSlots, BrokenFlag broken)
-      : GlooChannelEnd(peer, slotBytes, numSlots, std::move(broken)), slotDataSend_(numSlots, 0) {}
+  GlooSendChannel(int peer, size_t slotBytes, int numSlots, bool regions, BrokenFlag broken)
+      : GlooChannelEnd(peer, slotBytes, numSlots, regions, std::move(broken)), slotDataSend_(numSlots, 0) {}
 
   cc_result_t open(gloo::transport::Pair& pair, int self, int tag) {
-    pair_ = &pair;
-    self_ = self;
-    tag_ = tag;
     return registerBuffers(pair, true, self, tag);
   }
 
@@ -289,7 +383,77 @@ class GlooSendChannel : public SendChannel, private GlooChannelEnd {
 
   size_t slotBytes() const override { return slotBytes_; }
 
+  cc_result_t openRegion(const void* base, size_t bytes) override {
+    CC_CHECK(checkRegions());
+    if (region_) return setError(CC_INTERNAL_ERROR, "a region towards rank %d is open already", peer_);
+    try {
+      // Gloo's send buffers only read their memory.
+      region_ = pair_->createSendBuffer(channelSlot(self_, peer_, tag_, kRegionSlot), const_cast<void*>(base), bytes);
+    } catch (const std::exception& error) {
+      return failed(error, "opening a region towards");
+    }
+    localRegionBytes_ = bytes;
+    receiverRegionKnown_ = false;
+    return CC_SUCCESS;
+  }
+
+  cc_result_t postRegion(size_t headerBytes, size_t offset, size_t bytes) override {
+    if (!region_) return setError(CC_INTERNAL_ERROR, "no region towards rank %d is open", peer_);
+    if (offset > localRegionBytes_ || bytes > localRegionBytes_ - offset) {
+      return setError(CC_INTERNAL_ERROR, "bytes %zu to %zu are outside this rank's %zu-byte region", offset,
+                      offset + bytes, localRegionBytes_);
+    }
+    CC_CHECK(learnReceiverRegion());
+    if (offset > receiverRegionBytes_ || bytes > receiverRegionBytes_ - offset) {
+      return setError(CC_REMOTE_ERROR,
+                      "rank %d's output holds %llu bytes, and this rank's call sends it bytes %zu to %zu: do the "
+                      "ranks' counts differ?",
+                      peer_, static_cast<unsigned long long>(receiverRegionBytes_), offset, offset + bytes);
+    }
+    CC_CHECK(post(headerBytes));
+    try {
+      region_->send(offset, bytes, offset);
+    } catch (const std::exception& error) {
+      return failed(error, "sending to");
+    }
+    ++regionSends_;
+    return CC_SUCCESS;
+  }
+
+  cc_result_t closeRegion(bool complete) override {
+    if (!region_) return CC_SUCCESS;
+    cc_result_t result = CC_SUCCESS;
+    if (complete) {
+      try {
+        for (; regionSends_ > 0; --regionSends_) region_->waitSend();
+      } catch (const std::exception& error) {
+        result = failed(error, "sending to");
+      }
+      // The receiver sent its size once for this region: take it, sends or
+      // not, so that the next region's is the next one read.
+      if (result == CC_SUCCESS) result = learnReceiverRegion();
+    }
+    if (!complete || result != CC_SUCCESS) breakLink();
+    regionSends_ = 0;
+    region_.reset();
+    return result;
+  }
+
  private:
+  cc_result_t learnReceiverRegion() {
+    if (receiverRegionKnown_) return CC_SUCCESS;
+    try {
+      regionSizeBuffer_->waitRecv();
+    } catch (const std::exception& error) {
+      return failed(error, "waiting for the region of");
+    }
+    uint64_t size = 0;
+    std::memcpy(&size, regionSize_.data, sizeof(size));
+    receiverRegionBytes_ = size;
+    receiverRegionKnown_ = true;
+    return CC_SUCCESS;
+  }
+
   // Message m goes to the receiver's slot m % numSlots, free once the
   // receiver released message m - numSlots (each credit returns creditBatch_).
   cc_result_t waitForCredit() {
@@ -305,9 +469,6 @@ class GlooSendChannel : public SendChannel, private GlooChannelEnd {
     return CC_SUCCESS;
   }
 
-  gloo::transport::Pair* pair_ = nullptr;
-  int self_ = 0;
-  int tag_ = 0;
   uint64_t posted_ = 0;
   uint64_t creditsReceived_ = 0;
   uint64_t dataSends_ = 0;
@@ -315,6 +476,10 @@ class GlooSendChannel : public SendChannel, private GlooChannelEnd {
   std::vector<uint64_t> slotDataSend_;  // per slot: the data send that last used it
   const GlooRecvChannel* forwardSource_ = nullptr;
   std::unique_ptr<gloo::transport::Buffer> forwardBuffer_;
+  size_t localRegionBytes_ = 0;
+  uint64_t receiverRegionBytes_ = 0;
+  bool receiverRegionKnown_ = false;
+  uint64_t regionSends_ = 0;
 };
 
 class GlooTransport : public Transport {
@@ -328,7 +493,7 @@ class GlooTransport : public Transport {
   ~GlooTransport() override = default;
 
   TransportProperties properties() const override {
-    return {ibverbs_ ? "ibverbs" : "tcp", true, false, linkGbps_};
+    return {ibverbs_ ? "ibverbs" : "tcp", true, false, linkGbps_, !ibverbs_};
   }
   int rank() const override { return rank_; }
   int nranks() const override { return nranks_; }
@@ -336,7 +501,7 @@ class GlooTransport : public Transport {
   cc_result_t openSend(int peer, int tag, size_t slotBytes, int numSlots,
                        std::unique_ptr<SendChannel>* out) override {
     CC_CHECK(checkPeer(peer));
-    auto channel = std::make_unique<GlooSendChannel>(peer, slotBytes, numSlots, broken_);
+    auto channel = std::make_unique<GlooSendChannel>(peer, slotBytes, numSlots, !ibverbs_, broken_);
     CC_CHECK(channel->open(*context_->getPair(peer), rank_, tag));
     *out = std::move(channel);
     return CC_SUCCESS;
@@ -345,7 +510,7 @@ class GlooTransport : public Transport {
   cc_result_t openRecv(int peer, int tag, size_t slotBytes, int numSlots,
                        std::unique_ptr<RecvChannel>* out) override {
     CC_CHECK(checkPeer(peer));
-    auto channel = std::make_unique<GlooRecvChannel>(peer, slotBytes, numSlots, broken_);
+    auto channel = std::make_unique<GlooRecvChannel>(peer, slotBytes, numSlots, !ibverbs_, broken_);
     CC_CHECK(channel->open(*context_->getPair(peer), rank_, tag));
     *out = std::move(channel);
     return CC_SUCCESS;

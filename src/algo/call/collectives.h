@@ -110,6 +110,7 @@ struct CollectiveState : AutoState {
   CallScratch scratch;
   std::string lastAlgorithm;  // which algorithm the last collective ran (perf tool, tests)
   bool lastCallExact = false;  // whether auto sent the last call, compressible, on the exact path
+  bool lastCallRegions = false;  // whether the last collective's allgather ran through regions (tests)
 
   RingChannels ring() const { return RingChannels{toNext.get(), fromPrev.get()}; }
   // The codecs of the spec `text` (null or "": the communicator's codec).

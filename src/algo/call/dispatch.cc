@@ -135,6 +135,7 @@ cc_result_t collectiveArgs(CollectiveState& state, SpecCodecs& codecs, bool comp
   args.masterF32Codec = f32Codec;
   args.masterSpecHash = args.specHash;
   args.ringPayloadBytes = state.ringPayloadBytes;
+  args.regions = state.transport != nullptr && state.transport->properties().regions;
   if (compresses && state.settings.hasMasterCodec) {
     SpecCodecs* master = nullptr;
     CC_CHECK(state.specCodecs(state.settings.masterCodec.canonical.c_str(), &master));
@@ -212,6 +213,7 @@ cc_result_t runAlgorithm(CollectiveState& state, SpecCodecs& codecs, AlgoId algo
   }
   const double start = nowSeconds();
   cc_result_t result = row.run(AlgorithmCall{prims, args, ring, own, chunkScratch, run, codecs, state.scratch});
+  state.lastCallRegions = prims.ranWithRegions();
   if (result == CC_TIMEOUT && autoChose && !state.settings.checkCalls) {
     return addErrorContext(result,
                            "auto ran %s; ranks whose calls differ (count, datatype, op or spec) may choose "
