@@ -1,6 +1,7 @@
 #include "algo/auto/compression.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <string>
 #include <tuple>
@@ -59,6 +60,10 @@ bool closeCall(const CompressionPrediction& p) {
 // of the fastest: the paths are compared on the algorithms each would run,
 // not on the model's pick alone (on loopback at 4 KiB the exact path ran
 // 9% faster on direct than nat on tree, while on the model's tree it lost).
+// The exact path always tries auto's default row (the ring) too: its
+// allgather through regions saves copies the model does not price (on
+// loopback at 1 MiB it predicted the exact ring at 8.5 ms, which ran 1.9 ms,
+// the fastest of every path).
 CompressionTrials newTrials(const CompressionPrediction& p, int minTimedCalls, const std::string& kind) {
   CompressionTrials trials;
   const double fastest = std::min(p.bestExact(), p.bestCompressed());
@@ -73,7 +78,9 @@ CompressionTrials newTrials(const CompressionPrediction& p, int minTimedCalls, c
     for (int i = 0; i < algorithmCount(); ++i) {
       const AlgoId algo = static_cast<AlgoId>(i);
       if (exact && algo == p.exactAlgo) continue;
-      if (seconds[i] <= kCompressionTrialFactor * fastest && trials.plan.candidateCount < kMaxAlgorithms) {
+      const bool exactDefault = exact && findAlgorithm(algo)->autoDefault && std::isfinite(seconds[i]);
+      if ((seconds[i] <= kCompressionTrialFactor * fastest || exactDefault) &&
+          trials.plan.candidateCount < kMaxAlgorithms) {
         add(exact, algo, seconds[i]);
       }
     }
