@@ -171,7 +171,7 @@ cc::CallShape natCall(int nranks, size_t count) {
 // The ring's message follows the link auto measured: about 4 ms of it, a
 // power of two from 128 KiB, a whole slot where that is half a slot or more.
 TEST(RingMessageSize, FollowsTheMeasuredLink) {
-  const size_t slot = size_t{2} << 20;  // the ring's slots by default (kRingSlots of 2 x CC_CHUNK_BYTES)
+  const size_t slot = size_t{2} << 20;  // the ring's slots by default (kRingSlotScale x CC_CHUNK_BYTES)
   cc::LinkCosts link;
   link.bytesPerSecond = 0.117e9;  // 1 Gbit/s as calibrated on the emulated cluster
   EXPECT_EQ(cc::ringPayloadForLink(link, slot), size_t{256} << 10);

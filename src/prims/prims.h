@@ -40,15 +40,16 @@ constexpr uint8_t kFrameVersion = 2;
 constexpr int kSlotsPerChannel = 4;
 constexpr size_t kMinChunkBytes = 4096;
 
-// The ring's channels on host memory hold the same memory as the others'
-// (kSlotsPerChannel slots of CC_CHUNK_BYTES) cut into kRingSlots slots twice
-// as large, unless CC_CHUNK_BYTES was given (then its slots are as asked).
-// On links the CPU binds, messages of 2 MiB against 1 MiB took the exact
-// ring from 0.75-0.90x of Gloo to 0.93-1.03x and the nat ring from 1.31-1.91x
-// to 1.57-2.08x, and 2 slots of 2 MiB beat 4 of them; at 1 Gbit/s, 256 KiB
-// messages ran as fast in 2 slots as in 4 (docs/results.md). Device
-// transports keep kSlotsPerChannel slots: unmeasured there.
-constexpr int kRingSlots = 2;
+// The ring's slots on host memory are kRingSlotScale times CC_CHUNK_BYTES,
+// unless CC_CHUNK_BYTES was given (then they are as asked). On links the CPU
+// binds, messages of 2 MiB against 1 MiB took the exact ring from 0.75-0.90x
+// of Gloo to 0.93-1.03x and the nat ring from 1.31-1.91x to 1.57-2.08x
+// (docs/results.md). They stay kSlotsPerChannel: two slots of 2 MiB were as
+// fast there, but on 4 x 1 Gbit/s their 256 KiB messages stalled between
+// calls of other algorithms (ring calls of 256 KiB took up to 58 ms in auto's
+// trials against 3.3 ms with four slots). Device transports keep
+// CC_CHUNK_BYTES: unmeasured there.
+constexpr size_t kRingSlotScale = 2;
 
 // The channels of the ring: to (rank + 1) % n and from (rank - 1 + n) % n.
 // Every communicator of more than one rank has them; the ring, allgather,

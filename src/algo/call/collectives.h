@@ -99,7 +99,6 @@ struct CollectiveState : AutoState {
   std::unique_ptr<Transport> transport;
   std::unique_ptr<SendChannel> toNext;
   std::unique_ptr<RecvChannel> fromPrev;
-  int ringSlots = kSlotsPerChannel;  // how many slots toNext and fromPrev hold
   // auto's announcements under CC_CHECK_CALLS=1 (prims.h): every call's
   // algorithm, to the next rank
   std::unique_ptr<SendChannel> announceToNext;

@@ -55,10 +55,9 @@ cc_result_t openCollectiveChannels(CollectiveState& state, const ChannelContext&
   Transport& transport = *state.transport;
   const CallSettings& settings = state.settings;
   const bool ringSlotsAsGiven = settings.chunkBytesGiven || !transport.properties().hostMemory;
-  state.ringSlots = ringSlotsAsGiven ? kSlotsPerChannel : kRingSlots;
-  const size_t ringSlotBytes = kFrameHeaderBytes + settings.chunkBytes * kSlotsPerChannel / state.ringSlots;
-  CC_CHECK(transport.openSend((rank + 1) % n, kRingTag, ringSlotBytes, state.ringSlots, &state.toNext));
-  CC_CHECK(transport.openRecv((rank + n - 1) % n, kRingTag, ringSlotBytes, state.ringSlots, &state.fromPrev));
+  const size_t ringSlotBytes = kFrameHeaderBytes + settings.chunkBytes * (ringSlotsAsGiven ? 1 : kRingSlotScale);
+  CC_CHECK(transport.openSend((rank + 1) % n, kRingTag, ringSlotBytes, kSlotsPerChannel, &state.toNext));
+  CC_CHECK(transport.openRecv((rank + n - 1) % n, kRingTag, ringSlotBytes, kSlotsPerChannel, &state.fromPrev));
   ChannelSetup setup;
   setup.transport = &transport;
   setup.rank = rank;
