@@ -212,6 +212,102 @@ TEST(SwitchAllreduce, SmallDatagramsCarryTheSameSums) {
   expectExactIntegerSums(integerAllreduce(3, run, 20000 + 3), 20000 + 3);
 }
 
+// AVG is the same sums divided on the way out: x / n for every value,
+// whether n is a power of two (a product there) or not.
+TEST(SwitchAllreduce, AvgIsTheSumDividedByTheRanks) {
+  LocalSwitch daemon;
+  SwitchRun run;
+  run.address = daemon.address();
+  for (int nranks : {4, 3}) {
+    std::vector<std::vector<float>> sums(nranks, std::vector<float>(kCount)), averages = sums;
+    const InitOutcome init = runSwitchRanks(nranks, run, [&](int rank, cc_comm_t comm) {
+      const std::vector<float> input = makeInput(kCount, rank);
+      EXPECT_EQ(compressed_allreduce(input.data(), sums[rank].data(), kCount, CC_FLOAT32, CC_SUM, comm, nullptr),
+                CC_SUCCESS);
+      EXPECT_EQ(compressed_allreduce(input.data(), averages[rank].data(), kCount, CC_FLOAT32, CC_AVG, comm, nullptr),
+                CC_SUCCESS);
+    });
+    ASSERT_EQ(init.codes, std::vector<cc_result_t>(nranks, CC_SUCCESS)) << init.messages[0];
+    // Two calls of one communicator draw different random streams: compare
+    // each AVG with a SUM of a fresh communicator's second call instead.
+    std::vector<std::vector<float>> reference(nranks, std::vector<float>(kCount));
+    runSwitchRanks(nranks, run, [&](int rank, cc_comm_t comm) {
+      const std::vector<float> input = makeInput(kCount, rank);
+      std::vector<float> first(kCount);
+      EXPECT_EQ(compressed_allreduce(input.data(), first.data(), kCount, CC_FLOAT32, CC_SUM, comm, nullptr),
+                CC_SUCCESS);
+      EXPECT_EQ(compressed_allreduce(input.data(), reference[rank].data(), kCount, CC_FLOAT32, CC_SUM, comm, nullptr),
+                CC_SUCCESS);
+    });
+    expectIdentical(averages);
+    for (int rank = 0; rank < nranks; ++rank) {
+      for (size_t i = 0; i < kCount; ++i) {
+        const float expected = reference[rank][i] / static_cast<float>(nranks);
+        ASSERT_EQ(std::memcmp(&averages[rank][i], &expected, sizeof(float)), 0)
+            << nranks << " ranks, rank " << rank << ", value " << i << ": " << averages[rank][i] << " against "
+            << reference[rank][i] << " / " << nranks;
+      }
+    }
+  }
+}
+
+// A rank's nat packet depends on its values, its index and the agreed
+// exponent, not on when the rank encodes it (a window ahead, or when sent):
+// a window of 1 packet and the default give the same sums and, with error
+// feedback, the same residuals. The downlink is int32 (exact sums of the
+// uplink's codes): a nat downlink's rounding is keyed by slot and round,
+// which the window changes.
+TEST(SwitchAllreduce, UplinkCodesAndResidualsDoNotDependOnTheWindow) {
+  LocalSwitch daemon;
+  SwitchRun run;
+  run.master = "none";
+  run.address = daemon.address();
+  constexpr int kRanks = 3;
+  struct Outcome {
+    std::vector<std::vector<float>> outputs, residuals;
+  };
+  auto runWith = [&](const char* window, bool errorFeedback) {
+    ScopedEnv windowSetting("CC_SWITCH_WINDOW", window);
+    Outcome outcome;
+    outcome.outputs.assign(kRanks, std::vector<float>(kCount));
+    outcome.residuals.assign(kRanks, std::vector<float>(kCount));
+    const InitOutcome init = runSwitchRanks(kRanks, run, [&](int rank, cc_comm_t comm) {
+      cc_residual_t residual = nullptr;
+      if (errorFeedback) {
+        ASSERT_EQ(cc_residual_create(&residual, kCount, CC_FLOAT32), CC_SUCCESS);
+      }
+      for (uint64_t call = 0; call < 2; ++call) {  // the second call starts from the first's residual
+        const std::vector<float> input = makeInput(kCount, rank, call);
+        EXPECT_EQ(compressed_allreduce_ex(input.data(), outcome.outputs[rank].data(), kCount, CC_FLOAT32, CC_SUM,
+                                          comm, nullptr, nullptr, residual),
+                  CC_SUCCESS)
+            << cc_get_last_error(comm);
+      }
+      if (residual != nullptr) {
+        EXPECT_EQ(cc_residual_get(residual, outcome.residuals[rank].data()), CC_SUCCESS);
+        cc_residual_destroy(residual);
+      }
+    });
+    EXPECT_EQ(init.codes, std::vector<cc_result_t>(kRanks, CC_SUCCESS)) << init.messages[0];
+    return outcome;
+  };
+  for (bool errorFeedback : {false, true}) {
+    const Outcome one = runWith("1", errorFeedback), many = runWith("64", errorFeedback);
+    expectIdentical(many.outputs);
+    for (int rank = 0; rank < kRanks; ++rank) {
+      EXPECT_EQ(std::memcmp(one.outputs[rank].data(), many.outputs[rank].data(), kCount * sizeof(float)), 0)
+          << "rank " << rank << (errorFeedback ? ", with error feedback" : "");
+      EXPECT_EQ(std::memcmp(one.residuals[rank].data(), many.residuals[rank].data(), kCount * sizeof(float)), 0)
+          << "rank " << rank << (errorFeedback ? ", with error feedback" : "");
+    }
+    if (errorFeedback) {
+      double norm = 0;
+      for (float r : many.residuals[0]) norm += static_cast<double>(r) * r;
+      EXPECT_GT(norm, 0.0) << "the encodes lost nothing: the residual was not kept";
+    }
+  }
+}
+
 // Loss in each direction (the daemon's injection): the retransmissions
 // recover everything, nothing is counted twice, and the result bytes are
 // those of a run without loss (the switch encodes each round once).

@@ -38,8 +38,16 @@ class SwitchLink : public AlgorithmChannels {
     if (client) client->abort(reason);
   }
   std::unique_ptr<SwitchClient> client;
-  std::vector<float> scratch;  // one packet's values, for decodes that go through float32
+  // Scratch of the communicator's calls, which run one at a time.
+  mutable std::vector<float> scratch;  // one packet's values, for decodes that go through float32
+  // Per slot, a nat packet encoded a window ahead (Stream::exponentOf) and
+  // the packet it holds (kNoPacket: free).
+  mutable std::vector<uint8_t> staged;
+  mutable std::vector<size_t> stagedPacket;
+  size_t stagedBytes = 0;  // per slot
 };
+
+constexpr size_t kNoPacket = SIZE_MAX;
 
 const SwitchLink* linkOf(const AlgorithmChannels* own) { return dynamic_cast<const SwitchLink*>(own); }
 
@@ -176,6 +184,9 @@ cc_result_t openSwitchChannels(const ChannelSetup& setup, std::unique_ptr<Algori
   job.rank = setup.rank;
   client.setJob(job);
   link->scratch.resize(job.capacity);
+  link->stagedBytes = swp::payloadBytes(swp::kNat, job.capacity);
+  link->staged.resize(static_cast<size_t>(job.window) * link->stagedBytes);
+  link->stagedPacket.assign(job.window, kNoPacket);
   CC_INFO("rank %d: switch %s, job %u, window %u, %u values per packet at most, %u-byte datagrams", setup.rank,
           setup.switchAddress.c_str(), job.id, job.window, job.capacity, job.datagramBytes);
   *out = std::move(link);
@@ -186,7 +197,7 @@ cc_result_t openSwitchChannels(const ChannelSetup& setup, std::unique_ptr<Algori
 class Stream : public SwitchStream {
  public:
   Stream(const CollectiveArgs& args, const Prims& prims, size_t valuesPerPacket, swp::Encoding up,
-         swp::Encoding down, float* scratch)
+         swp::Encoding down, const SwitchLink& link)
       : args_(args),
         type_(elementTypeOf(args.datatype)),
         elementBytes_(elementBytes(type_)),
@@ -196,11 +207,26 @@ class Stream : public SwitchStream {
         maxShift_(fixedMaxShift(args.nranks)),
         encodeStream_(prims.randomFor(kEncodeStep)),
         floorStream_(prims.randomFor(kFloorStep)),
-        scratch_(scratch) {}
+        link_(link) {
+    std::fill(link_.stagedPacket.begin(), link_.stagedPacket.end(), kNoPacket);
+  }
 
+  // A nat packet is encoded here, right after the pass that found its
+  // exponent, while its values are in cache; encode() then only applies the
+  // agreed floor. Without this the values come from memory twice, a window
+  // apart. The exponent comes first: with a residual it is that of
+  // values + residual before the encode updates the residual.
   uint8_t exponentOf(size_t packet) override {
-    const size_t first = packet * k_;
-    return blockExponentOf(type_, input(first), residual(first), countOf(packet));
+    const size_t first = packet * k_, count = countOf(packet);
+    const uint8_t exponent = blockExponentOf(type_, input(first), residual(first), count);
+    if (up_ == swp::kNat && !link_.stagedPacket.empty()) {
+      size_t& held = link_.stagedPacket[packet % link_.stagedPacket.size()];
+      if (held == kNoPacket) {
+        encodeNat(first, count, stagedBytesOf(packet));
+        held = packet;
+      }
+    }
+    return exponent;
   }
 
   size_t encode(size_t packet, uint8_t expCur, uint8_t* payload) override {
@@ -210,14 +236,16 @@ class Stream : public SwitchStream {
       fixedEncode(type_, input(first), residual(first), count, floor, reinterpret_cast<int32_t*>(payload));
       return swp::payloadBytes(swp::kInt32, count);
     }
-    if (args_.residual != nullptr) {
-      encodeWithResidual(ResidualCodecs{args_.codec, args_.f32Codec, type_}, input(first), residual(first), count,
-                         first, encodeStream_, payload);
+    const size_t bytes = swp::payloadBytes(swp::kNat, count);
+    size_t* held = link_.stagedPacket.empty() ? nullptr : &link_.stagedPacket[packet % link_.stagedPacket.size()];
+    if (held != nullptr && *held == packet) {
+      std::memcpy(payload, stagedBytesOf(packet), bytes);
+      *held = kNoPacket;
     } else {
-      args_.codec->encode(input(first), count, first, encodeStream_, payload);
+      encodeNat(first, count, payload);  // not staged: its slot held another packet
     }
     natApplyFloor(payload, count, floor, first, floorStream_, residual(first));
-    return swp::payloadBytes(swp::kNat, count);
+    return bytes;
   }
 
   cc_result_t deliver(size_t packet, const swp::Header& header, const uint8_t* payload) override {
@@ -229,13 +257,15 @@ class Stream : public SwitchStream {
                   type_, out);
       return CC_SUCCESS;
     }
-    if (type_ == ElementType::F32 && divisor == 1) {
+    if (type_ == ElementType::F32) {
       args_.masterF32Codec->decode(payload, count, out);
+      if (divisor > 1) divideInPlace(reinterpret_cast<float*>(out), count, divisor);
       return CC_SUCCESS;
     }
-    args_.masterF32Codec->decode(payload, count, scratch_);
-    const float n = static_cast<float>(divisor);
-    for (size_t i = 0; i < count; ++i) storeFloat(type_, out, i, divisor > 1 ? scratch_[i] / n : scratch_[i]);
+    float* scratch = link_.scratch.data();
+    args_.masterF32Codec->decode(payload, count, scratch);
+    if (divisor > 1) divideInPlace(scratch, count, divisor);
+    for (size_t i = 0; i < count; ++i) storeFloat(type_, out, i, scratch[i]);
     return CC_SUCCESS;
   }
 
@@ -245,6 +275,28 @@ class Stream : public SwitchStream {
     return static_cast<const unsigned char*>(args_.sendbuf) + first * elementBytes_;
   }
   float* residual(size_t first) const { return args_.residual != nullptr ? args_.residual + first : nullptr; }
+  uint8_t* stagedBytesOf(size_t packet) const {
+    return link_.staged.data() + (packet % link_.stagedPacket.size()) * link_.stagedBytes;
+  }
+  void encodeNat(size_t first, size_t count, uint8_t* out) const {
+    if (args_.residual != nullptr) {
+      encodeWithResidual(ResidualCodecs{args_.codec, args_.f32Codec, type_}, input(first), residual(first), count,
+                         first, encodeStream_, out);
+    } else {
+      args_.codec->encode(input(first), count, first, encodeStream_, out);
+    }
+  }
+  // x / n for every value, as the other algorithms' AVG: by a power of two
+  // the product with 1/n is the same correctly rounded number, and faster.
+  static void divideInPlace(float* values, size_t count, uint32_t divisor) {
+    if ((divisor & (divisor - 1)) == 0) {
+      const float inverse = 1.0f / static_cast<float>(divisor);
+      for (size_t i = 0; i < count; ++i) values[i] *= inverse;
+    } else {
+      const float n = static_cast<float>(divisor);
+      for (size_t i = 0; i < count; ++i) values[i] /= n;
+    }
+  }
 
   const CollectiveArgs& args_;
   const ElementType type_;
@@ -253,7 +305,7 @@ class Stream : public SwitchStream {
   const swp::Encoding up_, down_;
   const int maxShift_;
   const RandomStream encodeStream_, floorStream_;
-  float* scratch_;
+  const SwitchLink& link_;
 };
 
 cc_result_t encodingOf(const Codec& codec, const char* role, swp::Encoding* out) {
@@ -277,7 +329,7 @@ cc_result_t runSwitch(const AlgorithmCall& call) {
   const uint8_t mode = swp::makeMode(up, down);
   SwitchClient& client = *link->client;
   const size_t k = std::min<size_t>(swp::valuesFitting(mode, client.job().datagramBytes), client.job().capacity);
-  Stream stream(args, call.prims, k, up, down, const_cast<float*>(link->scratch.data()));
+  Stream stream(args, call.prims, k, up, down, *link);
   const cc_result_t result = client.run(args.count, k, mode, stream);
   if (result != CC_SUCCESS) return addErrorContext(result, "switch job %u", client.job().id);
   return CC_SUCCESS;

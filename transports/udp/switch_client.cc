@@ -280,8 +280,8 @@ cc_result_t SwitchClient::run(size_t values, size_t valuesPerPacket, uint8_t mod
       h.count = packetCount(packet);
       h.offset = packet * k;
       h.expCur = slot.agreedExp;
-      h.expNext = packet + window < packets ? stream.exponentOf(packet + window) : 0;
       payload = stream.encode(packet, h.expCur, slot.packetBytes.data() + swp::kHeaderBytes);
+      h.expNext = packet + window < packets ? stream.exponentOf(packet + window) : 0;
     }
     slot.expCur = h.expCur;
     slot.offset = h.offset;

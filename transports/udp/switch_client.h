@@ -35,10 +35,13 @@ struct SwitchJob {
 class SwitchStream {
  public:
   virtual ~SwitchStream() = default;
-  // B of packet j's values (codec/fixed_point.h: blockExponentOf).
+  // B of packet j's values (codec/fixed_point.h: blockExponentOf). Called
+  // once per packet, a window ahead of its encode: for packet j + W, right
+  // after packet j (the same slot's) was encoded, so a stream may prepare
+  // packet j + W's bytes now, while its values are in cache.
   virtual uint8_t exponentOf(size_t packet) = 0;
   // Writes packet j's payload, its values scaled by the agreed exponent
-  // `expCur`, and returns its size in bytes.
+  // `expCur`, and returns its size in bytes. Called once per packet.
   virtual size_t encode(size_t packet, uint8_t expCur, uint8_t* payload) = 0;
   // Packet j's result (its header checked against what was sent, its size
   // against the mode); CC_SUCCESS or a failure that ends the collective.
