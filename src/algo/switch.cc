@@ -18,6 +18,7 @@
 #include "codec/elements.h"
 #include "codec/fixed_point.h"
 #include "codec/spec.h"
+#include "codec/streaming_store.h"
 #include "transports/rendezvous.h"
 #include "transports/udp/switch_client.h"
 
@@ -207,6 +208,7 @@ class Stream : public SwitchStream {
         maxShift_(fixedMaxShift(args.nranks)),
         encodeStream_(prims.randomFor(kEncodeStep)),
         floorStream_(prims.randomFor(kFloorStep)),
+        streamsOutput_(args.count * elementBytes_ >= kStreamingStoreMinBytes),
         link_(link) {
     std::fill(link_.stagedPacket.begin(), link_.stagedPacket.end(), kNoPacket);
   }
@@ -257,14 +259,18 @@ class Stream : public SwitchStream {
                   type_, out);
       return CC_SUCCESS;
     }
+    if (type_ == ElementType::F32 && streamsOutput_) {
+      decodeStreaming(*args_.masterF32Codec, payload, count, sizeof(float), divisor, out);
+      return CC_SUCCESS;
+    }
     if (type_ == ElementType::F32) {
       args_.masterF32Codec->decode(payload, count, out);
-      if (divisor > 1) divideInPlace(reinterpret_cast<float*>(out), count, divisor);
+      divideInPlace(reinterpret_cast<float*>(out), count, divisor);
       return CC_SUCCESS;
     }
     float* scratch = link_.scratch.data();
     args_.masterF32Codec->decode(payload, count, scratch);
-    if (divisor > 1) divideInPlace(scratch, count, divisor);
+    divideInPlace(scratch, count, divisor);
     for (size_t i = 0; i < count; ++i) storeFloat(type_, out, i, scratch[i]);
     return CC_SUCCESS;
   }
@@ -286,17 +292,6 @@ class Stream : public SwitchStream {
       args_.codec->encode(input(first), count, first, encodeStream_, out);
     }
   }
-  // x / n for every value, as the other algorithms' AVG: by a power of two
-  // the product with 1/n is the same correctly rounded number, and faster.
-  static void divideInPlace(float* values, size_t count, uint32_t divisor) {
-    if ((divisor & (divisor - 1)) == 0) {
-      const float inverse = 1.0f / static_cast<float>(divisor);
-      for (size_t i = 0; i < count; ++i) values[i] *= inverse;
-    } else {
-      const float n = static_cast<float>(divisor);
-      for (size_t i = 0; i < count; ++i) values[i] /= n;
-    }
-  }
 
   const CollectiveArgs& args_;
   const ElementType type_;
@@ -305,6 +300,7 @@ class Stream : public SwitchStream {
   const swp::Encoding up_, down_;
   const int maxShift_;
   const RandomStream encodeStream_, floorStream_;
+  const bool streamsOutput_;
   const SwitchLink& link_;
 };
 

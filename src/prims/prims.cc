@@ -162,6 +162,12 @@ cc_result_t Prims::fusedHop(RecvChannel& from, int fromRank, SendChannel& to, si
   if (args_.residual != nullptr) {
     decodeAddEncodeWithResidual(residualCodecs(), payloadOf(in), local(firstIndex), args_.residual + firstIndex,
                                 count, firstIndex, randomFor(step), divisor, payloadOf(out), decodedOut);
+  } else if (decodedOut != nullptr && streamsOutput()) {
+    // D(packed sum) goes out with streaming stores, from the packed bytes
+    // still in cache: the same bytes the fused kernel would store.
+    args_.codec->decodeAddEncode(payloadOf(in), local(firstIndex), count, firstIndex, randomFor(step), divisor,
+                                 payloadOf(out), nullptr);
+    decodeStreaming(*args_.codec, payloadOf(out), count, elementBytes_, 1, decodedOut);
   } else {
     args_.codec->decodeAddEncode(payloadOf(in), local(firstIndex), count, firstIndex, randomFor(step), divisor,
                                  payloadOf(out), decodedOut);
@@ -332,15 +338,23 @@ cc_result_t Prims::recvForwardDecode(RecvChannel& from, int fromRank, SendChanne
   if (stage == Stage::Master) {
     decodeMaster(payloadOf(in), firstIndex, count);
   } else {
-    codec.decode(payloadOf(in), count, output(firstIndex));
+    decodeToOutput(codec, payloadOf(in), firstIndex, count);
   }
   return from.release();
+}
+
+void Prims::decodeToOutput(const Codec& codec, const void* packed, size_t firstIndex, size_t count) {
+  if (streamsOutput()) {
+    decodeStreaming(codec, packed, count, elementBytes_, 1, output(firstIndex));
+  } else {
+    codec.decode(packed, count, output(firstIndex));
+  }
 }
 
 void Prims::decodeMaster(const void* packed, size_t firstIndex, size_t count) {
   const ElementType type = elementTypeOf(args_.datatype);
   if (type == ElementType::F32) {
-    args_.masterF32Codec->decode(packed, count, output(firstIndex));
+    decodeToOutput(*args_.masterF32Codec, packed, firstIndex, count);
     return;
   }
   args_.masterF32Codec->decode(packed, count, args_.masterScratch);

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "codec/codec.h"
+#include "codec/streaming_store.h"
 #include "transports/transport.h"
 
 namespace cc {
@@ -231,6 +232,10 @@ class Prims : public RingPrims {
   // sum is float32, and an exact master keeps float32 on the wire.
   const Codec& codecOf(Stage stage) const { return stage == Stage::Master ? *args_.masterF32Codec : *args_.codec; }
   void decodeMaster(const void* packed, size_t firstIndex, size_t count);
+  // output[firstIndex, +count) <- D(packed), with streaming stores for a
+  // call whose output is far larger than the caches (codec/streaming_store.h).
+  void decodeToOutput(const Codec& codec, const void* packed, size_t firstIndex, size_t count);
+  bool streamsOutput() const { return outputBytes() >= kStreamingStoreMinBytes; }
   uint32_t hashOf(Stage stage) const { return stage == Stage::Master ? args_.masterSpecHash : args_.specHash; }
   void writeHeader(void* slot, size_t firstIndex, size_t count, uint32_t step, size_t payloadBytes,
                    size_t streamBytes = 0, Stage stage = Stage::Worker) const;
