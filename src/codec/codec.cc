@@ -359,6 +359,8 @@ const char* natImplementationName() { return codecIsaName(activeIsa()); }
 
 bool useAvx2Codecs() { return activeIsa() != CodecIsa::Scalar; }
 
+bool useAvx512Codecs() { return activeIsa() == CodecIsa::Avx512; }
+
 void natEncode(ElementType type, const void* local, size_t count, uint64_t firstIndex, RandomStream rs, void* packed) {
   if (count == 0) return;
   switch (activeIsa()) {

@@ -166,6 +166,9 @@ const char* natImplementationName();
 // Whether the codecs take their AVX2 paths: the CPU has AVX2 + F16C and no
 // limit below AVX2 is in effect. Every codec follows this one rule.
 bool useAvx2Codecs();
+// Whether they take their AVX-512 paths (the CPU has AVX-512 F/BW/DQ/VL and
+// no limit below it is in effect); only where a path exists.
+bool useAvx512Codecs();
 // Tests and benchmarks cap the implementation to compare the paths:
 // limitCodecIsa(Avx2) on an AVX-512 CPU runs the AVX2 path; the default is
 // the best the CPU has. forceScalarCodecs(true) caps at Scalar, (false)

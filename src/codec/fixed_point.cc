@@ -219,6 +219,7 @@ bool natAccumulateFixedScalar(const void* packed, size_t count, int floor, int m
 
 bool natAccumulateFixed(const void* packed, size_t count, int floor, int maxShift, bool first, int32_t* acc) {
   if (count == 0) return true;
+  if (useAvx512Codecs()) return natAccumulateFixedAvx512(packed, count, floor, maxShift, first, acc);
   if (useAvx2Codecs()) return natAccumulateFixedAvx2(packed, count, floor, maxShift, first, acc);
   return natAccumulateFixedScalar(packed, count, floor, maxShift, first, acc);
 }
@@ -266,6 +267,7 @@ void natEncodeFixed(const int32_t* sums, size_t count, int floor, uint64_t first
   // The vector path covers every floor whose codes are all normal
   // (1 <= p + F + 1 <= 254 for p in 0..30); the rest is rare and scalar.
   if (useAvx2Codecs() && floor >= 1 && floor <= 223 && firstIndex % kNatBlockValues == 0) {
+    if (useAvx512Codecs()) return natEncodeFixedAvx512(sums, count, floor, firstIndex, rs, packed);
     return natEncodeFixedAvx2(sums, count, floor, firstIndex, rs, packed);
   }
   natEncodeFixedScalar(sums, count, floor, firstIndex, rs, packed);

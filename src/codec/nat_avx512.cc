@@ -11,6 +11,8 @@
 // 6 instructions per round for 8 Philox calls (32 values). Four blocks run
 // interleaved so that the 10-round chains overlap. Masks replace the AVX2
 // path's blends and movemasks, and masked loads handle the tail block.
+// The switch's nat fixed point (accumulate, re-encode) is here too, beside
+// the Philox words and block layout it shares with the encoder.
 //
 // This file alone is compiled with AVX-512 flags; as in nat_avx2.cc it has
 // internal linkage only and calls no inline function of a shared header, so
@@ -349,6 +351,38 @@ bool isNatType(ElementType type) {
   return type == ElementType::F32 || type == ElementType::BF16 || type == ElementType::F16;
 }
 
+// natEncodeFixed's rule for 16 sums whose codes are all normal (the AVX2
+// path's fixedCodes8): p = floor(log2 |S|) from the float conversion,
+// corrected where it rounded up to the next power; up when
+// (u & (2^p - 1)) < |S| - 2^p. Zero sums give code 0, non-finite sums
+// (INT32_MIN) code 0 with the sign bit: NaN.
+inline __m512i fixedCodes16(__m512i sums, __m512i words, __m512i floor, __mmask16* signs) {
+  const __m512i one = _mm512_set1_epi32(1);
+  const __mmask16 nonFinite = _mm512_cmpeq_epi32_mask(sums, _mm512_set1_epi32(INT32_MIN));
+  const __m512i magnitude = _mm512_abs_epi32(sums);
+  const __mmask16 nonZero = _mm512_test_epi32_mask(magnitude, magnitude);
+  const __m512i rounded = _mm512_castps_si512(_mm512_cvtepi32_ps(magnitude));
+  const __m512i pRounded = _mm512_sub_epi32(_mm512_srli_epi32(rounded, 23), _mm512_set1_epi32(127));
+  const __mmask16 tooHigh = _mm512_cmpgt_epu32_mask(_mm512_sllv_epi32(one, pRounded), magnitude);
+  const __m512i p = _mm512_mask_sub_epi32(pRounded, tooHigh, pRounded, one);
+  const __m512i lower = _mm512_sllv_epi32(one, p);
+  const __m512i draw = _mm512_and_si512(words, _mm512_sub_epi32(lower, one));
+  const __mmask16 up = _mm512_cmpgt_epi32_mask(_mm512_sub_epi32(magnitude, lower), draw);
+  __m512i exponents = _mm512_add_epi32(p, floor);
+  exponents = _mm512_mask_add_epi32(exponents, up, exponents, one);
+  *signs = _mm512_movepi32_mask(sums);
+  return _mm512_maskz_mov_epi32(_kandn_mask16(nonFinite, nonZero), exponents);
+}
+
+inline void encodeFixedBlock(const int32_t* sums, const __m512i words[2], __m512i floor, uint8_t* out) {
+  __m512i exponents[2];
+  __mmask16 signs[2];
+  for (int half = 0; half < 2; ++half) {
+    exponents[half] = fixedCodes16(_mm512_loadu_si512(sums + 16 * half), words[half], floor, &signs[half]);
+  }
+  storeBlock(signs[0], signs[1], exponents[0], exponents[1], out);
+}
+
 }  // namespace
 
 void natEncodeAvx512(ElementType type, const void* local, size_t count, uint64_t firstIndex, RandomStream rs,
@@ -415,6 +449,82 @@ void natDecodeAddEncodeAvx512(ElementType type, const void* packedIn, const void
     default:
       return decodeAddEncodeTyped<ElementType::F16>(in, local, count, firstIndex, rs, divisor, out, decodedOut);
   }
+}
+
+bool natAccumulateFixedAvx512(const void* packed, size_t count, int floor, int maxShift, bool first, int32_t* acc) {
+  const uint8_t* in = static_cast<const uint8_t*>(packed);
+  const __m512i floorVector = _mm512_set1_epi32(floor);
+  const __m512i maxShiftVector = _mm512_set1_epi32(maxShift);
+  const __m512i one = _mm512_set1_epi32(1);
+  const __m512i minValue = _mm512_set1_epi32(INT32_MIN);
+  const __m512i nonFiniteCode = _mm512_set1_epi32(255);
+  __mmask16 bad = 0;
+  const size_t blocks = (count + kValuesPerBlock - 1) / kValuesPerBlock;
+  for (size_t block = 0; block < blocks; ++block) {
+    const size_t first32 = block * kValuesPerBlock;
+    const __mmask32 valid = count - first32 >= kValuesPerBlock ? kWholeBlock : firstLanes(count - first32);
+    __m512i exponents[2];
+    __mmask16 signs[2];
+    loadBlock(in + block * kBytesPerBlock, valid, exponents, signs);
+    for (int half = 0; half < 2; ++half) {
+      // A code e with sign s adds (-1)^s 2^(e - F) when 0 <= e - F <= M; 0
+      // adds nothing; 255 and NaN (0 with the sign) make the sum INT32_MIN
+      // for good; any other code is left out and reported.
+      const __mmask16 lanes = halfOf(valid, half);
+      const __m512i e = exponents[half];
+      const __mmask16 negative = signs[half];
+      const __mmask16 codeZero = _mm512_testn_epi32_mask(e, e);
+      const __mmask16 nonFinite =
+          _kor_mask16(_mm512_cmpeq_epi32_mask(e, nonFiniteCode), _kand_mask16(codeZero, negative));
+      const __mmask16 special = _kor_mask16(codeZero, nonFinite);
+      const __m512i shift = _mm512_sub_epi32(e, floorVector);
+      const __mmask16 inRange = _mm512_mask_cmple_epi32_mask(_mm512_cmpge_epi32_mask(shift, _mm512_setzero_si512()),
+                                                             shift, maxShiftVector);
+      bad = _kor_mask16(bad, _kandn_mask16(_kor_mask16(inRange, special), lanes));
+      __m512i q = _mm512_maskz_sllv_epi32(_kandn_mask16(special, inRange), one, shift);
+      q = _mm512_mask_sub_epi32(q, negative, _mm512_setzero_si512(), q);
+      int32_t* target = acc + first32 + 16 * half;
+      __m512i sum = q;
+      __mmask16 sticky = nonFinite;
+      if (!first) {
+        const __m512i before = _mm512_maskz_loadu_epi32(lanes, target);
+        sum = _mm512_add_epi32(before, q);
+        sticky = _kor_mask16(sticky, _mm512_cmpeq_epi32_mask(before, minValue));
+      }
+      _mm512_mask_storeu_epi32(target, lanes, _mm512_mask_mov_epi32(sum, sticky, minValue));
+    }
+  }
+  return bad == 0;
+}
+
+void natEncodeFixedAvx512(const int32_t* sums, size_t count, int floor, uint64_t firstIndex, RandomStream rs,
+                          void* packed) {
+  uint8_t* out = static_cast<uint8_t*>(packed);
+  const PhiloxRoundKeys keys(rs.seed);
+  const uint64_t firstGroup = firstIndex / 4;
+  const __m512i floorVector = _mm512_set1_epi32(floor);
+  const size_t fullBlocks = count / kValuesPerBlock;
+  size_t block = 0;
+  for (; block + kBlocksPerStep <= fullBlocks; block += kBlocksPerStep) {
+    __m512i randomWords[2 * kBlocksPerStep];
+    blockRandomWords<kBlocksPerStep>(keys, firstGroup + 8 * block, rs.stream, randomWords);
+    for (size_t b = 0; b < kBlocksPerStep; ++b) {
+      encodeFixedBlock(sums + (block + b) * kValuesPerBlock, randomWords + 2 * b, floorVector,
+                       out + (block + b) * kBytesPerBlock);
+    }
+  }
+  for (; block < fullBlocks; ++block) {
+    __m512i randomWords[2];
+    blockRandomWords<1>(keys, firstGroup + 8 * block, rs.stream, randomWords);
+    encodeFixedBlock(sums + block * kValuesPerBlock, randomWords, floorVector, out + block * kBytesPerBlock);
+  }
+  const size_t tail = count - fullBlocks * kValuesPerBlock;
+  if (tail == 0) return;
+  alignas(64) int32_t padded[kValuesPerBlock] = {};
+  memcpy(padded, sums + fullBlocks * kValuesPerBlock, tail * sizeof(int32_t));
+  __m512i randomWords[2];
+  blockRandomWords<1>(keys, firstGroup + 8 * fullBlocks, rs.stream, randomWords);
+  encodeFixedBlock(padded, randomWords, floorVector, out + fullBlocks * kBytesPerBlock);
 }
 
 }  // namespace cc

@@ -64,5 +64,8 @@ uint8_t blockExponentF32Avx2(const float* values, size_t count);
 bool natAccumulateFixedAvx2(const void* packed, size_t count, int floor, int maxShift, bool first, int32_t* acc);
 void natEncodeFixedAvx2(const int32_t* sums, size_t count, int floor, uint64_t firstIndex, RandomStream rs,
                         void* packed);
+bool natAccumulateFixedAvx512(const void* packed, size_t count, int floor, int maxShift, bool first, int32_t* acc);
+void natEncodeFixedAvx512(const int32_t* sums, size_t count, int floor, uint64_t firstIndex, RandomStream rs,
+                          void* packed);
 
 }  // namespace cc
