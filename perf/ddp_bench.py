@@ -3,6 +3,7 @@
 
     perf/ddp_bench.py --cluster 4 --link 1gbit --json out.json --plot out.png   # emulated hosts (root)
     perf/ddp_bench.py --ranks 4                                                # processes on loopback
+    perf/ddp_bench.py --cluster 4 --switch --schemes default,powersgd,nat-ring,nat-switch   # with cc_switchd
 
 Every rank builds one model per scheme (the same weights), wraps each in DDP with its
 hook, warms them up (DDP's bucket rebuild, PowerSGD's start, auto's trials), then times
@@ -12,7 +13,10 @@ median over its timed steps, and its speedups are medians of ratios taken round 
 
 Schemes: default (DDP's fp32 allreduce), fp16 (fp16_compress_hook), powersgd (rank 1,
 one bucket: PowerSGD fails on gloo with several), and compressedcoll's hook as
-<codec>-<algo>[-ef], e.g. nat-ring, nat-auto, nat-auto-ef.
+<codec>-<algo>[-ef], e.g. nat-ring, nat-auto, nat-auto-ef. With --switch (emulated
+hosts only) a cc_switchd aggregates on the emulated switch, every link runs jumbo
+frames (for every scheme alike), algo `switch` is a scheme (nat-switch) and auto may
+choose it.
 """
 
 import argparse
@@ -37,6 +41,10 @@ def parse_args(argv=None):
     parser.add_argument("--link", default="1gbit", help="--cluster: every port's rate")
     parser.add_argument("--delay", default=None, help="--cluster: one-way delay (perf/cluster.sh --delay)")
     parser.add_argument("--schemes", default=DEFAULT_SCHEMES)
+    parser.add_argument("--switch", action="store_true",
+                        help="--cluster: run cc_switchd on the emulated switch (MTU 9000 on every link)")
+    parser.add_argument("--switchd", default=str(ROOT / "build" / "switch" / "cc_switchd"),
+                        help="the cc_switchd binary for --switch")
     parser.add_argument("--width", type=int, default=2048, help="width of the model's square layers")
     parser.add_argument("--layers", type=int, default=4, help="layers: width=2048, 4 layers = 16.8 M parameters")
     parser.add_argument("--batch", type=int, default=1)
@@ -83,7 +91,13 @@ def launch(args, argv):
         cluster = [str(ROOT / "perf" / "cluster.sh"), "--hosts", str(args.cluster), "--link", args.link]
         if args.delay:
             cluster += ["--delay", args.delay]
+        if args.switch:
+            if not os.access(args.switchd, os.X_OK):
+                raise SystemExit(f"ddp_bench: --switch: no cc_switchd at {args.switchd} (build it, or --switchd PATH)")
+            cluster += ["--mtu", "9000", "--switchd", args.switchd]
         os.execvpe(cluster[0], cluster + ["--"] + command, env)
+    if args.switch:
+        raise SystemExit("ddp_bench: --switch runs the daemon on the emulated switch: use it with --cluster")
     port = _free_port()
     processes = []
     for rank in range(args.ranks):
@@ -182,6 +196,8 @@ def run_rank(args):
     host, port = comm_id.rsplit(":", 1)
     if os.environ.get("CC_SOCKET_IFNAME"):
         os.environ.setdefault("GLOO_SOCKET_IFNAME", os.environ["CC_SOCKET_IFNAME"])
+    if os.environ.get("CC_CLUSTER_SWITCH_ADDR"):
+        os.environ.setdefault("CC_SWITCH_ADDR", os.environ["CC_CLUSTER_SWITCH_ADDR"])
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://{host}:{int(port) + 1}", rank=rank, world_size=world)
     names = [name for name in args.schemes.split(",") if name]
@@ -192,6 +208,7 @@ def run_rank(args):
         print(f"# ddp_bench: {world} ranks, {os.environ.get('CC_CLUSTER_LINK', 'loopback')}, "
               f"{parameters / 1e6:.1f} M parameters ({parameters * 4 / 2**20:.0f} MiB of float32 gradients), "
               f"batch {args.batch}, buckets of {args.bucket_cap_mb:g} MB"
+              f"{', cc_switchd at ' + os.environ['CC_SWITCH_ADDR'] + ', MTU 9000' if args.switch else ''}"
               f"{', gradient_as_bucket_view' if args.grad_as_bucket_view else ''}; {args.rounds} rounds x {args.steps} "
               f"steps per scheme", flush=True)
     for scheme in schemes:
@@ -260,7 +277,7 @@ def report(args, schemes, world, parameters):
         line += "   " + " / ".join(f"{1000 * phase:.0f}" for phase in phases)
         rows.append(row)
         print(line, flush=True)
-    fixed = [name for name in by_name if name.endswith(("-ring", "-direct", "-tree"))]
+    fixed = [name for name in by_name if name.endswith(("-ring", "-direct", "-tree", "-switch"))]
     for scheme in schemes:
         parts = scheme.name.split("-")
         if len(parts) == 2 and parts[1] == "auto":
