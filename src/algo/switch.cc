@@ -33,7 +33,15 @@ constexpr uint32_t kFloorStep = 1;   // and of the rounding of codes below the f
 class SwitchLink : public AlgorithmChannels {
  public:
   ~SwitchLink() override {
-    if (client) client->leave();
+    if (!client) return;
+    const SwitchStats& s = client->stats();
+    CC_INFO("switch %s: %llu packets sent, %llu results and %llu status received, %llu resent (%llu on later "
+            "results, %llu on the timer), %llu stale",
+            client->address().c_str(), static_cast<unsigned long long>(s.sent),
+            static_cast<unsigned long long>(s.received), static_cast<unsigned long long>(s.status),
+            static_cast<unsigned long long>(s.retransmitted), static_cast<unsigned long long>(s.fastRetransmits),
+            static_cast<unsigned long long>(s.timeouts), static_cast<unsigned long long>(s.staleResults));
+    client->leave();
   }
   void abort(const char* reason) override {
     if (client) client->abort(reason);
