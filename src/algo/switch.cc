@@ -25,7 +25,13 @@
 namespace cc {
 namespace {
 
-constexpr int kDefaultWindow = 64;
+// Packets in flight per rank. Past what keeps the link busy, more only
+// stands in the link's queue: every round trip, and with it every loss's
+// recovery, waits behind it. 16 jumbo packets (143 KB, 1.1 ms at 1 Gbit/s)
+// ran a 64 MiB nat/nat call in 163-168 ms against 194-204 ms with 64 on
+// 4 x 1 Gbit/s; on 10 Gbit/s, where the switch is bound by the hosts' CPUs
+// and the ring is faster, 64 does better (docs/results.md, "Switch").
+constexpr int kDefaultWindow = 16;
 constexpr uint32_t kEncodeStep = 0;  // the Philox stream of the ranks' encodes
 constexpr uint32_t kFloorStep = 1;   // and of the rounding of codes below the floor
 
