@@ -30,6 +30,50 @@ TEST(SwitchFixedPoint, BlockExponentIsTheLargestFiniteExponentField) {
   EXPECT_EQ(blockExponentOf(ElementType::F32, values.data(), residual.data(), values.size()), 143);
 }
 
+// With a residual the exponent is that of values + residual, added in
+// float32: every path agrees with that sum's field, sums that overflow to
+// Inf and NaN inputs counting as 0.
+TEST(SwitchFixedPoint, BlockExponentWithAResidualIsThatOfTheSumOnEveryIsa) {
+  std::mt19937 random(23);
+  const size_t count = 1000 + 7;
+  std::vector<float> values(count), residual(count);
+  for (size_t i = 0; i < count; ++i) {
+    values[i] = std::ldexp(static_cast<float>(static_cast<int32_t>(random())) / 2147483648.0f,
+                           static_cast<int>(random() % 20) - 10);
+    residual[i] = -values[i] * (static_cast<float>(random() % 1000) / 999.0f);
+  }
+  values[3] = 3e38f;  // + 3e38 overflows to Inf
+  residual[3] = 3e38f;
+  values[4] = NAN;
+  residual[5] = INFINITY;
+  const auto reference = [&](size_t n) {
+    uint32_t best = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const float p = values[i] + residual[i];
+      uint32_t bits;
+      std::memcpy(&bits, &p, 4);
+      const uint32_t e = (bits >> 23) & 0xffu;
+      if (e != 0xffu && e > best) best = e;
+    }
+    return static_cast<uint8_t>(best);
+  };
+  std::vector<CodecIsa> paths{CodecIsa::Scalar};
+  if (bestCodecIsa() != CodecIsa::Scalar) paths.push_back(CodecIsa::Avx2);
+  for (CodecIsa isa : paths) {
+    limitCodecIsa(isa);
+    // The largest sum sits in the vector body, then only in the scalar tail.
+    for (size_t n : {count, size_t{8}, size_t{13}, size_t{0}}) {
+      EXPECT_EQ(blockExponentOf(ElementType::F32, values.data(), residual.data(), n), reference(n))
+          << codecIsaName(isa) << ", " << n << " values";
+    }
+    values[count - 1] = 1e20f;
+    EXPECT_EQ(blockExponentOf(ElementType::F32, values.data(), residual.data(), count), reference(count))
+        << codecIsaName(isa);
+    values[count - 1] = 0.0f;
+  }
+  limitCodecIsa(bestCodecIsa());
+}
+
 TEST(SwitchFixedPoint, Int32EncodeAndDecodeMatchTheScalarReference) {
   std::mt19937 random(11);
   const size_t count = 4096 + 5;

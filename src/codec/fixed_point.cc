@@ -84,8 +84,10 @@ int fixedMaxShift(int nranks) {
 
 uint8_t blockExponentOf(ElementType type, const void* values, const float* residual, size_t count) {
   // Once per packet on the worker's critical path, as long as its encode.
-  if (type == ElementType::F32 && residual == nullptr && useAvx2Codecs()) {
-    return blockExponentF32Avx2(static_cast<const float*>(values), count);
+  if (type == ElementType::F32 && useAvx2Codecs()) {
+    const float* floats = static_cast<const float*>(values);
+    return residual == nullptr ? blockExponentF32Avx2(floats, count)
+                               : blockExponentF32ResidualAvx2(floats, residual, count);
   }
   switch (type) {
     case ElementType::F32: return blockExponentTyped<ElementType::F32>(values, residual, count);

@@ -115,6 +115,29 @@ uint8_t blockExponentF32Avx2(const float* values, size_t count) {
   return static_cast<uint8_t>(result);
 }
 
+uint8_t blockExponentF32ResidualAvx2(const float* values, const float* residual, size_t count) {
+  const __m256i field = _mm256_set1_epi32(0xff);
+  __m256i best = _mm256_setzero_si256();
+  size_t i = 0;
+  for (; i + 8 <= count; i += 8) {
+    const __m256 p = _mm256_add_ps(_mm256_loadu_ps(values + i), _mm256_loadu_ps(residual + i));
+    const __m256i exponent = _mm256_and_si256(_mm256_srli_epi32(_mm256_castps_si256(p), 23), field);
+    best = _mm256_max_epu32(best, _mm256_andnot_si256(_mm256_cmpeq_epi32(exponent, field), exponent));
+  }
+  alignas(32) uint32_t lanes[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), best);
+  uint32_t result = 0;
+  for (uint32_t lane : lanes) result = lane > result ? lane : result;
+  for (; i < count; ++i) {
+    const float p = values[i] + residual[i];
+    uint32_t bits;
+    memcpy(&bits, &p, 4);
+    const uint32_t exponent = (bits >> 23) & 0xffu;
+    if (exponent != 0xffu && exponent > result) result = exponent;
+  }
+  return static_cast<uint8_t>(result);
+}
+
 bool natAccumulateFixedAvx2(const void* packed, size_t count, int floor, int maxShift, bool first, int32_t* acc) {
   const uint8_t* in = static_cast<const uint8_t*>(packed);
   const __m256i floorVector = _mm256_set1_epi32(floor);

@@ -59,8 +59,11 @@ void natDecodeAddEncodeAvx512(ElementType type, const void* packedIn, const void
 // (floor 1..223, no divisor) for float32.
 void fixedEncodeF32Avx2(const float* values, size_t count, int floor, int32_t* out);
 void fixedDecodeF32Avx2(const int32_t* sums, size_t count, int floor, float* out);
-// fixed_point.h's blockExponentOf for float32 values without a residual.
+// fixed_point.h's blockExponentOf for float32 values, without a residual and
+// with one (the exponent of values + residual, added in float32 as the
+// scalar reference adds them).
 uint8_t blockExponentF32Avx2(const float* values, size_t count);
+uint8_t blockExponentF32ResidualAvx2(const float* values, const float* residual, size_t count);
 bool natAccumulateFixedAvx2(const void* packed, size_t count, int floor, int maxShift, bool first, int32_t* acc);
 void natEncodeFixedAvx2(const int32_t* sums, size_t count, int floor, uint64_t firstIndex, RandomStream rs,
                         void* packed);
