@@ -428,6 +428,17 @@ TEST(AutoTrials, CloseAlgorithmsAreTriedInBlocksAndTheLowestTimeWins) {
   EXPECT_EQ(cc::fastestInTrials(plan, apart), cc::AlgoId::Direct);
   const double even[10] = {5e-3, 5e-3, 5e-3, 5e-3, 5e-3, 5e-3, 5e-3, 5e-3, 5e-3, 5e-3};
   EXPECT_EQ(cc::fastestInTrials(plan, even), cc::AlgoId::Ring);
+  // Beyond the tie factor on average, but not beyond the rounds' noise: the
+  // model's choice stays (the switch against the ring inside DDP, 16 MiB
+  // buckets sharing the cores with backward; blocks in ms).
+  const double noisy[10] = {134.7, 105.5, 114.8, 107.8, 98.1, 108.5, 96.0, 102.6, 104.1, 106.7};
+  ASSERT_GT(cc::candidateSeconds(plan, noisy, 0), cc::kTrialTieFactor * cc::candidateSeconds(plan, noisy, 1));
+  EXPECT_FALSE(cc::clearlyFaster(plan, noisy, 1, 0));
+  EXPECT_EQ(cc::fastestInTrials(plan, noisy), cc::AlgoId::Ring);
+  // The same mean gain, steady from round to round, is clear.
+  const double steady[10] = {110.0, 106.0, 109.0, 105.5, 110.5, 107.0, 109.5, 106.0, 108.5, 105.5};
+  EXPECT_TRUE(cc::clearlyFaster(plan, steady, 1, 0));
+  EXPECT_EQ(cc::fastestInTrials(plan, steady), cc::AlgoId::Direct);
   // Fewer rounds take fewer blocks.
   cc::AutoTrialPlan four = plan;
   four.rounds = 4;

@@ -54,18 +54,39 @@ double candidateSeconds(const AutoTrialPlan& plan, const double* agreedBlockSeco
   return blocks > 0 ? sum / blocks : INFINITY;
 }
 
+bool clearlyFaster(const AutoTrialPlan& plan, const double* agreedBlockSeconds, int faster, int slower) {
+  const int rounds = plan.rounds;
+  if (rounds <= 0) return false;
+  double sum = 0;
+  for (int r = 0; r < rounds; ++r) {
+    sum += agreedBlockSeconds[r * plan.candidateCount + slower] - agreedBlockSeconds[r * plan.candidateCount + faster];
+  }
+  const double mean = sum / rounds;
+  if (rounds == 1) return mean > 0;
+  double squares = 0;
+  for (int r = 0; r < rounds; ++r) {
+    const double gain =
+        agreedBlockSeconds[r * plan.candidateCount + slower] - agreedBlockSeconds[r * plan.candidateCount + faster];
+    squares += (gain - mean) * (gain - mean);
+  }
+  const double standardError = std::sqrt(squares / (rounds - 1) / rounds);
+  return mean > kTrialSignificance * standardError;
+}
+
 AlgoId fastestInTrials(const AutoTrialPlan& plan, const double* agreedBlockSeconds) {
-  AlgoId fastest = plan.candidates[0];
+  int fastest = 0;
   double fastestSeconds = INFINITY;
   for (int c = 0; c < plan.candidateCount; ++c) {
     const double seconds = candidateSeconds(plan, agreedBlockSeconds, c);
     if (seconds < fastestSeconds) {
-      fastest = plan.candidates[c];
+      fastest = c;
       fastestSeconds = seconds;
     }
   }
   const double modelsChoiceSeconds = candidateSeconds(plan, agreedBlockSeconds, 0);
-  return kTrialTieFactor * fastestSeconds < modelsChoiceSeconds ? fastest : plan.candidates[0];
+  const bool beatsTheModel = kTrialTieFactor * fastestSeconds < modelsChoiceSeconds &&
+                             clearlyFaster(plan, agreedBlockSeconds, fastest, 0);
+  return plan.candidates[beatsTheModel ? fastest : 0];
 }
 
 AlgoId runnerUpInTrials(const AutoTrialPlan& plan, const double* agreedBlockSeconds, AlgoId settled) {

@@ -54,11 +54,22 @@ void addTrialCandidate(AutoTrialPlan* plan, AlgoId algo, double predictedSeconds
 // blocks (each the slowest rank's).
 double candidateSeconds(const AutoTrialPlan& plan, const double* agreedBlockSeconds, int candidate);
 // The candidate with the lowest time, where it beats the model's choice (the
-// first candidate) by more than kTrialTieFactor; else the model's choice.
-// Trials within a few percent are noise on a shared host: at 1 MiB on 4
-// emulated hosts with 100 us links they put direct at 4902 us a call
-// against ring's 4937, and the rounds then took 5006 against 4434.
+// first candidate) by more than kTrialTieFactor and by more than
+// kTrialSignificance standard errors of their paired differences (block of
+// round r against block of round r, neighbours in time); else the model's
+// choice. Trials within a few percent are noise on a shared host: at 1 MiB
+// on 4 emulated hosts with 100 us links they put direct at 4902 us a call
+// against ring's 4937, and the rounds then took 5006 against 4434. Inside
+// DDP a bucket's calls share the cores with backward: at 16 MiB on 4
+// emulated hosts the switch's blocks spread over 96-135 ms, the ring's over
+// 103-108, means 3% apart, and the ring settled on that noise; the switch's
+// whole step was then the faster (docs/algorithms.md, "Trials").
 constexpr double kTrialTieFactor = 1.03;
+constexpr double kTrialSignificance = 1.0;
+// Whether candidate `faster`'s blocks beat candidate `slower`'s by more than
+// kTrialSignificance standard errors of the rounds' paired differences (with
+// one round: whether its block is shorter).
+bool clearlyFaster(const AutoTrialPlan& plan, const double* agreedBlockSeconds, int faster, int slower);
 AlgoId fastestInTrials(const AutoTrialPlan& plan, const double* agreedBlockSeconds);
 // The runner-up: the candidate other than `settled` with the lowest time
 // (Auto where there is none).
