@@ -308,6 +308,45 @@ TEST(SwitchAllreduce, UplinkCodesAndResidualsDoNotDependOnTheWindow) {
   }
 }
 
+// Error feedback over many calls of the same input, as a training job's
+// buckets: every output stays finite and within the codec's reach of the
+// exact sum, on every rank alike, with either downlink.
+TEST(SwitchAllreduce, ErrorFeedbackOverManyCallsStaysFinite) {
+  LocalSwitch daemon;
+  constexpr int kRanks = 4, kCalls = 24;
+  constexpr size_t kValues = 1 << 20;
+  std::vector<double> exact(kValues, 0.0);
+  for (int rank = 0; rank < kRanks; ++rank) {
+    const std::vector<float> input = makeInput(kValues, rank, 7);
+    for (size_t i = 0; i < kValues; ++i) exact[i] += input[i];
+  }
+  for (const char* master : {"nat", "none"}) {
+    SCOPED_TRACE(std::string("downlink ") + master);
+    SwitchRun run;
+    run.master = master;
+    run.address = daemon.address();
+    std::vector<std::vector<float>> outputs(kRanks, std::vector<float>(kValues));
+    std::vector<size_t> nonFinite(kRanks, 0);
+    const InitOutcome init = runSwitchRanks(kRanks, run, [&](int rank, cc_comm_t comm) {
+      cc_residual_t residual = nullptr;
+      ASSERT_EQ(cc_residual_create(&residual, kValues, CC_FLOAT32), CC_SUCCESS);
+      const std::vector<float> input = makeInput(kValues, rank, 7);
+      for (int call = 0; call < kCalls; ++call) {
+        EXPECT_EQ(compressed_allreduce_ex(input.data(), outputs[rank].data(), kValues, CC_FLOAT32, CC_SUM, comm,
+                                          nullptr, nullptr, residual),
+                  CC_SUCCESS)
+            << cc_get_last_error(comm);
+        for (float value : outputs[rank]) nonFinite[rank] += std::isfinite(value) ? 0 : 1;
+      }
+      cc_residual_destroy(residual);
+    });
+    EXPECT_EQ(init.codes, std::vector<cc_result_t>(kRanks, CC_SUCCESS)) << init.messages[0];
+    EXPECT_EQ(nonFinite, std::vector<size_t>(kRanks, 0));
+    expectIdentical(outputs);
+    EXPECT_LT(relativeError(outputs[0], exact), 1.0);
+  }
+}
+
 // Loss in each direction (the daemon's injection): the retransmissions
 // recover everything, nothing is counted twice, and the result bytes are
 // those of a run without loss (the switch encodes each round once).

@@ -171,6 +171,41 @@ TEST(SwitchFixedPoint, NatCodesSumExactlyAndReencodeLikeTheScalarReference) {
   EXPECT_NEAR(mean / sum, 1.0, 0.003);
 }
 
+// The floor on a rank's own codes with error feedback: a negative value
+// rounded to a zero code leaves its whole value in the residual (a zero
+// code with the sign bit is the NaN code, and must not be decoded as one).
+TEST(SwitchFixedPoint, FlooredNegativeValuesLeaveFiniteResiduals) {
+  const int floor = 102;
+  std::vector<uint8_t> packed(36 * 4);
+  for (int b = 0; b < 4; ++b) {
+    const uint32_t allNegative = 0xffffffffu;
+    std::memcpy(&packed[36 * b], &allNegative, 4);
+    for (int l = 0; l < 32; ++l) packed[36 * b + 4 + l] = static_cast<uint8_t>(floor - 1 - l % 3);
+  }
+  const std::vector<uint8_t> before = packed;
+  std::vector<float> residual(128, 0.0f);
+  ASSERT_EQ(natApplyFloor(packed.data(), 128, floor, 0, RandomStream{5, 6}, residual.data()), 128u);
+  int zeros = 0;
+  for (int i = 0; i < 128; ++i) {
+    const int b = i / 32, l = i % 32;
+    const int code = packed[36 * b + 4 + l];
+    uint32_t signs;
+    std::memcpy(&signs, &packed[36 * b], 4);
+    const float value = -std::ldexp(1.0f, before[36 * b + 4 + l] - 127);
+    if (code == 0) {
+      ++zeros;
+      EXPECT_EQ(signs >> l & 1u, 0u) << i;
+      EXPECT_EQ(residual[i], value) << i;
+    } else {
+      ASSERT_EQ(code, floor) << i;
+      EXPECT_EQ(signs >> l & 1u, 1u) << i;
+      EXPECT_EQ(residual[i], value + std::ldexp(1.0f, floor - 127)) << i;
+    }
+    EXPECT_TRUE(std::isfinite(residual[i])) << i;
+  }
+  EXPECT_GT(zeros, 64);  // most round down: up with probability 1/2, 1/4, 1/8
+}
+
 // Every vector path against the scalar references, on random codes with
 // out-of-range, NaN and Inf codes mixed in, ragged tails and several
 // floors: the same accumulators (within the count), the same verdict, the

@@ -126,7 +126,10 @@ size_t natApplyFloor(void* packed, size_t count, int floor, uint64_t firstIndex,
       const uint32_t sign = (signMask >> lane) & 1u;
       const uint8_t code = up ? static_cast<uint8_t>(floor) : 0;
       if (residual != nullptr) {
-        residual[i] += bitsToFloat(natDecodeBits(sign, e)) - bitsToFloat(natDecodeBits(sign, code));
+        // A zero code is +0 whatever the value's sign: code 0 with the sign
+        // bit is the NaN code, and decoding it would poison the residual.
+        const float kept = code == 0 ? 0.0f : bitsToFloat(natDecodeBits(sign, code));
+        residual[i] += bitsToFloat(natDecodeBits(sign, e)) - kept;
       }
       exponents[lane] = code;
       if (code == 0) signMask &= ~(1u << lane);  // a zero code keeps sign 0, as the encoder writes zeros
