@@ -68,6 +68,8 @@ struct Options {
   // against a cc_switchd; --switch-loss P: the daemon's loss injection, each way.
   bool switchRows = false;
   std::string switchLoss;
+  // --ef: compressing engines keep an error-feedback residual across calls.
+  bool errorFeedback = false;
 };
 
 [[noreturn]] void usage(const char* message) {
@@ -79,7 +81,7 @@ struct Options {
                "         [--stat min|median|trimmed]\n"
                "         [--codec 'nat;none;qsgd:s=16;topk:ratio=0.01+nat'] [--algo 'ring;direct;tree;auto']\n"
                "         [--transport tcp|ibverbs]\n"
-               "         [--no-gloo] [--no-check] [--verify] [--json FILE] [--comm-per-algo]\n"
+               "         [--no-gloo] [--no-check] [--verify] [--json FILE] [--comm-per-algo] [--ef]\n"
                "Sizes take K, M, G suffixes. --ranks N forks N local processes over loopback;\n"
                "--cluster N runs N emulated hosts with shaped links (perf/cluster.sh, needs root).\n"
                "--switch adds rows of algorithm switch for codecs nat (nat down, and int32 down:\n"
@@ -96,7 +98,10 @@ struct Options {
                "codec, each call forcing its algorithm; --comm-per-algo gives each algorithm a\n"
                "communicator of its own. Algorithm auto+check is auto with CC_CHECK_CALLS=1; the\n"
                "tool sets CC_CHECK_CALLS itself, so plain auto runs without the check. auto's trials\n"
-               "(its first calls of a size) run after the first warm-up call, before timing.\n");
+               "(its first calls of a size) run after the first warm-up call, before timing.\n"
+               "--ef gives every compressing engine an error-feedback residual (compressed_allreduce_ex),\n"
+               "kept across its calls of a size as a training job keeps one per tensor; --verify\n"
+               "then allows three times the codec's error, the residual carrying the last call's.\n");
   std::exit(2);
 }
 
@@ -182,6 +187,7 @@ Options parseOptions(int argc, char** argv, std::vector<std::string>* forwarded)
       else if (arg == "--verify") options.verify = true;
       else if (arg == "--no-gloo") options.glooBaseline = false;
       else if (arg == "--comm-per-algo") options.commPerAlgo = true;
+      else if (arg == "--ef") options.errorFeedback = true;
       else if (arg == "--switch") options.switchRows = true;
       else if (arg == "--json") options.jsonPath = value();
       else if (arg == "-h" || arg == "--help") usage(nullptr);
@@ -252,6 +258,12 @@ class CompressedEngine : public Engine {
   // engines share (opened with auto); Auto runs auto's own choice.
   CompressedEngine(SharedComm comm, bool shared, cc::AlgoId forced, bool checkCalls)
       : comm_(std::move(comm)), shared_(shared), forced_(forced), checkCalls_(checkCalls) {}
+  ~CompressedEngine() override {
+    if (residual_ != nullptr) cc_residual_destroy(residual_);
+  }
+  CompressedEngine(const CompressedEngine&) = delete;
+  CompressedEngine& operator=(const CompressedEngine&) = delete;
+  void enableErrorFeedback() { errorFeedback_ = true; }
   // Which algorithm this engine's last call ran (auto picks per spec).
   const std::string& algorithm() const { return ran_; }
   // Whether auto sent the last call on the exact path (too small to pay).
@@ -263,7 +275,15 @@ class CompressedEngine : public Engine {
     if (shared_ && cc::commForceAlgorithm(comm_.get(), forced_, checkCalls_) != CC_SUCCESS) {
       fail(("forcing algorithm " + requestedAlgo).c_str(), comm_.get());
     }
-    if (compressed_allreduce(input, output, count, CC_FLOAT32, CC_SUM, comm_.get(), nullptr) != CC_SUCCESS) {
+    if (errorFeedback_ && residualCount_ != count) {
+      // One residual per size, as a job keeps one per tensor.
+      if (residual_ != nullptr) cc_residual_destroy(residual_);
+      residual_ = nullptr;
+      if (cc_residual_create(&residual_, count, CC_FLOAT32) != CC_SUCCESS) fail("cc_residual_create", nullptr);
+      residualCount_ = count;
+    }
+    if (compressed_allreduce_ex(input, output, count, CC_FLOAT32, CC_SUM, comm_.get(), nullptr, nullptr,
+                                residual_) != CC_SUCCESS) {
       fail(("compressed_allreduce (codec " + name + ")").c_str(), comm_.get());
     }
     ran_ = comm_->lastAlgorithm;
@@ -277,6 +297,9 @@ class CompressedEngine : public Engine {
   bool checkCalls_;
   std::string ran_;
   bool exact_ = false;
+  bool errorFeedback_ = false;
+  cc_residual_t residual_ = nullptr;
+  size_t residualCount_ = 0;
 };
 
 // gloo::allreduce on host memory: what a Gloo user runs today.
@@ -387,6 +410,9 @@ SharedComm openComm(const Launch& launch, const cc_unique_id_t& id, const std::s
 void connectCodec(const Launch& launch, const cc_unique_id_t* ids, size_t* idIndex, const std::string& codec,
                   const Options& options, std::vector<std::unique_ptr<Engine>>* engines) {
   const bool share = !options.commPerAlgo && options.algos.size() > 1;
+  cc::CodecSpec spec;
+  const bool errorFeedback = options.errorFeedback && cc::parseCodecSpec(codec, &spec) == CC_SUCCESS &&
+                             cc::specCompresses(spec, CC_FLOAT32, CC_SUM);
   auto checked = [](const std::string& algo) {
     return algo.size() > std::strlen(kCheckedSuffix) &&
            algo.compare(algo.size() - std::strlen(kCheckedSuffix), std::string::npos, kCheckedSuffix) == 0;
@@ -405,6 +431,7 @@ void connectCodec(const Launch& launch, const cc_unique_id_t* ids, size_t* idInd
     if (checkCalls && forced != cc::AlgoId::Auto) usage("+check goes with auto only");
     SharedComm comm = share ? shared : openComm(launch, ids[(*idIndex)++], codec, base, checkCalls, options);
     auto engine = std::make_unique<CompressedEngine>(std::move(comm), share, forced, checkCalls);
+    if (errorFeedback) engine->enableErrorFeedback();
     engine->name = codec;
     engine->requestedAlgo = algo;
     engines->push_back(std::move(engine));
@@ -427,6 +454,7 @@ void connectCodec(const Launch& launch, const cc_unique_id_t* ids, size_t* idInd
     }
     auto engine = std::make_unique<CompressedEngine>(SharedComm(comm, cc_comm_destroy), false, cc::AlgoId::Switch,
                                                      false);
+    if (errorFeedback) engine->enableErrorFeedback();
     engine->name = codec;
     engine->requestedAlgo = row.label;
     engines->push_back(std::move(engine));
@@ -436,6 +464,7 @@ void connectCodec(const Launch& launch, const cc_unique_id_t* ids, size_t* idInd
 struct Measurement {
   double seconds = 0;
   double relativeError = -1;
+  size_t nonFiniteValues = 0;  // in rank 0's result, where the input had none
   bool identical = true;
   int trialCalls = 0;  // auto's trial calls run before timing
   Engine::Watch watch;  // auto's challenges during the round (warm-up included)
@@ -501,6 +530,7 @@ Measurement measure(Engine& engine, const Reducer& reducer, const Launch& launch
     result.identical = reducer.sameOnAllRanks(fnv64(output.data(), count * sizeof(float)));
     if (launch.rank == 0) {
       double diff = 0, norm = 0;
+      for (size_t i = 0; i < count; ++i) result.nonFiniteValues += std::isfinite(output[i]) ? 0 : 1;
       for (size_t i = 0; i < count; ++i) {
         diff += (output[i] - exact[i]) * (output[i] - exact[i]);
         norm += exact[i] * exact[i];
@@ -660,7 +690,11 @@ int runRank(const Launch& launch, const Options& options) {
       }
       const double vsNone = sameAlgoNone >= 0 ? rows[sameAlgoNone].seconds / rows[e].seconds : 0;
       char error[32] = "-", gloo[32] = "-", none[32] = "-";
-      if (rows[e].relativeError >= 0) std::snprintf(error, sizeof(error), "%.3e", rows[e].relativeError);
+      if (rows[e].nonFiniteValues > 0) {
+        std::snprintf(error, sizeof(error), "nonfinite");
+      } else if (rows[e].relativeError >= 0) {
+        std::snprintf(error, sizeof(error), "%.3e", rows[e].relativeError);
+      }
       if (vsGloo > 0) std::snprintf(gloo, sizeof(gloo), "%.2fx", vsGloo);
       if (vsNone > 0) std::snprintf(none, sizeof(none), "%.2fx", vsNone);
       std::string algoName = compressed ? compressed->algorithm() : "gloo";
@@ -672,28 +706,37 @@ int runRank(const Launch& launch, const Options& options) {
                   count * sizeof(float), count, "float", "sum", name.c_str(), algo,
                   rows[e].seconds * 1e6, algbw, busbw, wire, error, gloo, none);
       if (options.verify) {
-        const double bound = errorBound(name, nranks, count);
+        const double bound = errorBound(name, nranks, count) * (options.errorFeedback ? 3 : 1);
         if (!rows[e].identical) {
           std::fprintf(stderr, "VERIFY FAILED: %s: ranks finished with different results at %zu values\n",
                        name.c_str(), count);
           verified = false;
         }
-        if (rows[e].relativeError > bound) {
+        if (rows[e].nonFiniteValues > 0) {
+          std::fprintf(stderr, "VERIFY FAILED: %s: %zu non-finite values from finite inputs at %zu values\n",
+                       name.c_str(), rows[e].nonFiniteValues, count);
+          verified = false;
+        } else if (rows[e].relativeError > bound) {
           std::fprintf(stderr, "VERIFY FAILED: %s: relative error %.4f exceeds %.4f at %zu values\n",
                        name.c_str(), rows[e].relativeError, bound, count);
           verified = false;
         }
       }
       if (json) {
+        // JSON has no NaN: a result with non-finite values has no error figure.
+        char jsonError[32] = "null";
+        if (rows[e].nonFiniteValues == 0 && std::isfinite(rows[e].relativeError)) {
+          std::snprintf(jsonError, sizeof(jsonError), "%.6g", rows[e].relativeError);
+        }
         std::fprintf(json,
                      "%s  {\"bytes\": %zu, \"count\": %zu, \"type\": \"float\", \"redop\": \"sum\", "
                      "\"engine\": \"%s\", \"algo\": \"%s\", \"nranks\": %d, \"transport\": \"%s\", "
                      "\"link\": \"%s\", \"time_us\": %.3f, \"algbw_gbs\": %.6f, \"busbw_gbs\": %.6f, "
-                     "\"wire_bytes_per_value\": %.4f, \"relative_error\": %.6g, "
+                     "\"wire_bytes_per_value\": %.4f, \"relative_error\": %s, "
                      "\"speedup_vs_gloo\": %.4f, \"speedup_vs_none\": %.4f, \"identical\": %s}",
                      firstRow ? "" : ",\n", count * sizeof(float), count, ccperf::jsonEscape(name).c_str(),
                      algo, nranks, options.transport.c_str(), link ? ccperf::jsonEscape(link).c_str() : "loopback",
-                     rows[e].seconds * 1e6, algbw, busbw, wire, rows[e].relativeError, vsGloo, vsNone,
+                     rows[e].seconds * 1e6, algbw, busbw, wire, jsonError, vsGloo, vsNone,
                      rows[e].identical ? "true" : "false");
         firstRow = false;
       }
