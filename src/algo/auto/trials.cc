@@ -57,18 +57,16 @@ double candidateSeconds(const AutoTrialPlan& plan, const double* agreedBlockSeco
 bool clearlyFaster(const AutoTrialPlan& plan, const double* agreedBlockSeconds, int faster, int slower) {
   const int rounds = plan.rounds;
   if (rounds <= 0) return false;
+  const auto gainIn = [&](int round) {
+    const double* blocks = agreedBlockSeconds + round * plan.candidateCount;
+    return blocks[slower] - blocks[faster];
+  };
   double sum = 0;
-  for (int r = 0; r < rounds; ++r) {
-    sum += agreedBlockSeconds[r * plan.candidateCount + slower] - agreedBlockSeconds[r * plan.candidateCount + faster];
-  }
+  for (int r = 0; r < rounds; ++r) sum += gainIn(r);
   const double mean = sum / rounds;
   if (rounds == 1) return mean > 0;
   double squares = 0;
-  for (int r = 0; r < rounds; ++r) {
-    const double gain =
-        agreedBlockSeconds[r * plan.candidateCount + slower] - agreedBlockSeconds[r * plan.candidateCount + faster];
-    squares += (gain - mean) * (gain - mean);
-  }
+  for (int r = 0; r < rounds; ++r) squares += (gainIn(r) - mean) * (gainIn(r) - mean);
   const double standardError = std::sqrt(squares / (rounds - 1) / rounds);
   return mean > kTrialSignificance * standardError;
 }
