@@ -242,8 +242,8 @@ INSTANTIATE_TEST_SUITE_P(
     testing::Values(FeedbackCase{"nat", CC_SUM, CC_FLOAT32}, FeedbackCase{"nat_det", CC_SUM, CC_FLOAT32},
                     FeedbackCase{"nat_det", CC_AVG, CC_FLOAT32}, FeedbackCase{"qsgd:s=4", CC_SUM, CC_FLOAT32},
                     FeedbackCase{"dither_nat:s=3,scope=tensor", CC_SUM, CC_FLOAT32},
-                    FeedbackCase{"randk:ratio=0.3+nat", CC_SUM, CC_FLOAT32},
-                    FeedbackCase{"randk:ratio=0.3", CC_AVG, CC_FLOAT32},
+                    FeedbackCase{"randk:ratio=0.6+nat", CC_SUM, CC_FLOAT32},
+                    FeedbackCase{"randk:ratio=0.6", CC_AVG, CC_FLOAT32},
                     FeedbackCase{"topk:ratio=0.05", CC_SUM, CC_FLOAT32},
                     FeedbackCase{"topk:ratio=0.05+nat", CC_AVG, CC_FLOAT32},
                     FeedbackCase{"nat", CC_SUM, CC_BFLOAT16}, FeedbackCase{"none", CC_SUM, CC_FLOAT32}),
@@ -261,8 +261,8 @@ std::vector<FeedbackCase> feedbackAlgorithmCases() {
     cases.push_back({"nat_det", CC_AVG, CC_FLOAT32, algo});
     cases.push_back({"qsgd:s=4", CC_SUM, CC_FLOAT32, algo});
     cases.push_back({"dither_nat:s=3,norm=nat", CC_AVG, CC_FLOAT32, algo});
-    cases.push_back({"randk:ratio=0.3+nat", CC_SUM, CC_FLOAT32, algo});
-    cases.push_back({"randk:ratio=0.3", CC_AVG, CC_FLOAT32, algo});
+    cases.push_back({"randk:ratio=0.6+nat", CC_SUM, CC_FLOAT32, algo});
+    cases.push_back({"randk:ratio=0.6", CC_AVG, CC_FLOAT32, algo});
     cases.push_back({"nat", CC_SUM, CC_BFLOAT16, algo});
     cases.push_back({"nat", CC_AVG, CC_BFLOAT16, algo});
     cases.push_back({"none", CC_SUM, CC_FLOAT32, algo});
@@ -297,6 +297,20 @@ TEST(ErrorFeedback, ResidualArgumentsAreChecked) {
                                       "dither_nat:s=0", nullptr),
               CC_INVALID_ARGUMENT);
     EXPECT_NE(std::string(cc_get_last_error(comm)).find("grammar"), std::string::npos);
+    // The unbiased mask leaves p - p/ratio in a kept value's residual: from
+    // ratio 1/2 down the residuals grow without bound, so it is refused.
+    for (const char* diverging : {"randk:ratio=0.5", "randk:ratio=0.1+nat"}) {
+      EXPECT_EQ(compressed_allreduce_ex(values.data(), values.data(), 10, CC_FLOAT32, CC_SUM, comm, nullptr,
+                                        diverging, residual),
+                CC_INVALID_ARGUMENT)
+          << diverging;
+      EXPECT_NE(std::string(cc_get_last_error(comm)).find("error feedback with randk"), std::string::npos)
+          << cc_get_last_error(comm);
+    }
+    EXPECT_EQ(compressed_allreduce_ex(values.data(), values.data(), 10, CC_FLOAT32, CC_SUM, comm, nullptr,
+                                      "randk:ratio=0.1+nat", nullptr),
+              CC_SUCCESS)
+        << cc_get_last_error(comm);
   });
   std::vector<float> held(10, 2.0f), back(10);
   EXPECT_EQ(cc_residual_set(residual, held.data()), CC_SUCCESS);

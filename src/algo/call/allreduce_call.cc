@@ -95,6 +95,17 @@ cc_result_t runAllreduce(CollectiveState& state, const TensorCall* tensors, size
                             availableAlgorithms(state), &algo));
   bool anyResidual = false;
   for (size_t t = 0; t < ntensors; ++t) anyResidual |= tensors[t].residual != nullptr;
+  // Error feedback needs a compressor that loses less than it is given. The
+  // unbiased mask keeps a value scaled by 1/ratio and leaves p - p/ratio in
+  // its residual: from ratio 1/2 down (omega = 1/ratio - 1 >= 1) residuals
+  // grow from step to step until they overflow to Inf and NaN.
+  if (compresses && anyResidual && spec.selector == Selector::RandK && spec.ratio <= 0.5) {
+    return setError(CC_INVALID_ARGUMENT,
+                    "error feedback with %s diverges: a kept value leaves p - p/ratio = %.3g p in its residual "
+                    "(omega = %.3g >= 1), so residuals grow every step until they overflow; use randk with ratio "
+                    "above 0.5, topk (biased, made for error feedback), or no residual",
+                    spec.canonical.c_str(), 1.0 - 1.0 / spec.ratio, 1.0 / spec.ratio - 1.0);
+  }
   if (compresses && !spec.unbiased() && !anyResidual && !codecs->loggedBiased) {
     codecs->loggedBiased = true;
     CC_INFO("codec %s is biased and runs without error feedback (pass a cc_residual_t to "
