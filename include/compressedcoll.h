@@ -166,9 +166,10 @@ CC_API cc_result_t cc_residual_reset(cc_residual_t residual);
 /* compressed_allreduce with a per-call codec spec (NULL: the communicator's)
  * and an error-feedback residual (NULL: none). Every rank must pass the same
  * spec; a biased codec (topk, nat_det) without a residual is allowed and
- * logged once at INFO. A residual with randk of ratio 0.5 or less is refused
- * (CC_INVALID_ARGUMENT): the unbiased mask leaves p - p/ratio in a kept
- * value's residual, and the residuals would grow until they overflow. */
+ * logged once at INFO. A residual with an unbiased spec whose variance bound
+ * omega (docs/wire-format.md, "Error feedback") is 1 or more on the values
+ * under one norm is refused (CC_INVALID_ARGUMENT): the residuals would grow
+ * every step until they overflow. */
 CC_API cc_result_t compressed_allreduce_ex(const void* sendbuf, void* recvbuf, size_t count,
                                     cc_datatype_t datatype, cc_red_op_t op, cc_comm_t comm,
                                     void* stream, const char* spec, cc_residual_t residual);

@@ -240,8 +240,8 @@ TEST_P(ErrorFeedback, OutputsSumToKTimesExactMinusResiduals) {
 INSTANTIATE_TEST_SUITE_P(
     Specs, ErrorFeedback,
     testing::Values(FeedbackCase{"nat", CC_SUM, CC_FLOAT32}, FeedbackCase{"nat_det", CC_SUM, CC_FLOAT32},
-                    FeedbackCase{"nat_det", CC_AVG, CC_FLOAT32}, FeedbackCase{"qsgd:s=4", CC_SUM, CC_FLOAT32},
-                    FeedbackCase{"dither_nat:s=3,scope=tensor", CC_SUM, CC_FLOAT32},
+                    FeedbackCase{"nat_det", CC_AVG, CC_FLOAT32}, FeedbackCase{"qsgd:s=64", CC_SUM, CC_FLOAT32},
+                    FeedbackCase{"dither_nat:s=8,bucket=64", CC_SUM, CC_FLOAT32},
                     FeedbackCase{"randk:ratio=0.6+nat", CC_SUM, CC_FLOAT32},
                     FeedbackCase{"randk:ratio=0.6", CC_AVG, CC_FLOAT32},
                     FeedbackCase{"topk:ratio=0.05", CC_SUM, CC_FLOAT32},
@@ -259,8 +259,8 @@ std::vector<FeedbackCase> feedbackAlgorithmCases() {
     cases.push_back({"nat", CC_AVG, CC_FLOAT32, algo});
     cases.push_back({"nat_det", CC_SUM, CC_FLOAT32, algo});
     cases.push_back({"nat_det", CC_AVG, CC_FLOAT32, algo});
-    cases.push_back({"qsgd:s=4", CC_SUM, CC_FLOAT32, algo});
-    cases.push_back({"dither_nat:s=3,norm=nat", CC_AVG, CC_FLOAT32, algo});
+    cases.push_back({"qsgd:s=64", CC_SUM, CC_FLOAT32, algo});
+    cases.push_back({"dither_nat:s=8,norm=nat", CC_AVG, CC_FLOAT32, algo});
     cases.push_back({"randk:ratio=0.6+nat", CC_SUM, CC_FLOAT32, algo});
     cases.push_back({"randk:ratio=0.6", CC_AVG, CC_FLOAT32, algo});
     cases.push_back({"nat", CC_SUM, CC_BFLOAT16, algo});
@@ -268,7 +268,7 @@ std::vector<FeedbackCase> feedbackAlgorithmCases() {
     cases.push_back({"none", CC_SUM, CC_FLOAT32, algo});
   }
   // direct's owners fold the master codec's loss into their residual.
-  cases.push_back({"qsgd:s=4", CC_SUM, CC_FLOAT32, "direct", "nat"});
+  cases.push_back({"qsgd:s=64", CC_SUM, CC_FLOAT32, "direct", "nat"});
   cases.push_back({"nat", CC_AVG, CC_FLOAT32, "direct", "qsgd:s=64"});
   cases.push_back({"nat", CC_AVG, CC_BFLOAT16, "direct", "dither_nat:s=8"});
   return cases;
@@ -297,16 +297,30 @@ TEST(ErrorFeedback, ResidualArgumentsAreChecked) {
                                       "dither_nat:s=0", nullptr),
               CC_INVALID_ARGUMENT);
     EXPECT_NE(std::string(cc_get_last_error(comm)).find("grammar"), std::string::npos);
-    // The unbiased mask leaves p - p/ratio in a kept value's residual: from
-    // ratio 1/2 down the residuals grow without bound, so it is refused.
-    for (const char* diverging : {"randk:ratio=0.5", "randk:ratio=0.1+nat"}) {
-      EXPECT_EQ(compressed_allreduce_ex(values.data(), values.data(), 10, CC_FLOAT32, CC_SUM, comm, nullptr,
-                                        diverging, residual),
+    // Specs whose variance bound omega is 1 or more would grow the residuals
+    // every step until they overflow: refused with a residual, naming omega.
+    // (omega grows with the values under one norm: 4096 of them here.)
+    const size_t many = 4096;
+    std::vector<float> larger(many, 1.0f);
+    cc_residual_t wide = nullptr;
+    ASSERT_EQ(cc_residual_create(&wide, many, CC_FLOAT32), CC_SUCCESS);
+    for (const char* diverging : {"randk:ratio=0.5", "randk:ratio=0.1+nat", "qsgd:s=4", "terngrad",
+                                  "dither_std:s=3", "dither_nat:s=3,scope=tensor"}) {
+      EXPECT_EQ(compressed_allreduce_ex(larger.data(), larger.data(), many, CC_FLOAT32, CC_SUM, comm, nullptr,
+                                        diverging, wide),
                 CC_INVALID_ARGUMENT)
           << diverging;
-      EXPECT_NE(std::string(cc_get_last_error(comm)).find("error feedback with randk"), std::string::npos)
+      EXPECT_NE(std::string(cc_get_last_error(comm)).find("error feedback with"), std::string::npos)
           << cc_get_last_error(comm);
+      EXPECT_NE(std::string(cc_get_last_error(comm)).find("omega"), std::string::npos) << cc_get_last_error(comm);
     }
+    for (const char* converging : {"nat", "randk:ratio=0.6+nat", "dither_nat:s=8", "topk:ratio=0.1", "nat_det"}) {
+      EXPECT_EQ(compressed_allreduce_ex(larger.data(), larger.data(), many, CC_FLOAT32, CC_SUM, comm, nullptr,
+                                        converging, wide),
+                CC_SUCCESS)
+          << converging << ": " << cc_get_last_error(comm);
+    }
+    EXPECT_EQ(cc_residual_destroy(wide), CC_SUCCESS);
     EXPECT_EQ(compressed_allreduce_ex(values.data(), values.data(), 10, CC_FLOAT32, CC_SUM, comm, nullptr,
                                       "randk:ratio=0.1+nat", nullptr),
               CC_SUCCESS)
