@@ -7,8 +7,11 @@
 #include <cstring>
 #include <vector>
 
+#include "base/error.h"
 #include "codec/codec.h"
 #include "codec/elements.h"
+#include "codec/residual.h"
+#include "codec/theory.h"
 
 namespace cc {
 namespace {
@@ -90,6 +93,19 @@ void decodeAddEncodeWithResidual(const ResidualCodecs& codecs, const void* packe
     in += packed;
     out += packed;
   }
+}
+
+cc_result_t checkFeedbackConverges(const CodecSpec& spec, size_t count) {
+  if (spec.selector == Selector::TopK || spec.quantizer == Quantizer::NatDet || count == 0) return CC_SUCCESS;
+  const size_t scope = scopeValues(spec, count);
+  const double omega = theoreticalOmega(spec, scope);
+  if (omega < 1.0) return CC_SUCCESS;
+  return setError(CC_INVALID_ARGUMENT,
+                  "error feedback with %s diverges: its variance bound omega is %.3g on %zu values (>= 1), so the "
+                  "residuals would grow every step until they overflow; use a spec with omega < 1 (nat, dither_nat "
+                  "with more levels or smaller buckets, randk with ratio above (omega_q + 1) / 2), topk (biased, "
+                  "made for error feedback), or no residual",
+                  spec.canonical.c_str(), omega, scope);
 }
 
 }  // namespace cc

@@ -92,6 +92,7 @@ cc_result_t commDeviceAllreduce(cc_comm_t comm, const void* sendbuf, void* recvb
     return setError(CC_INVALID_USAGE, "the communicator is broken by an earlier %s; create a new one",
                     resultName(static_cast<cc_result_t>(comm->asyncError.load())));
   }
+  if (residual != nullptr && specCompresses(*spec, datatype, op)) CC_CHECK(checkFeedbackConverges(*spec, count));
   const std::string obstacle = nativeObstacle(comm, *spec, specCompresses(*spec, datatype, op), residual);
   if (!obstacle.empty()) {
     if (firstStagingFor(*comm->device, obstacle)) {
