@@ -26,10 +26,11 @@ namespace cc {
 // Error feedback needs a compressor that loses less than it is given: with
 // E||C(p) - p||^2 = omega ||p||^2, a residual stays bounded only for omega < 1
 // (an unbiased C is then a contraction). Past it the residuals grow every step
-// until they overflow: randk:ratio=0.1 (omega 9; a kept value leaves
+// until they overflow: randk:ratio=0.1+nat (omega 10.2; a kept value leaves
 // p - p/ratio) and qsgd:s=4, dither_nat:s=3, dither_std:s=3 or terngrad on
-// 256-value buckets (omega 4 to 23 by REFERENCE's bounds) reached relative
-// errors of 60 to 10^7, and non-finite values, within tens of calls. Biased
+// their 512-value buckets (omega 5.7 to 22.6 by REFERENCE's bounds) reached
+// relative errors of 60 to 10^7, and non-finite values, within tens of
+// calls. Biased
 // selections (topk, nat_det) are contractions by construction. The bound is
 // REFERENCE's worst case over inputs, so a spec is refused from omega = 1 on
 // even where typical inputs would stay bounded (qsgd:s=16: 1.41).
