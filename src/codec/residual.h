@@ -30,10 +30,9 @@ namespace cc {
 // p - p/ratio) and qsgd:s=4, dither_nat:s=3, dither_std:s=3 or terngrad on
 // their 512-value buckets (omega 5.7 to 22.6 by REFERENCE's bounds) reached
 // relative errors of 60 to 10^7, and non-finite values, within tens of
-// calls. Biased
-// selections (topk, nat_det) are contractions by construction. The bound is
-// REFERENCE's worst case over inputs, so a spec is refused from omega = 1 on
-// even where typical inputs would stay bounded (qsgd:s=16: 1.41).
+// calls. Biased selections (topk, nat_det) are contractions by construction.
+// The bound is REFERENCE's worst case over inputs, so a spec is refused from
+// omega = 1 on even where typical inputs would stay bounded (qsgd:s=16: 1.41).
 // CC_INVALID_ARGUMENT, naming omega, for a residual on `count` values of
 // `spec` that would diverge.
 cc_result_t checkFeedbackConverges(const CodecSpec& spec, size_t count);
