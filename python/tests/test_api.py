@@ -145,6 +145,10 @@ def test_residual_error_feedback_and_pickling():
         residuals[0].copy_to(np.empty(10, dtype=np.float32))
     with pytest.raises(cc.InvalidArgumentError, match="float32, float16 or bfloat16"):
         cc.Residual(10, "int32")
+    # A spec whose variance bound omega is 1 or more would grow the residual without bound.
+    wide = cc.Residual(4096)
+    with pytest.raises(cc.InvalidArgumentError, match="error feedback with .* omega is 5.66"):
+        comms[0].allreduce(np.zeros(4096, dtype=np.float32), codec="qsgd:s=4", residual=wide)
     close_all(comms)
 
 
