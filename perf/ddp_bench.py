@@ -12,8 +12,10 @@ falls on all of them alike. A step's time is the slowest rank's; a scheme's figu
 median over its timed steps, and its speedups are medians of ratios taken round by round.
 
 Schemes: default (DDP's fp32 allreduce), fp16 (fp16_compress_hook), powersgd (rank 1,
-one bucket: PowerSGD fails on gloo with several), and compressedcoll's hook as
-<codec>-<algo>[-ef], e.g. nat-ring, nat-auto, nat-auto-ef. With --switch (emulated
+one bucket: PowerSGD fails on gloo with several), compressedcoll's hook as
+<codec>-<algo>[-ef], e.g. nat-ring, nat-auto, nat-auto-ef, and local (a hook that
+communicates nothing: each rank keeps its own gradients; not training, but the floor that
+forward, backward and the optimizer set on these hosts). With --switch (emulated
 hosts only) a cc_switchd aggregates on the emulated switch, every link runs jumbo
 frames (for every scheme alike), algo `switch` is a scheme (nat-switch) and auto may
 choose it.
@@ -59,6 +61,9 @@ def parse_args(argv=None):
     parser.add_argument("--min-compress-bytes", type=int, default=64 * 1024)
     parser.add_argument("--json", default=None, help="rank 0 writes the results here")
     parser.add_argument("--plot", default=None, help="rank 0 draws step times and speedups here (PNG)")
+    parser.add_argument("--timeline", default=None, metavar="DIR",
+                        help="every rank writes its timed steps' events here (phases; for compressedcoll's hook "
+                             "each bucket's submission and call), and rank 0 prints where the steps went")
     parser.add_argument("--replot", default=None, metavar="JSON", help="only draw --plot from an earlier --json")
     parser.add_argument("--python-path", default=str(ROOT / "build" / "python"),
                         help="where compressedcoll is, when it is not installed")
@@ -134,6 +139,9 @@ class Scheme:
         self.name = name
         self.model = make_model(torch, args)
         self.state = None
+        # --timeline: (event, CLOCK_MONOTONIC ns, bucket index or -1); one clock for every
+        # emulated host, which are namespaces of this machine.
+        self.events = []
         parts = name.split("-")
         if name == "powersgd":
             # One bucket: PowerSGD's callbacks issue collectives from gloo's threads, and with
@@ -160,6 +168,13 @@ class Scheme:
                                                      start_powerSGD_iter=2, use_error_feedback=True,
                                                      warm_start=True, random_seed=0)
             self.ddp.register_comm_hook(self.state, powerSGD_hook.powerSGD_hook)
+        elif name == "local":
+            def local_hook(_, bucket):
+                future = torch.futures.Future()
+                future.set_result(bucket.buffer())
+                return future
+
+            self.ddp.register_comm_hook(None, local_hook)
         elif name != "default":
             import compressedcoll.torch as cct
 
@@ -167,23 +182,47 @@ class Scheme:
                 raise SystemExit(f"ddp_bench: scheme '{name}' is not <codec>-<algo>[-ef]")
             self.state = cct.CompressionState(codec=parts[0], algo=parts[1], error_feedback=len(parts) == 3,
                                               min_compress_bytes=args.min_compress_bytes)
-            self.ddp.register_comm_hook(self.state, cct.compressed_allreduce_hook)
+            self.ddp.register_comm_hook(self.state, self.timed_hook(cct.compressed_allreduce_hook))
         self.optimizer = torch.optim.SGD(self.ddp.parameters(), lr=1e-6)
         self.warmup = args.auto_warmup if name.split("-")[1:2] == ["auto"] else args.warmup
         self.times = []  # per round: the slowest rank's step times
         self.phases = []  # per timed step: this rank's (forward, backward, optimizer) seconds
 
+    def timed_hook(self, hook):
+        """`hook`, logging each bucket's submission and each of the state's calls (on its worker
+        thread) for --timeline."""
+        events = self.events
+        allreduce = self.state.comm.allreduce
+
+        def timed_allreduce(*args, **kwargs):
+            events.append(("call_start", time.monotonic_ns(), -1))
+            try:
+                return allreduce(*args, **kwargs)
+            finally:
+                events.append(("call_end", time.monotonic_ns(), -1))
+
+        self.state.comm.allreduce = timed_allreduce
+
+        def submitting(state, bucket):
+            events.append(("submit", time.monotonic_ns(), bucket.index()))
+            return hook(state, bucket)
+
+        return submitting
+
     def step(self, torch, inputs):
         """One training step; returns the seconds of (forward, backward, optimizer step).
         Backward ends when DDP has every bucket's result: it includes the communication
         that backward's computation did not hide."""
+        self.events.append(("step", time.monotonic_ns(), -1))
         start = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.ddp(inputs).square().mean()
         forward = time.perf_counter()
         loss.backward()
         backward = time.perf_counter()
+        self.events.append(("backward_end", time.monotonic_ns(), -1))
         self.optimizer.step()
+        self.events.append(("optimizer_end", time.monotonic_ns(), -1))
         return forward - start, backward - forward, time.perf_counter() - backward
 
 
@@ -214,6 +253,7 @@ def run_rank(args):
     for scheme in schemes:
         for _ in range(scheme.warmup):
             scheme.step(torch, inputs)
+        scheme.events.clear()
     slowest = torch.zeros(1, dtype=torch.float64)
     for round_number in range(args.rounds):
         order = names[round_number % len(names):] + names[:round_number % len(names)]
@@ -230,6 +270,13 @@ def run_rank(args):
             scheme.times.append(times)
     if rank == 0:
         report(args, schemes, world, parameters)
+    if args.timeline:
+        directory = Path(args.timeline)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / f"rank{rank}.json").write_text(json.dumps({s.name: s.events for s in schemes}))
+        dist.barrier()
+        if rank == 0:
+            timeline_report(directory, names, world)
     for scheme in schemes:
         if hasattr(scheme.state, "close"):
             scheme.state.close()
@@ -237,6 +284,53 @@ def run_rank(args):
 
 
 # ------------------------------------------------------------------- report
+
+
+def split_steps(events):
+    """A rank's events, one dict per step: its start, the bucket submissions, the calls'
+    starts and ends, and the ends of backward and of the optimizer (ns)."""
+    steps = []
+    for event, ns, _ in events:
+        if event == "step":
+            steps.append({"step": ns, "submit": [], "call_start": [], "call_end": []})
+        elif steps and isinstance(steps[-1].get(event), list):
+            steps[-1][event].append(ns)
+        elif steps:
+            steps[-1][event] = ns
+    return steps
+
+
+def timeline_report(directory, names, world):
+    """Where each scheme's timed steps went, all ranks on one clock: medians over the steps, in
+    ms from the step's start (the first rank's; a barrier precedes every timed step)."""
+    ranks = [json.loads((directory / f"rank{r}.json").read_text()) for r in range(world)]
+    print(f"# timeline (raw: {directory}/rank*.json): medians over the timed steps, ms from the step's start; "
+          "a call runs from its last rank's start to its last rank's end")
+    for name in names:
+        per_rank = [split_steps(rank[name]) for rank in ranks]
+        count = min(len(steps) for steps in per_rank)
+        if count == 0:
+            continue
+        figures = {}
+
+        def add(key, value):
+            figures.setdefault(key, []).append(value)
+
+        calls = min(len(steps[i]["call_start"]) for steps in per_rank for i in range(count))
+        for i in range(count):
+            step = [steps[i] for steps in per_rank]
+            start = min(s["step"] for s in step)
+            if step[0]["submit"]:
+                add("first submission, first rank", min(s["submit"][0] for s in step) - start)
+                add("first submission, last rank", max(s["submit"][0] for s in step) - start)
+            for k in range(calls):
+                last_start = max(s["call_start"][k] for s in step) - start
+                add(f"call {k} start", last_start)
+                add(f"call {k} length", max(s["call_end"][k] for s in step) - start - last_start)
+            add("backward end", max(s["backward_end"] for s in step) - start)
+            add("step end", max(s["optimizer_end"] for s in step) - start)
+        text = ", ".join(f"{key} {statistics.median(values) / 1e6:.0f}" for key, values in figures.items())
+        print(f"# {name}: {text}", flush=True)
 
 
 def quartiles(values):
