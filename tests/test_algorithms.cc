@@ -699,6 +699,63 @@ TEST(AutoWatch, CallsRightAfterAnotherCollectiveDoNotCount) {
   }
 }
 
+// Which calls a settled kind's watch counts: right after a call auto timed,
+// of another kind on any algorithm or of its own kind on the same one.
+TEST(AutoWatch, CallsCountAfterTimedCallsOfAnyKindAndTheirOwnAlgorithm) {
+  cc::AutoTrials kind, other;
+  const cc::AlgoId ring = cc::AlgoId::Ring, direct = cc::AlgoId::Direct;
+  EXPECT_TRUE(cc::watchCounts({7, &kind, ring}, &kind, ring, 8));
+  EXPECT_FALSE(cc::watchCounts({7, &kind, direct}, &kind, ring, 8)) << "its own kind on another algorithm";
+  EXPECT_TRUE(cc::watchCounts({7, &other, direct}, &kind, ring, 8)) << "another timed kind, another algorithm";
+  EXPECT_TRUE(cc::watchCounts({7, &other, ring}, &kind, ring, 8));
+  EXPECT_FALSE(cc::watchCounts({7, nullptr, ring}, &kind, ring, 8)) << "a collective auto did not time";
+  EXPECT_FALSE(cc::watchCounts({6, &kind, ring}, &kind, ring, 8)) << "a collective in between";
+  EXPECT_FALSE(cc::watchCounts({}, &kind, ring, 1)) << "the first collective";
+}
+
+// Two kinds of call taking turns, as DDP's buckets of two sizes do: each
+// call follows the other kind's. Both kinds are watched, windows of 3 calls
+// ending; before the rule above neither was, so a bucket's settled
+// algorithm went untimed, or was timed on only the calls that follow its
+// own kind (in DDP each step's first bucket, the one whose ranks arrive the
+// most apart).
+TEST(AutoWatch, KindsThatTakeTurnsAreWatched) {
+  const int n = 3, calls = 2 * (24 + 40);
+  const size_t counts[2] = {30000, 70000};  // two powers of two: two kinds
+  const cc::CostModel model = ringAndDirectCloseModel();
+  ScopedEnv env("CC_AUTO_TRIALS", "3");
+  std::vector<int> kinds(n), settled(n);
+  std::vector<uint64_t> windows(n, ~uint64_t{0});
+  RankOptions options;
+  options.algo = "auto";
+  options.timeoutMs = 10000;
+  runRanks(n, options, [&](int rank, cc_comm_t comm) {
+    comm->costModel = model;
+    comm->autoWatchFirstWindowSeconds = 1e-6;  // windows of 3 calls, the fewest
+    std::vector<float> input[2] = {makeInput(counts[0], rank), makeInput(counts[1], rank)};
+    std::vector<float> output(counts[1]);
+    for (int call = 0; call < calls; ++call) {
+      const int which = call % 2;
+      ASSERT_EQ(compressed_allreduce(input[which].data(), output.data(), counts[which], CC_FLOAT32, CC_SUM, comm,
+                                     nullptr),
+                CC_SUCCESS)
+          << cc_get_last_error(comm);
+    }
+    kinds[rank] = static_cast<int>(comm->autoTrials.size());
+    for (const auto& [key, trials] : comm->autoTrials) {
+      settled[rank] += trials.settled != cc::AlgoId::Auto;
+      windows[rank] = std::min(windows[rank], trials.watch.windows);
+    }
+  });
+  for (int rank = 0; rank < n; ++rank) {
+    EXPECT_EQ(kinds[rank], 2) << "rank " << rank;
+    EXPECT_EQ(settled[rank], 2) << "rank " << rank;
+    // 40 calls a kind after its trials, some of them a challenge's
+    EXPECT_GE(windows[rank], 4u) << "rank " << rank << ": a kind's windows (fewest of the two kinds)";
+    EXPECT_EQ(windows[rank], windows[0]) << "rank " << rank;
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Every algorithm x codec x n x count x dtype x op.
 

@@ -57,6 +57,7 @@ struct AutoState {
   uint64_t autoSwitches = 0;
   uint64_t autoChallengeCalls = 0;
   double autoWatchFirstWindowSeconds = kWatchFirstWindowSeconds;  // tests shorten the windows
+  TimedCall previousTimedCall;  // the watch's view of the latest collective
 };
 
 }  // namespace cc

@@ -56,12 +56,15 @@ AlgoId autoChoice(CollectiveState& state, const CallShape& call, const Collectiv
 }
 
 cc_result_t recordAutoCall(CollectiveState& state, AutoTrials* trial, AlgoId ran, uint64_t seq, double seconds) {
+  // Taken first: an agreement inside the bookkeeping below is a collective too.
+  const TimedCall previous = state.previousTimedCall;
+  state.previousTimedCall = TimedCall{seq, trial, ran};
   if (trial != nullptr && trial->settled == AlgoId::Auto) {
     ++state.autoTrialCalls;
     CC_CHECK(recordTrial(state, trial, seconds));
   } else if (trial != nullptr) {
     if (trial->watch.stage == WatchStage::Challenger) ++state.autoChallengeCalls;
-    CC_CHECK(recordWatch(state, trial, ran, seq, seconds));
+    if (watchCounts(previous, trial, ran, seq)) CC_CHECK(recordWatch(state, trial, seconds));
   }
   state.autoTrialsPending = trial != nullptr && trial->settled == AlgoId::Auto;
   return CC_SUCCESS;

@@ -32,23 +32,19 @@ void beginWindow(AutoWatch& watch, double span, double callSeconds) {
   watch.ownSeconds = 0;
 }
 
-cc_result_t recordWatch(CollectiveState& state, AutoTrials* trial, AlgoId ran, uint64_t seq, double seconds) {
+bool watchCounts(const TimedCall& previous, const AutoTrials* kind, AlgoId ran, uint64_t seq) {
+  if (previous.kind == nullptr || seq != previous.seq + 1) return false;
+  return previous.kind != kind || previous.algo == ran;
+}
+
+cc_result_t recordWatch(CollectiveState& state, AutoTrials* trial, double seconds) {
   AutoWatch& watch = trial->watch;
-  // A call right after another collective (another algorithm, another kind,
-  // the watch's own agreement, a caller's barrier) absorbs what that left in
-  // flight or idle, as a trial block's first call does: it does not count.
-  // A benchmark that takes turns between algorithms on one communicator
-  // would otherwise charge the first call of each of auto's rounds, after
-  // other algorithms left their connections idle, to auto's windows.
-  const bool follows = ran == watch.previousAlgo && seq == watch.previousSeq + 1;
-  watch.previousSeq = seq;
-  watch.previousAlgo = ran;
-  if (!follows) return CC_SUCCESS;
   watch.ownSeconds += seconds;
   if (--watch.timedLeft > 0) return CC_SUCCESS;
   const double own = watch.ownSeconds / watch.timedCalls;
   double agreed = 0;
   CC_CHECK(agreeOnSlowest(state, &own, &agreed, 1, "auto's watch window"));
+  ++watch.windows;
   switch (watch.stage) {
     case WatchStage::Settled:
       if (!shouldChallenge(agreed, watch.runnerUpSeconds)) {

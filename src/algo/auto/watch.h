@@ -52,17 +52,34 @@ struct AutoWatch {
   int timedLeft = 0;
   double ownSeconds = 0;     // this rank's timed calls of the window so far
   double settledBeforeSeconds = 0, challengerSeconds = 0;  // agreed, of the challenge under way
-  // The kind's previous call: a call counts only right after one of the
-  // same algorithm and kind, as the communicator's previous collective
-  // (Auto: none yet, since a call always runs a concrete algorithm).
-  uint64_t previousSeq = 0;
-  AlgoId previousAlgo = AlgoId::Auto;
+  uint64_t windows = 0;      // ended so far
 };
+
+// The communicator's latest collective as the watch sees it: its sequence
+// number, the kind whose trials or watch timed it (null where none did: a
+// forced algorithm, an agreement, a call the model decides alone) and the
+// algorithm it ran.
+struct TimedCall {
+  uint64_t seq = 0;
+  const AutoTrials* kind = nullptr;
+  AlgoId algo = AlgoId::Auto;
+};
+// Whether a settled kind's call `seq` on `ran` counts in its watch, after
+// `previous`: only right after a call auto timed, of another kind on any
+// algorithm or of this kind on the same one. A call after any other
+// collective (the watch's own agreement, a forced algorithm, a caller's
+// barrier) or after its own kind's call on another algorithm absorbs what
+// that left in flight or idle, as a trial block's first call does. Calls of
+// other timed kinds in between count as in the trials: DDP's buckets take
+// turns, and a bucket that only ever followed another size would not be
+// watched (docs/algorithms.md, "Watch").
+bool watchCounts(const TimedCall& previous, const AutoTrials* kind, AlgoId ran, uint64_t seq);
 
 // The next window of the watch: enough timed calls of `callSeconds` to span `span`.
 void beginWindow(AutoWatch& watch, double span, double callSeconds);
-// A call of a settled kind that ran `ran` as collective `seq` in `seconds`:
-// at the end of a window the ranks agree on its time and the watch moves on.
-cc_result_t recordWatch(CollectiveState& state, AutoTrials* trial, AlgoId ran, uint64_t seq, double seconds);
+// A call of a settled kind that took `seconds` and counts in its watch
+// (watchCounts): at the end of a window the ranks agree on its time and the
+// watch moves on.
+cc_result_t recordWatch(CollectiveState& state, AutoTrials* trial, double seconds);
 
 }  // namespace cc
