@@ -49,6 +49,21 @@ TreeNode binaryTree(int nranks, int rank) {
   return node;
 }
 
+// A tree chunk holds as many values as the slot holds float32 values,
+// whatever the codec: an exact float32 chunk fills the slot, a compressed
+// one a part of it. A chunk is received whole at every level before it goes
+// on, so its bytes set the pipeline's fill; the chunks' count sets its
+// latency, since each pipeline iteration waits on chains of messages
+// through both trees (on 4 emulated hosts with 10 Gbit/s links, 3-6 ms an
+// iteration whatever its size: exact chunks of 128 KiB took a 1 MiB call to
+// 14.6 ms, chunks of 512 KiB to 3.7; docs/results.md, part 4).
+size_t treeChunkValuesFor(const Prims& prims, size_t slotBytes) {
+  const size_t fits = prims.chunkValues(slotBytes);
+  const size_t alignment = prims.args().codec->alignmentValues();
+  const size_t cap = (slotBytes - kFrameHeaderBytes) / sizeof(float) / alignment * alignment;
+  return cap == 0 ? fits : std::min(fits, cap);
+}
+
 TreeNode mapTree(const TreeNode& node, int (*map)(int, int), int nranks) {
   TreeNode out;
   out.parent = node.parent < 0 ? -1 : map(node.parent, nranks);
@@ -72,7 +87,7 @@ void doubleBinaryTree(int nranks, int rank, TreeNode trees[2]) {
 
 cc_result_t treeAllreduce(Prims& prims, const CollectiveArgs& args, const TreeNode trees[2],
                           const TreeChannels& channels, float* scratch) {
-  const size_t chunkValues = prims.chunkValues(channels.slotBytes);
+  const size_t chunkValues = treeChunkValuesFor(prims, channels.slotBytes);
   if (chunkValues == 0) {
     return setError(CC_INVALID_ARGUMENT,
                     "tree: one codec unit (%zu values) does not fit a %zu-byte message; raise CC_CHUNK_BYTES or "
@@ -149,12 +164,13 @@ class TreeLinks : public AlgorithmChannels {
   TreeChannels view{};
 };
 
-// Tree chunks are received whole at every level before they go on, so they
-// are smaller than ring's: the pipeline fills in 1/8 of the time.
+// Slots of CC_CHUNK_BYTES / 2 bytes: chunks (treeChunkValuesFor) of
+// CC_CHUNK_BYTES / 8 values, 128 K values at the default 1 MiB (512 KiB
+// exact, 144 KiB of nat codes).
 cc_result_t openTreeChannels(const ChannelSetup& setup, std::unique_ptr<AlgorithmChannels>* out) {
   Transport& transport = *setup.transport;
   auto links = std::make_unique<TreeLinks>();
-  const size_t slot = kFrameHeaderBytes + std::max(kMinChunkBytes, setup.chunkBytes / 8 / 64 * 64);
+  const size_t slot = kFrameHeaderBytes + std::max(kMinChunkBytes, setup.chunkBytes / 2 / 64 * 64);
   doubleBinaryTree(setup.nranks, setup.rank, links->trees);
   links->view.slotBytes = slot;
   for (int t = 0; t < 2; ++t) {
@@ -188,7 +204,7 @@ cc_result_t runTree(const AlgorithmCall& call) {
 
 size_t treeChunkValues(const Prims& sizing, const RingChannels&, const AlgorithmChannels* own) {
   const TreeLinks* links = treeLinksOf(own);
-  return links != nullptr ? sizing.chunkValues(links->view.slotBytes) : 0;
+  return links != nullptr ? treeChunkValuesFor(sizing, links->view.slotBytes) : 0;
 }
 
 bool treePipeline(const CostModel& model, const CallShape& call, size_t chunkValues, Pipeline* p) {
